@@ -1,0 +1,407 @@
+"""The `artfs` command: parse arguments, call the core, print (tables, --json, progress bars).
+
+Every expected failure is an ArtfsError and becomes one line on stderr and exit status 1; click's own
+usage errors exit 2. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+
+import click
+
+from artfs.core.names import check_alias, parse_meta, parse_ref
+from artfs.errors import ArtfsError
+
+store_option = click.option(
+    "--store", "store_uri", envvar="ARTFS_STORE", default=None, metavar="URI",
+    help="s3://bucket/prefix, file:///path or a path (default: $ARTFS_STORE, else ~/.local/share/artfs/store).",
+)
+endpoint_option = click.option(
+    "--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, metavar="URL",
+    help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _repo(store_uri: str | None, endpoint_url: str | None):
+    from artfs.core.repo import Repo
+    from artfs.storage.store import open_store
+
+    return Repo(open_store(store_uri, endpoint_url=endpoint_url))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _progress(total: int | None, desc: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A byte-counting progress bar on a terminal; nothing otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+        yield bar.update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="artfs")
+def cli() -> None:
+    """artfs: versioned ML artifacts (datasets, models) as ordinary directories."""
+
+
+@cli.command()
+@click.argument("src", type=click.Path(file_okay=False, path_type=str))
+@click.argument("name")
+@click.option("--type", "type_", default=None, help="Artifact type (dataset, model, …); default dataset.")
+@click.option("-m", "--message", default="", help="What this version is.")
+@click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version (repeatable).")
+@click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata key=value (repeatable).")
+@store_option
+@endpoint_option
+@json_option
+def put(src, name, type_, message, aliases, meta, store_uri, endpoint_url, as_json) -> None:
+    """Commit directory SRC as the next version of artifact NAME."""
+    from artfs.core.commit import commit_tree, scan_size
+    from artfs.core.names import check_name
+
+    check_name(name)
+    for a in aliases:
+        check_alias(a)
+    metadata = parse_meta(meta)
+    if not os.path.isdir(src):
+        raise ArtfsError(f"{src} is not a directory")
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        show = not as_json and sys.stderr.isatty()
+        with _progress(scan_size(src) if show else None, f"put {name}", show) as bar:
+            result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar)
+    finally:
+        repo.close()
+    if as_json:
+        _print_json(result.as_json())
+        return
+    if result.record is None:
+        click.echo(f"{name}: unchanged, identical to latest; no new version ({result.files} files, "
+                   f"{_human(result.bytes)})")
+        return
+    click.echo(result.ref)
+    click.echo(f"  {result.files} files, {_human(result.bytes)}; uploaded {_human(result.uploaded_bytes)}, "
+               f"{result.reused_chunks} chunks already stored, {result.new_chunks} new")
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("dest", required=False)
+@store_option
+@endpoint_option
+@json_option
+def get(ref, dest, store_uri, endpoint_url, as_json) -> None:
+    """Export version REF (NAME[:vN|latest|ALIAS]) to DEST (default ./NAME-vN)."""
+    from artfs.core.export import export_version
+
+    parsed = parse_ref(ref)
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        rec = repo.resolve(parsed)
+        dest = dest or f"{rec.artifact}-v{rec.version}"
+        show = not as_json
+        with _progress(rec.bytes, f"get {rec.ref}", show) as bar:
+            result = export_version(repo, rec, dest, bar)
+    finally:
+        repo.close()
+    if as_json:
+        _print_json({"ref": rec.ref, "dest": result.dest, "files": result.files, "bytes": result.bytes,
+                     "fetched_bytes": result.fetched_bytes, "requests": result.requests})
+    else:
+        click.echo(f"{rec.ref} -> {result.dest} ({result.files} files, {_human(result.bytes)})")
+
+
+def _version_json(rec, aliases: list[str]) -> dict:
+    return {"ref": rec.ref, "artifact": rec.artifact, "version": rec.version, "type": rec.type,
+            "digest": rec.digest, "files": rec.files, "bytes": rec.bytes, "created": rec.created,
+            "creator": rec.creator, "message": rec.message, "metadata": rec.metadata, "aliases": aliases,
+            "parent": rec.parent}
+
+
+def _aliases_by_version(repo, name: str, latest: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {latest: ["latest"]}
+    for alias, v in sorted(repo.aliases(name).items()):
+        out.setdefault(v, []).append(alias)
+    return out
+
+
+@cli.command(name="ls")
+@click.argument("name", required=False)
+@store_option
+@endpoint_option
+@json_option
+def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
+    """List artifacts, or the versions of artifact NAME."""
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        if name is None:
+            rows = []
+            for art in repo.artifacts():
+                recs = repo.versions(art)
+                rows.append({"name": art, "type": recs[-1].type, "versions": len(recs),
+                             "latest": recs[-1].ref, "bytes": recs[-1].bytes, "updated": recs[-1].created})
+            if as_json:
+                _print_json(rows)
+            elif rows:
+                _table([[r["name"], r["type"], str(r["versions"]), r["latest"], _human(r["bytes"]),
+                         _when(r["updated"])] for r in rows],
+                       ["NAME", "TYPE", "VERSIONS", "LATEST", "SIZE", "UPDATED"])
+            return
+        parsed = parse_ref(name)
+        numbers = repo.require_artifact(parsed.name)
+        by_version = _aliases_by_version(repo, parsed.name, numbers[-1])
+        recs = repo.versions(parsed.name)
+        if as_json:
+            _print_json([_version_json(r, by_version.get(r.version, [])) for r in recs])
+            return
+        _table([[f"v{r.version}", ",".join(by_version.get(r.version, [])), str(r.files), _human(r.bytes),
+                 _when(r.created), r.message] for r in reversed(recs)],
+               ["VERSION", "ALIASES", "FILES", "SIZE", "CREATED", "MESSAGE"])
+    finally:
+        repo.close()
+
+
+@cli.command()
+@click.argument("ref")
+@store_option
+@endpoint_option
+@json_option
+def files(ref, store_uri, endpoint_url, as_json) -> None:
+    """List the files of version REF."""
+    from artfs.core.manifest import KIND_NAMES
+
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        rec = repo.resolve(parse_ref(ref))
+        _, entries = repo.entries(rec)
+        if as_json:
+            _print_json([{"path": e.path, "type": KIND_NAMES[e.kind], "size": e.size, "mode": oct(e.mode),
+                          "mtime": e.mtime_ns / 1e9, **({"target": e.target} if e.kind == 2 else {})}
+                         for e in entries])
+            return
+        for e in entries:
+            if e.kind == 0:
+                click.echo(f"{e.size:>14}  {e.path}")
+            elif e.kind == 1:
+                click.echo(f"{'-':>14}  {e.path}/")
+            else:
+                click.echo(f"{'-':>14}  {e.path} -> {e.target}")
+    finally:
+        repo.close()
+
+
+def _mounted_ref(path: str) -> str | None:
+    """`artfs info PATH` inside a mount: the ref the filesystem reports for that path."""
+    try:
+        return os.getxattr(path, "user.artfs.ref").decode()
+    except OSError:
+        return None
+
+
+@cli.command()
+@click.argument("ref")
+@store_option
+@endpoint_option
+@json_option
+def info(ref, store_uri, endpoint_url, as_json) -> None:
+    """Show version REF (or the version a path in a mount belongs to)."""
+    if os.path.exists(ref) and ("/" in ref or ref in (".", "..")):
+        mounted = _mounted_ref(ref)
+        if mounted is None:
+            raise ArtfsError(f"{ref} is not inside an artfs mount")
+        if store_uri is None:
+            with contextlib.suppress(OSError):
+                store_uri = os.getxattr(ref, "user.artfs.store").decode()
+        ref = mounted
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        parsed = parse_ref(ref)
+        rec = repo.resolve(parsed)
+        numbers = repo.version_numbers(parsed.name)
+        aliases = _aliases_by_version(repo, parsed.name, numbers[-1]).get(rec.version, [])
+    finally:
+        repo.close()
+    data = _version_json(rec, aliases)
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(rec.ref)
+    for key in ("type", "digest", "files", "bytes", "created", "creator", "message", "aliases", "parent"):
+        value = data[key]
+        if key == "created":
+            value = _when(value)
+        elif key == "bytes":
+            value = f"{value} ({_human(value)})"
+        elif key == "aliases":
+            value = ", ".join(value)
+        if value in (None, ""):
+            continue
+        click.echo(f"  {key:8} {value}")
+    for k, v in sorted(rec.metadata.items()):
+        click.echo(f"  meta     {k}={v}")
+
+
+@cli.command()
+@click.argument("name")
+@store_option
+@endpoint_option
+@json_option
+def log(name, store_uri, endpoint_url, as_json) -> None:
+    """Versions and alias moves of artifact NAME, newest first."""
+    parsed = parse_ref(name)
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        repo.require_artifact(parsed.name)
+        events = [{"time": r.created, "event": "version", "ref": r.ref, "creator": r.creator,
+                   "message": r.message, "files": r.files, "bytes": r.bytes} for r in repo.versions(parsed.name)]
+        events += [{"time": e.time, "event": "alias" if e.version is not None else "alias-deleted",
+                    "alias": e.alias, "ref": f"{parsed.name}:v{e.version}" if e.version is not None else None,
+                    "creator": e.creator} for e in repo.alias_log(parsed.name)]
+    finally:
+        repo.close()
+    events.sort(key=lambda e: e["time"], reverse=True)
+    if as_json:
+        _print_json(events)
+        return
+    for e in events:
+        when = _when(e["time"])
+        if e["event"] == "version":
+            msg = f"  {e['message']}" if e["message"] else ""
+            click.echo(f"{when}  {e['ref']:<20} {e['files']} files, {_human(e['bytes'])}  by {e['creator']}{msg}")
+        elif e["event"] == "alias":
+            click.echo(f"{when}  alias {e['alias']} -> {e['ref']}  by {e['creator']}")
+        else:
+            click.echo(f"{when}  alias {e['alias']} deleted  by {e['creator']}")
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@store_option
+@endpoint_option
+@json_option
+def diff(a, b, store_uri, endpoint_url, as_json) -> None:
+    """Paths added, removed or modified from version A to version B (NAME:REF each)."""
+    from artfs.core.manifest import diff_entries
+
+    ra, rb = parse_ref(a), parse_ref(b)
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        va, vb = repo.resolve(ra), repo.resolve(rb)
+        _, ea = repo.entries(va)
+        _, eb = repo.entries(vb)
+        changes = list(diff_entries(ea, eb))
+    finally:
+        repo.close()
+    if as_json:
+        out: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
+        for kind, path in changes:
+            out[kind].append(path)
+        _print_json({"from": va.ref, "to": vb.ref, **out})
+        return
+    marks = {"added": "+", "removed": "-", "modified": "M"}
+    for kind, path in changes:
+        click.echo(f"{marks[kind]} {path}")
+    counts = {k: sum(1 for c, _ in changes if c == k) for k in marks}
+    click.echo(f"{va.ref} -> {vb.ref}: {counts['added']} added, {counts['removed']} removed, "
+               f"{counts['modified']} modified", err=True)
+
+
+@cli.command()
+@click.argument("target")
+@click.argument("alias")
+@click.option("--delete", is_flag=True, help="Delete ALIAS from artifact TARGET (give NAME, not NAME:REF).")
+@store_option
+@endpoint_option
+@json_option
+def alias(target, alias, delete, store_uri, endpoint_url, as_json) -> None:
+    """Point ALIAS at version TARGET (NAME:REF), or delete it with --delete NAME ALIAS."""
+    check_alias(alias)
+    parsed = parse_ref(target)
+    repo = _repo(store_uri, endpoint_url)
+    try:
+        if delete:
+            if parsed.ref is not None:
+                raise ArtfsError("--delete takes the artifact NAME, not NAME:REF")
+            repo.delete_alias(parsed.name, alias)
+            result = {"artifact": parsed.name, "alias": alias, "deleted": True}
+            text = f"{parsed.name}: alias {alias} deleted"
+        else:
+            rec = repo.resolve(parsed)
+            repo.set_alias(rec.artifact, alias, rec.version)
+            result = {"artifact": rec.artifact, "alias": alias, "ref": rec.ref}
+            text = f"{rec.artifact}:{alias} -> {rec.ref}"
+    finally:
+        repo.close()
+    _print_json(result) if as_json else click.echo(text)
+
+
+def _register_subsystems() -> None:
+    """The mount and staging commands live beside the FUSE adapter, not in the core's CLI module."""
+    from artfs.cli_mount import commands as mount_commands
+
+    for command in mount_commands():
+        cli.add_command(command)
+
+
+_register_subsystems()
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected failures into one line and a non-zero exit."""
+    try:
+        cli.main(standalone_mode=False, prog_name="artfs")
+    except click.exceptions.Abort:
+        click.echo("artfs: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except ArtfsError as e:
+        click.echo(f"artfs: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("artfs: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"artfs: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The core: artifacts, versions, aliases, manifests, packs, commits. Knows stores, never FUSE."""

@@ -1,0 +1,136 @@
+"""Packs: many chunks in one store object, and reading chunks back out of them, verified.
+
+A dataset of 100k small files must be a few hundred objects, not 100k, because per-request cost
+dominates object stores. A pack is the concatenation of chunk blobs (each zstd-compressed where that
+helps, else raw) followed by a trailer that lists its chunks, so a pack describes itself (recovery, GC).
+Manifests record (pack, offset, length) for every chunk, so a read needs no global index.
+
+Layout: blob* | trailer (msgpack list of [digest, offset, stored_len, raw_len, flags]) | u32 trailer_len | b"ARTP"
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass
+
+import msgspec
+import zstandard
+
+from artfs.core.chunker import digest as chunk_digest
+from artfs.errors import IntegrityError
+
+PACK_TARGET = 32 * 1024 * 1024
+FLAG_ZSTD = 1
+_MAGIC = b"ARTP"
+_SAMPLE = 64 * 1024
+_zstd_level = 3
+
+# A chunk ref as stored in manifests: digest, pack index, offset, stored length, raw length, flags.
+REF = struct.Struct("<16sIQIII")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """Where one chunk lives: pack id (hex), byte range in the pack, raw size, compression flag."""
+
+    digest: bytes
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    flags: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.stored_len
+
+
+def pack_key(pack_id: str) -> str:
+    return f"packs/{pack_id[:2]}/{pack_id}"
+
+
+def new_pack_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=_zstd_level)
+
+
+def maybe_compress(data: bytes | memoryview, cctx: zstandard.ZstdCompressor) -> tuple[bytes | memoryview, int]:
+    """Compress when it pays (≥ 10% smaller). A 64 KiB sample decides first, so random data costs little."""
+    n = len(data)
+    if n < 512:
+        return data, 0
+    if n > 2 * _SAMPLE:
+        sample = cctx.compress(data[:_SAMPLE])
+        if len(sample) > 0.9 * _SAMPLE:
+            return data, 0
+    packed = cctx.compress(data)
+    if len(packed) <= 0.9 * n:
+        return packed, FLAG_ZSTD
+    return data, 0
+
+
+def decode_chunk(ref: ChunkRef, stored: bytes | memoryview) -> bytes | memoryview:
+    """Decompress (if needed) and verify a chunk against its digest. Corrupt data is an error, never data."""
+    if len(stored) != ref.stored_len:
+        raise IntegrityError(
+            f"chunk {ref.digest.hex()} in pack {ref.pack} is truncated ({len(stored)} of {ref.stored_len} bytes)"
+        )
+    if ref.flags & FLAG_ZSTD:
+        try:
+            data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=ref.raw_len)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"chunk {ref.digest.hex()} in pack {ref.pack} is corrupt: {e}") from None
+    else:
+        data = stored
+    if len(data) != ref.raw_len or chunk_digest(data) != ref.digest:
+        raise IntegrityError(
+            f"chunk {ref.digest.hex()} in pack {ref.pack} is corrupt: its content does not match its digest"
+        )
+    return data
+
+
+class PackBuilder:
+    """Accumulates new chunks into one pack in memory until it reaches PACK_TARGET."""
+
+    def __init__(self) -> None:
+        self.pack_id = new_pack_id()
+        self._parts: list[bytes | memoryview] = []
+        self._index: list[list] = []
+        self.size = 0
+        self.raw_size = 0
+        self._cctx = _compressor()
+
+    def add(self, digest: bytes, data: bytes | memoryview, compress: bool = True) -> ChunkRef:
+        stored, flags = maybe_compress(data, self._cctx) if compress else (data, 0)
+        if isinstance(stored, memoryview):
+            stored = bytes(stored)  # the source buffer (an mmap) may close before upload
+        ref = ChunkRef(digest, self.pack_id, self.size, len(stored), len(data), flags)
+        self._parts.append(stored)
+        self._index.append([digest, ref.offset, ref.stored_len, ref.raw_len, flags])
+        self.size += len(stored)
+        self.raw_size += len(data)
+        return ref
+
+    @property
+    def full(self) -> bool:
+        return self.size >= PACK_TARGET
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def finish(self) -> list[bytes | memoryview]:
+        """The pack's bytes as a list of parts (blobs, then trailer), ready to upload."""
+        trailer = msgspec.msgpack.encode(self._index)
+        return [*self._parts, trailer, struct.pack("<I", len(trailer)) + _MAGIC]
+
+
+def read_trailer(data: bytes) -> list[list]:
+    """The chunk list at the end of a whole pack (for recovery and garbage collection)."""
+    if len(data) < 8 or data[-4:] != _MAGIC:
+        raise IntegrityError("not an artfs pack: bad magic")
+    (n,) = struct.unpack("<I", data[-8:-4])
+    return msgspec.msgpack.decode(data[-8 - n : -8])

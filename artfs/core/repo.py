@@ -1,0 +1,300 @@
+"""Artifacts, versions and aliases in a store, and the atomic publish protocol.
+
+Store layout (all keys relative to the store's root):
+    packs/<id[:2]>/<id>                      chunk packs (see packs.py)
+    manifests/<id[:2]>/<id>                  manifests, named by the xxh3-128 of their bytes
+    artifacts/<name>/versions/<n:010d>.json  version records, each claimed with create-if-absent
+    artifacts/<name>/aliases/<seq:010d>.json alias moves, an append-only log claimed the same way
+
+Publishing is atomic because of the order: packs, then the manifest, then the version number is claimed
+with create-if-absent. Until the claim succeeds nothing is visible; a crash before it leaves only
+unreferenced objects (garbage for a later GC). Two writers racing for number n: one wins, the other
+sees `False`, re-lists and claims n+1 — both succeed with distinct numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+
+import xxhash
+
+from artfs.core.index import StoreIndex
+from artfs.core.manifest import Entry, Header, read_manifest
+from artfs.core.names import Ref, check_alias, check_name, parse_version
+from artfs.core.records import (
+    AliasEvent,
+    VersionRecord,
+    creator,
+    decode_alias,
+    decode_version,
+    encode,
+)
+from artfs.errors import ArtfsError, Conflict, IntegrityError, NotFound, StoreNotFound
+
+
+class VersionTaken(Conflict):
+    """The exact version number asked for was claimed by another writer first."""
+from artfs.storage.cache import ChunkCache, default_cache_dir
+from artfs.storage.store import Store
+
+
+def manifest_key(mid: str) -> str:
+    return f"manifests/{mid[:2]}/{mid}"
+
+
+def version_key(name: str, number: int) -> str:
+    return f"artifacts/{name}/versions/{number:010d}.json"
+
+
+def alias_key(name: str, seq: int) -> str:
+    return f"artifacts/{name}/aliases/{seq:010d}.json"
+
+
+def _numbers(keys: Iterator[str], prefix: str) -> list[int]:
+    out = []
+    for key in keys:
+        stem = key[len(prefix) :]
+        if stem.endswith(".json") and stem[:-5].isdigit() and len(stem) == 15:
+            out.append(int(stem[:-5]))
+    return sorted(out)
+
+
+class Repo:
+    """One store seen through the local index and chunk cache. Synchronous: may block on the store."""
+
+    def __init__(self, store: Store, cache_dir: str | None = None, cache_size: int | None = None) -> None:
+        self.store = store
+        self.cache_dir = cache_dir or default_cache_dir()
+        os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        self.index = StoreIndex(self.cache_dir, store.uri)
+        self._manifest_dir = os.path.join(os.path.dirname(self.index.path), "manifests")
+        os.makedirs(self._manifest_dir, exist_ok=True)
+        self._cache_size = cache_size
+        self._cache: ChunkCache | None = None
+
+    @property
+    def cache(self) -> ChunkCache:
+        if self._cache is None:
+            self._cache = ChunkCache(self.cache_dir, self._cache_size)
+        return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+        self.index.close()
+        self.store.close()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def artifacts(self) -> list[str]:
+        names = set()
+        for key in self.store.list("artifacts/"):
+            parts = key.split("/")
+            if len(parts) >= 4 and parts[2] == "versions":
+                names.add(parts[1])
+        return sorted(names)
+
+    def version_numbers(self, name: str) -> list[int]:
+        prefix = f"artifacts/{name}/versions/"
+        return _numbers(self.store.list(prefix), prefix)
+
+    def version(self, name: str, number: int) -> VersionRecord:
+        key = version_key(name, number)
+        data = self.index.record(key)
+        if data is None:
+            try:
+                data = self.store.get(key)
+            except StoreNotFound:
+                raise NotFound(f"{name}:v{number} does not exist") from None
+            rec = decode_version(data, key, name, number)
+            self.index.put_record(key, data)
+            return rec
+        return decode_version(data, key, name, number)
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        return [self.version(name, n) for n in self.version_numbers(name)]
+
+    def require_artifact(self, name: str) -> list[int]:
+        check_name(name)
+        numbers = self.version_numbers(name)
+        if not numbers:
+            raise NotFound(f"artifact {name!r} does not exist in {self.store.uri}")
+        return numbers
+
+    def alias_log(self, name: str) -> list[AliasEvent]:
+        prefix = f"artifacts/{name}/aliases/"
+        events = []
+        for seq in _numbers(self.store.list(prefix), prefix):
+            key = alias_key(name, seq)
+            data = self.index.record(key)
+            if data is None:
+                data = self.store.get(key)
+                ev = decode_alias(data, key, seq)
+                self.index.put_record(key, data)
+            else:
+                ev = decode_alias(data, key, seq)
+            events.append(ev)
+        return events
+
+    @staticmethod
+    def replay_aliases(events: list[AliasEvent]) -> dict[str, int]:
+        current: dict[str, int] = {}
+        for ev in events:
+            if ev.version is None:
+                current.pop(ev.alias, None)
+            else:
+                current[ev.alias] = ev.version
+        return current
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Current custom aliases → version number (not including `latest`)."""
+        return self.replay_aliases(self.alias_log(name))
+
+    def resolve(self, ref: Ref | str) -> VersionRecord:
+        """`name`, `name:vN`, `name:latest`, `name:alias` → the version record."""
+        if isinstance(ref, str):
+            from artfs.core.names import parse_ref
+
+            ref = parse_ref(ref)
+        numbers = self.require_artifact(ref.name)
+        if ref.ref in (None, "latest"):
+            return self.version(ref.name, numbers[-1])
+        n = parse_version(ref.ref)
+        if n is None:
+            n = self.aliases(ref.name).get(ref.ref)
+            if n is None:
+                raise NotFound(f"artifact {ref.name!r} has no alias {ref.ref!r}")
+        if n not in numbers:
+            raise NotFound(f"{ref.name}:v{n} does not exist")
+        return self.version(ref.name, n)
+
+    # --- manifests -------------------------------------------------------------------------------
+
+    def manifest_file(self, mid: str) -> str:
+        """A local, verified copy of a manifest (downloaded once; manifests are immutable)."""
+        path = os.path.join(self._manifest_dir, mid)
+        if os.path.exists(path):
+            return path
+        try:
+            data = self.store.get(manifest_key(mid))
+        except StoreNotFound:
+            raise IntegrityError(f"manifest {mid} is missing from the store") from None
+        if xxhash.xxh3_128_hexdigest(data) != mid:
+            raise IntegrityError(f"manifest {mid} is corrupt: its content does not match its name")
+        fd, tmp = tempfile.mkstemp(dir=self._manifest_dir, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return path
+
+    def ensure_index(self, rec: VersionRecord) -> Header:
+        """Make `lookup`/`listdir` work for a version (download and index its manifest once)."""
+        header = self.index.header(rec.manifest)
+        if header is None:
+            header = self.index.build(rec.manifest, self.manifest_file(rec.manifest))
+        return header
+
+    def entries(self, rec: VersionRecord) -> tuple[Header, Iterator[Entry]]:
+        """Stream a version's entries in path order, validated."""
+        return read_manifest(self.manifest_file(rec.manifest), rec.manifest)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def upload_manifest(self, path: str) -> str:
+        with open(path, "rb") as f:
+            h = xxhash.xxh3_128()
+            while block := f.read(1 << 20):
+                h.update(block)
+        mid = h.hexdigest()
+        self.store.put_file(manifest_key(mid), path)
+        dest = os.path.join(self._manifest_dir, mid)
+        if not os.path.exists(dest):
+            os.replace(path, dest)
+        return mid
+
+    def artifact_type(self, name: str, numbers: list[int] | None = None) -> str | None:
+        numbers = self.version_numbers(name) if numbers is None else numbers
+        return self.version(name, numbers[-1]).type if numbers else None
+
+    def check_type(self, name: str, type_: str | None) -> str:
+        """The type a new version of `name` gets; an explicit type must match the artifact's."""
+        if type_ is not None:
+            check_name(type_, "type")
+        existing = self.artifact_type(name)
+        if existing is not None and type_ is not None and type_ != existing:
+            raise ArtfsError(f"artifact {name!r} is a {existing}, not a {type_}")
+        return existing or type_ or "dataset"
+
+    def publish(
+        self,
+        name: str,
+        type_: str,
+        manifest_path: str,
+        header: Header,
+        message: str = "",
+        metadata: dict[str, str] | None = None,
+        aliases: list[str] | tuple[str, ...] = (),
+        parent: int | None = None,
+        number: int | None = None,
+    ) -> VersionRecord | None:
+        """Claim the next version for an uploaded tree. None when the tree equals `latest`'s.
+
+        Packs must already be in the store: this uploads the manifest, then claims a number.
+        With `number`, claim exactly that one or raise VersionTaken (a merge made against `number-1`
+        must be redone if someone else published meanwhile).
+        """
+        check_name(name)
+        for a in aliases:
+            check_alias(a)
+        mid = self.upload_manifest(manifest_path)
+        who = creator()
+        number_fixed = number is not None
+        while True:
+            numbers = self.version_numbers(name)
+            if numbers and self.version(name, numbers[-1]).digest == header.digest:
+                return None
+            next_number = numbers[-1] + 1 if numbers else 0
+            if number is not None and number != next_number:
+                raise VersionTaken(f"{name}:v{number} was published by someone else meanwhile")
+            number = next_number
+            rec = VersionRecord(
+                artifact=name, version=number, type=type_, digest=header.digest, manifest=mid,
+                files=header.files, bytes=header.bytes, created=time.time(), creator=who,
+                message=message, metadata=dict(metadata or {}), parent=parent,
+            )
+            data = encode(rec)
+            if self.store.create_if_absent(version_key(name, number), data):
+                self.index.put_record(version_key(name, number), data)
+                break
+            if number_fixed:
+                raise VersionTaken(f"{name}:v{number} was published by someone else meanwhile")
+        self.index.build(mid, os.path.join(self._manifest_dir, mid))
+        for alias in aliases:
+            self.set_alias(name, alias, number)
+        return rec
+
+    def _append_alias_event(self, name: str, alias: str, version: int | None) -> AliasEvent:
+        prefix = f"artifacts/{name}/aliases/"
+        while True:
+            seqs = _numbers(self.store.list(prefix), prefix)
+            seq = seqs[-1] + 1 if seqs else 0
+            ev = AliasEvent(seq=seq, alias=alias, version=version, time=time.time(), creator=creator())
+            if self.store.create_if_absent(alias_key(name, seq), encode(ev)):
+                return ev
+
+    def set_alias(self, name: str, alias: str, version: int) -> AliasEvent:
+        check_alias(alias)
+        numbers = self.require_artifact(name)
+        if version not in numbers:
+            raise NotFound(f"{name}:v{version} does not exist")
+        return self._append_alias_event(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> AliasEvent:
+        check_alias(alias)
+        self.require_artifact(name)
+        if alias not in self.aliases(name):
+            raise NotFound(f"artifact {name!r} has no alias {alias!r}")
+        return self._append_alias_event(name, alias, None)

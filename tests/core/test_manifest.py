@@ -1,0 +1,111 @@
+import os
+
+import pytest
+import zstandard
+
+from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, diff_entries, path_key, read_manifest
+from artfs.core.packs import ChunkRef
+from artfs.errors import IntegrityError
+
+
+def _ref(i: int, size: int) -> ChunkRef:
+    return ChunkRef(bytes([i]) * 16, f"{i % 3:032x}", i * 100, size, size, 0)
+
+
+def _write(tmp_path, entries):
+    w = ManifestWriter(tmp_dir=str(tmp_path))
+    for e in entries:
+        if e[1] == FILE:
+            w.add_file(e[0], 0o644, 1, sum(r.raw_len for r in e[2]), e[2])
+        elif e[1] == DIR:
+            w.add(Entry(e[0], DIR, 0o755, 1, 0))
+        else:
+            w.add(Entry(e[0], LINK, 0o777, 1, len(e[2]), e[2].encode()))
+    return w.finish()
+
+
+def test_roundtrip_and_order(tmp_path):
+    entries = [("a", DIR), ("a/b", FILE, [_ref(1, 10), _ref(2, 5)]), ("a/c", LINK, "b"),
+               ("a-c", FILE, []), ("z", FILE, [_ref(3, 7)])]
+    path, header = _write(tmp_path, entries)
+    assert header.entries == 5 and header.files == 3 and header.bytes == 22
+    h2, it = read_manifest(path)
+    got = list(it)
+    assert [e.path for e in got] == ["a", "a/b", "a/c", "a-c", "z"]
+    assert h2 == header
+    refs = got[1].refs(h2.packs)
+    assert refs == [_ref(1, 10), _ref(2, 5)]
+    assert got[2].target == "b"
+
+
+def test_digest_is_deterministic_and_content_based(tmp_path):
+    a = [("d", DIR), ("d/f", FILE, [_ref(1, 10)])]
+    _, h1 = _write(tmp_path, a)
+    # Same content elsewhere in packs: same digest.
+    moved = ChunkRef(bytes([1]) * 16, "f" * 32, 999, 4, 10, 1)
+    _, h2 = _write(tmp_path, [("d", DIR), ("d/f", FILE, [moved])])
+    _, h3 = _write(tmp_path, [("d", DIR), ("d/g", FILE, [_ref(1, 10)])])
+    assert h1.digest == h2.digest != h3.digest
+
+
+def test_out_of_order_rejected_by_writer(tmp_path):
+    w = ManifestWriter(tmp_dir=str(tmp_path))
+    w.add(Entry("b", DIR, 0o755, 0, 0))
+    with pytest.raises(ValueError):
+        w.add(Entry("a", DIR, 0o755, 0, 0))
+
+
+def _raw_manifest(tmp_path, header, entries):
+    import struct
+
+    import msgspec
+
+    def frame(o):
+        b = msgspec.msgpack.encode(o)
+        return struct.pack("<I", len(b)) + b
+
+    data = frame(header) + b"".join(frame(e) for e in entries)
+    path = os.path.join(tmp_path, "evil")
+    with open(path, "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress(data))
+    return path
+
+
+@pytest.mark.parametrize("bad_path", ["../etc/passwd", "/abs", "a//b", "a\x00"])
+def test_hostile_manifest_rejected(tmp_path, bad_path):
+    header = {"format": 1, "packs": [], "entries": 1, "files": 0, "bytes": 0, "digest": "0" * 32}
+    path = _raw_manifest(tmp_path, header, [[bad_path, DIR, 0o755, 0, 0, b"", b""]])
+    _, it = read_manifest(path)
+    with pytest.raises(IntegrityError, match="rejected"):
+        list(it)
+
+
+def test_escaping_symlink_rejected(tmp_path):
+    header = {"format": 1, "packs": [], "entries": 1, "files": 0, "bytes": 0, "digest": "0" * 32}
+    path = _raw_manifest(tmp_path, header, [["l", LINK, 0o777, 0, 6, b"../../x", b""]])
+    with pytest.raises(IntegrityError):
+        list(read_manifest(path)[1])
+
+
+def test_truncated_manifest_rejected(tmp_path):
+    path, _ = _write(tmp_path, [("a", DIR), ("b", DIR)])
+    data = zstandard.ZstdDecompressor().decompress(open(path, "rb").read(), max_output_size=1 << 20)
+    with open(path, "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress(data[:-3]))
+    with pytest.raises(IntegrityError):
+        list(read_manifest(path)[1])
+
+
+def test_path_key_orders_like_a_walk():
+    paths = ["a-c", "a/b", "a", "a/b/c", "b"]
+    assert sorted(paths, key=path_key) == ["a", "a/b", "a/b/c", "a-c", "b"]
+
+
+def test_diff_entries():
+    def f(p, d):
+        return Entry(p, FILE, 0o644, 0, 1, b"", d)
+
+    old = [f("a", b"1"), f("b", b"2"), f("c", b"3")]
+    new = [f("b", b"2"), f("c", b"4"), f("d", b"5")]
+    assert list(diff_entries(iter(old), iter(new))) == [
+        ("removed", "a"), ("modified", "c"), ("added", "d")]
