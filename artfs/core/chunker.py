@@ -33,7 +33,8 @@ def cut(buf: bytes | memoryview | mmap.mmap) -> Iterator[memoryview]:
         if len(buf):
             yield memoryview(buf)
         return
-    for chunk in _cdc.cut_buf(buf):
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    for chunk in _cdc.cut_buf(view):
         yield chunk.data
 
 
@@ -57,7 +58,11 @@ class MappedFile:
 
     def close(self) -> None:
         if self._mmap is not None:
-            self._mmap.close()
+            self.buf = b""
+            try:
+                self._mmap.close()
+            except BufferError:  # a chunk view still alive; the mapping goes when it does
+                pass
             self._mmap = None
 
     def __enter__(self) -> MappedFile:

@@ -257,7 +257,7 @@ class Repo:
             if numbers and self.version(name, numbers[-1]).digest == header.digest:
                 return None
             next_number = numbers[-1] + 1 if numbers else 0
-            if number is not None and number != next_number:
+            if number_fixed and number != next_number:
                 raise VersionTaken(f"{name}:v{number} was published by someone else meanwhile")
             number = next_number
             rec = VersionRecord(
