@@ -22,7 +22,8 @@ from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
 from artfs.errors import ArtfsError
 
-BATCH_BYTES = 256 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024 * 1024  # bounds bookkeeping only: data streams span by span
+SPAN_BYTES = 16 * 1024 * 1024  # measured: 16 MiB ranged GETs beat 8 MiB ones against S3 here
 BATCH_FILES = 20000
 WORKERS = 8
 
@@ -142,7 +143,7 @@ class _Batch:
 
     def run(self) -> None:
         if self.refs:
-            spans = plan_spans(self.refs)
+            spans = plan_spans(self.refs, max_span=SPAN_BYTES)
             spans.sort(key=lambda s: -sum(r.stored_len for r in s))
             with ThreadPoolExecutor(self.workers, thread_name_prefix="artfs-get") as pool:
                 for f in [pool.submit(self._span, s) for s in spans]:

@@ -63,7 +63,7 @@ class Store(ABC):
             raise
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the default has none."""
 
     def __repr__(self) -> str:

@@ -1,0 +1,456 @@
+"""The local chunk cache: a bounded, content-addressed store of chunk bytes in LMDB, shared at once by every
+artfs process of a user on this machine (a mount daemon, CLI commands).
+
+Why it is built this way:
+
+- **Raw bytes.** Chunks are stored decompressed, so a warm hit is one B-tree lookup and one memcpy: no
+  decompression, no hashing, on the path that serves `read()`.
+- **Trusted contents.** The caller (the core's chunk fetcher) verifies every chunk against its digest before
+  `put`; the cache never re-hashes what it serves. LMDB commits are copy-on-write, so with sync=False an OS
+  crash may lose the last commits but never tears one: the file stays consistent, only less warm.
+- **Access stamps are batched.** LRU needs last-access times, but writing one per read would turn every read
+  into a write transaction, and LMDB has one writer at a time across all processes. So `get` never writes:
+  it notes the access in memory, and the notes are written by the next write transaction of this process (a
+  `put`, or `flush_access()`). An owner that mostly reads (the daemon) calls `flush_access()` from a thread
+  when `pending_access_due()` says so, and `close()` flushes the rest. Unflushed stamps only make eviction a
+  little less precise.
+- **One exact total.** The byte total lives in the environment and changes in the same write transaction as
+  the entries, so every process sees the same exact number. A put that takes the total past the inserting
+  process's own limit evicts least-recently-used entries, in that transaction, down to 90% of that limit.
+- **Short transactions, never across fork.** Each call uses its own transaction and copies the value out
+  before it ends: a long-lived reader would pin old pages and make the file grow. An environment is never
+  used after `fork()`: the child closes the inherited one and reopens lazily. This process's transactions
+  in flight are counted (the "gate"), so closing, forking and adopting a map grown by another process can
+  first wait for them to end.
+
+Layout (four named databases):
+    data   digest -> chunk bytes
+    meta   digest -> last-access stamp (u64 ns) + size (u64)
+    lru    stamp (u64, big-endian) + digest -> b""      (oldest first)
+    stats  b"bytes" -> total size of the cached chunks (u64)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import lmdb
+
+from artfs.errors import ArtfsError
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+DEFAULT_MAX_BYTES = 20 * GiB
+DIGEST_SIZE = 16
+
+# The map is address space, not disk: the file only grows as pages are used. 2x the limit absorbs the free
+# pages LMDB cannot reuse yet (fragmentation, pages still visible to a reader). Module constants so tests
+# can shrink them.
+_MAP_HEADROOM = GiB
+_MIN_MAP_SIZE = 4 * GiB
+
+_LOW_WATER = 0.9  # eviction stops at this fraction of the limit, so puts near the limit don't evict each time
+_TXN_BYTES = 1 << 20  # chunk bytes per write transaction (see put_many)
+_FLUSH_AGE_NS = 5_000_000_000
+_FLUSH_ENTRIES = 1024
+
+_U64 = struct.Struct(">Q")
+_META = struct.Struct(">QQ")  # stamp, size
+_TOTAL_KEY = b"bytes"
+
+
+def default_cache_dir() -> str:
+    """`$ARTFS_CACHE`, else `$XDG_CACHE_HOME/artfs`, else `~/.cache/artfs`. ChunkCache creates it (0700)."""
+    explicit = os.environ.get("ARTFS_CACHE")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec says to ignore a relative path
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "artfs")
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])(?:i?B)?|B)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "20G", "512M", "1.5GiB", "100000" (K/M/G/T are powers of 1024, like `du -h`)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ArtfsError(f"invalid size {text!r}: expected a number of bytes or one like 512M, 20G, 1.5GiB")
+    number, unit = match.groups()
+    scale = 1 << 10 * ("KMGT".index(unit.upper()) + 1) if unit else 1
+    return int(Fraction(number) * scale)
+
+
+def _max_bytes_from_env() -> int:
+    text = os.environ.get("ARTFS_CACHE_SIZE")
+    if not text:
+        return DEFAULT_MAX_BYTES
+    try:
+        return parse_size(text)
+    except ArtfsError as e:
+        raise ArtfsError(f"ARTFS_CACHE_SIZE: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Handles:
+    """An open environment and its databases: replaced together after fork, so a caller that holds one
+    never mixes handles of two environments."""
+
+    env: lmdb.Environment
+    data: Any  # lmdb._Database, which the stubs keep private
+    meta: Any
+    lru: Any
+    stats: Any
+
+
+class ChunkCache:
+    """A bounded LMDB cache of chunks, keyed by their 16-byte digests; safe across threads and processes.
+
+    Each opener passes its own limit (`max_bytes`, default `$ARTFS_CACHE_SIZE` or 20 GiB); eviction uses the
+    limit of the process that inserts. See the module docstring for the design.
+    """
+
+    def __init__(self, cache_dir: str | None = None, max_bytes: int | None = None) -> None:
+        self.cache_dir = os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
+        self.max_bytes = _max_bytes_from_env() if max_bytes is None else max_bytes
+        if self.max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.path = os.path.join(self.cache_dir, "chunks.lmdb")
+        self._map_size = max(2 * self.max_bytes + _MAP_HEADROOM, _MIN_MAP_SIZE)
+        self._closed = False
+        self._orphaned = False  # forked while a transaction was in flight: unusable in this child
+        self._handles: _Handles | None = None
+        self._reset_process_state()
+        try:
+            os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ArtfsError(f"cannot create the cache directory {self.cache_dir}: {e.strerror}") from None
+        self._handles = self._open()
+        _LIVE.add(self)
+
+    def _reset_process_state(self) -> None:
+        """Locks, the gate and pending stamps: fresh at open and in a forked child, where the parent's
+        locks may have been held by threads that do not exist there."""
+        self._inflight: list[None] = []  # one item per transaction of ours in flight (the gate)
+        self._open_lock = threading.Lock()  # (re)opening, adopting a grown map, closing
+        self._write_lock = threading.Lock()  # one write txn per process; taken before the gate, never inside
+        self._pending_lock = threading.Lock()
+        self._pending: dict[bytes, int] = {}  # digest -> last access (ns), not yet written
+        self._pending_since = 0
+
+    def _open(self) -> _Handles:
+        try:
+            env = lmdb.open(
+                self.path,
+                subdir=True,
+                mode=0o700,
+                map_size=self._map_size,
+                max_dbs=4,
+                max_readers=512,
+                max_spare_txns=0,  # a cached read txn keeps a reader slot that a forked child would clobber
+                sync=False,
+                metasync=False,
+                readahead=False,
+                lock=True,
+            )
+            env.reader_check()  # free slots of crashed processes: they pin old pages and grow the file
+            return _Handles(
+                env, env.open_db(b"data"), env.open_db(b"meta"), env.open_db(b"lru"), env.open_db(b"stats")
+            )
+        except lmdb.Error as e:
+            raise ArtfsError(f"cannot open the chunk cache at {self.path}: {e}") from None
+
+    # --- the gate --------------------------------------------------------------------------------------
+
+    def _enter(self) -> _Handles:
+        """Count a transaction in flight and return the handles to run it on; pair with `_exit`."""
+        while True:
+            self._inflight.append(None)  # before reading the handles: see _quiesce
+            handles = self._handles
+            if handles is not None:
+                return handles
+            self._inflight.pop()
+            self._wait_for_handles()
+
+    def _exit(self) -> None:
+        self._inflight.pop()
+
+    def _wait_for_handles(self) -> None:
+        """Slow path of `_enter`: wait out a remap, or reopen after fork."""
+        with self._open_lock:
+            if self._handles is not None:
+                return
+            if self._closed:
+                raise ValueError("the chunk cache is closed")
+            if self._orphaned:
+                raise ArtfsError(
+                    "the chunk cache was in use by another thread when this process forked; "
+                    "open a new ChunkCache in the child"
+                )
+            self._handles = self._open()
+
+    def _quiesce(self) -> _Handles | None:
+        """Hide the handles from new callers and wait until no transaction of ours is in flight. Call with
+        `_open_lock` held and outside the gate; the caller publishes the handles again (or closes them)."""
+        handles, self._handles = self._handles, None
+        while self._inflight:  # read txns last microseconds; a writer may take longer
+            time.sleep(0.0002)
+        return handles
+
+    def _adopt_grown_map(self) -> None:
+        """Another process grew the map past ours (MapResizedError) or may have (MapFullError): remap to
+        the size recorded in the file. Remapping with a transaction in flight would pull pages from under
+        it, so wait for ours to end first."""
+        with self._open_lock:
+            handles = self._quiesce()
+            if handles is not None:
+                handles.env.set_mapsize(0)
+                self._handles = handles
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    def _lookup(self, digest: bytes, meta: bool = False) -> bytes | None:
+        h = self._enter()
+        try:
+            txn = h.env.begin(db=h.meta if meta else h.data)  # buffers=False: copied out while txn lives
+            try:
+                return txn.get(digest)
+            finally:
+                txn.abort()
+        finally:
+            self._exit()
+
+    def get(self, digest: bytes) -> bytes | None:
+        """The chunk's bytes, or None. Never writes: the access is only noted in memory (see module doc)."""
+        try:
+            data = self._lookup(digest)
+        except lmdb.MapResizedError:
+            self._adopt_grown_map()
+            data = self._lookup(digest)
+        if data is not None:
+            now = time.time_ns()
+            with self._pending_lock:
+                if not self._pending:
+                    self._pending_since = now
+                self._pending[digest] = now
+        return data
+
+    def contains(self, digest: bytes) -> bool:
+        """Whether the chunk is cached; does not count as an access."""
+        try:
+            return self._lookup(digest, meta=True) is not None
+        except lmdb.MapResizedError:
+            self._adopt_grown_map()
+            return self._lookup(digest, meta=True) is not None
+
+    __contains__ = contains
+
+    def pending_access_due(self) -> bool:
+        """True when the noted accesses are many or old enough that the owner should `flush_access()`."""
+        n = len(self._pending)
+        return n >= _FLUSH_ENTRIES or (n > 0 and time.time_ns() - self._pending_since >= _FLUSH_AGE_NS)
+
+    def stats(self) -> dict[str, Any]:
+        """`bytes` and `entries` now cached (by all processes), this opener's `max_bytes`, and `path`."""
+        h = self._enter()
+        try:
+            with h.env.begin() as txn:
+                total = _U64.unpack(txn.get(_TOTAL_KEY, db=h.stats) or _U64.pack(0))[0]
+                entries = txn.stat(h.meta)["entries"]
+        finally:
+            self._exit()
+        return {"bytes": total, "entries": entries, "max_bytes": self.max_bytes, "path": self.path}
+
+    # --- writes ----------------------------------------------------------------------------------------
+
+    def put(self, digest: bytes, data: bytes) -> None:
+        """Cache one verified chunk (see `put_many`)."""
+        self.put_many(((digest, data),))
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Cache verified chunks. A chunk already cached only gets a fresh stamp; one larger than
+        `max_bytes` is not cached. After each write transaction, a total past `max_bytes` is evicted down
+        to 90% of it, least recently used first.
+
+        Items are written about 1 MiB per transaction: bigger transactions were 4-15x slower here (the
+        dirty pages of a transaction are fresh memory until it commits), and a short one holds LMDB's single
+        writer lock, shared by all processes, only briefly."""
+        group: list[tuple[bytes, bytes]] = []
+        size = 0
+        for digest, data in items:
+            if len(digest) != DIGEST_SIZE:
+                raise ValueError(f"a chunk digest is {DIGEST_SIZE} bytes, not {len(digest)}")
+            if len(data) > self.max_bytes:
+                continue
+            group.append((digest, data))
+            size += len(data)
+            if size >= _TXN_BYTES:
+                self._write(group)
+                group, size = [], 0
+        if group:
+            self._write(group)
+
+    def flush_access(self) -> None:
+        """Write the accesses noted by `get` in one write transaction. The owner calls this periodically
+        (from a thread: it waits for LMDB's single writer) and `close()` calls it."""
+        self._write([])
+
+    def clear(self) -> None:
+        """Drop every cached chunk (of all processes)."""
+        with self._write_lock:
+            self._take_pending()
+            h = self._enter()
+            try:
+                with h.env.begin(write=True) as txn:
+                    for db in (h.data, h.meta, h.lru):
+                        txn.drop(db, delete=False)
+                    txn.put(_TOTAL_KEY, _U64.pack(0), db=h.stats)
+            finally:
+                self._exit()
+
+    def _take_pending(self) -> dict[bytes, int]:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        return pending
+
+    def _write(self, batch: list[tuple[bytes, bytes]]) -> None:
+        """One write transaction for `batch` and the pending stamps. If the map is too small, adopt the
+        size another process may have grown it to, then retry; if it is still full, free space first."""
+        with self._write_lock:
+            pending = self._take_pending()
+            if not batch and not pending:
+                return
+            full = False
+            for _ in range(3):
+                h = self._enter()
+                try:
+                    with h.env.begin(write=True) as txn:
+                        self._apply(txn, h, batch, pending, make_room=full)
+                    return
+                except lmdb.MapResizedError:
+                    pass
+                except lmdb.MapFullError:
+                    full = True
+                finally:
+                    self._exit()
+                self._adopt_grown_map()
+            log.warning("chunk cache %s: no room in the map; %d chunks not cached", self.path, len(batch))
+
+    def _apply(self, txn: lmdb.Transaction, h: _Handles, batch: list[tuple[bytes, bytes]],
+               pending: dict[bytes, int], make_room: bool) -> None:
+        total = _U64.unpack(txn.get(_TOTAL_KEY, db=h.stats) or _U64.pack(0))[0]
+        if make_room:  # the last attempt ran out of map: free half the cache before inserting
+            total = self._evict(txn, h, total, self.max_bytes // 2, keep_from=None)
+        for digest, stamp in pending.items():
+            self._touch(txn, h, digest, stamp)
+        start = time.time_ns()
+        for i, (digest, data) in enumerate(batch):
+            stamp = start + i  # distinct and in batch order, so a batch larger than the limit evicts its head
+            if self._touch(txn, h, digest, stamp):
+                continue
+            txn.put(digest, data, db=h.data)
+            txn.put(digest, _META.pack(stamp, len(data)), db=h.meta)
+            txn.put(_U64.pack(stamp) + digest, b"", db=h.lru)
+            total += len(data)
+        if total > self.max_bytes:
+            total = self._evict(txn, h, total, int(self.max_bytes * _LOW_WATER), keep_from=start)
+        txn.put(_TOTAL_KEY, _U64.pack(total), db=h.stats)
+
+    @staticmethod
+    def _touch(txn: lmdb.Transaction, h: _Handles, digest: bytes, stamp: int) -> bool:
+        """Move a cached chunk's stamp forward (never back: another process may have seen it later).
+        False if it is not cached (never was, or evicted since the access)."""
+        meta = txn.get(digest, db=h.meta)
+        if meta is None:
+            return False
+        old, size = _META.unpack(meta)
+        if stamp > old:
+            txn.delete(_U64.pack(old) + digest, db=h.lru)
+            txn.put(_U64.pack(stamp) + digest, b"", db=h.lru)
+            txn.put(digest, _META.pack(stamp, size), db=h.meta)
+        return True
+
+    def _evict(self, txn: lmdb.Transaction, h: _Handles, total: int, target: int,
+               keep_from: int | None) -> int:
+        """Delete least-recently-used chunks until `total <= target`; the new total. Chunks stamped at or
+        after `keep_from` (this put's own) go only while the total is still over the limit."""
+        cursor = txn.cursor(db=h.lru)
+        while total > target and cursor.first():
+            key = cursor.key()
+            if keep_from is not None and total <= self.max_bytes and _U64.unpack(key[:8])[0] >= keep_from:
+                break
+            digest = key[8:]
+            meta = txn.get(digest, db=h.meta)
+            total -= _META.unpack(meta)[1] if meta is not None else 0
+            txn.delete(digest, db=h.data)
+            txn.delete(digest, db=h.meta)
+            cursor.delete()
+        return total
+
+    # --- lifetime --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write pending access stamps and close the environment; later calls raise ValueError."""
+        if self._closed:
+            return
+        try:
+            if not self._orphaned:
+                self.flush_access()
+        finally:
+            with self._write_lock, self._open_lock:
+                self._closed = True
+                handles = self._quiesce()
+                if handles is not None:
+                    handles.env.close()
+            _LIVE.discard(self)
+
+    def __enter__(self) -> ChunkCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drop_parent_env(self) -> None:
+        """In a forked child (single-threaded, right after fork): let go of the parent's environment.
+
+        Closing it in the child is safe when no transaction of ours was in flight: mdb_env_close clears only
+        reader slots of the calling pid, and fcntl locks are not inherited. With one in flight, closing
+        would end the parent's transaction (its reader slot is shared memory), so the environment is kept
+        unclosed forever and the cache is unusable in this child.
+        """
+        handles, self._handles = self._handles, None
+        in_flight = bool(self._inflight)
+        self._reset_process_state()
+        if handles is None:
+            return
+        if in_flight:
+            self._orphaned = True
+            _ORPHANED_ENVS.append(handles.env)
+        else:
+            handles.env.close()
+
+
+# Every open cache, so a forked child can drop the environments it inherited before anything uses them.
+_LIVE: weakref.WeakSet[ChunkCache] = weakref.WeakSet()
+_ORPHANED_ENVS: list[lmdb.Environment] = []
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_LIVE):
+        cache._drop_parent_env()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

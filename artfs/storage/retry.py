@@ -1,0 +1,118 @@
+"""RetryingStore: one retry policy for every store, as a wrapper rather than a branch in each backend.
+
+Only TransientStoreError is retried (throttling, 5xx, dropped connections, 409 on a conditional PUT),
+with exponential backoff and full jitter, until `attempts` or `deadline` runs out; then the caller gets
+StoreUnavailable. Everything else passes straight through.
+
+Retrying `create_if_absent` needs care: a PUT can land on the server and still fail on the way back, so a
+retry may find our own object. After a transient failure, "already exists" counts as ours when the stored
+bytes equal ours. Two writers racing with identical bytes could then both be told "created"; callers that
+must tell writers apart put something unique (a writer id) in what they claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from artfs.errors import ArtfsError, StoreUnavailable, TransientStoreError
+from artfs.storage.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _env_number(name: str, kind: type[int] | type[float], default: float, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ArtfsError(f"{name} must be a number >= {minimum}, got {raw!r}") from None
+    if value < minimum:
+        raise ArtfsError(f"{name} must be a number >= {minimum}, got {raw!r}")
+    return value
+
+
+class RetryingStore(Store):
+    """Wraps a store; ARTFS_STORE_RETRIES and ARTFS_STORE_DEADLINE override attempts and deadline."""
+
+    def __init__(
+        self,
+        inner: Store,
+        attempts: int = 5,
+        base_delay: float = 0.1,
+        max_delay: float = 5.0,
+        deadline: float = 25.0,
+    ) -> None:
+        self.inner = inner
+        self.attempts = int(_env_number("ARTFS_STORE_RETRIES", int, attempts, 1))
+        self.deadline = _env_number("ARTFS_STORE_DEADLINE", float, deadline, 0)
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    @property
+    def uri(self) -> str:  # type: ignore[override]
+        return self.inner.uri
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        start = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return fn()
+            except TransientStoreError as e:
+                last = e
+            delay = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (tries - 1)))
+            if tries >= self.attempts or time.monotonic() - start + delay > self.deadline:
+                break
+            log.debug("store %s: %s; retry %d in %.2fs", self.uri, last, tries, delay)
+            time.sleep(delay)
+        raise StoreUnavailable(f"store {self.uri} unreachable after {tries} attempts: {last}") from last
+
+    def get(self, key: str) -> bytes:
+        return self._call(lambda: self.inner.get(key))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._call(lambda: self.inner.get_range(key, offset, length))
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call(lambda: self.inner.put(key, data))
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        self._call(lambda: self.inner.put_file(key, path))
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        failed_before = False
+
+        def attempt() -> bool:
+            nonlocal failed_before
+            try:
+                created = self.inner.create_if_absent(key, data)
+            except TransientStoreError:
+                failed_before = True
+                raise
+            if not created and failed_before:
+                return self.inner.get(key) == data  # did our own earlier try land?
+            return created
+
+        return self._call(attempt)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Listed eagerly, so a failure halfway through a listing is retried as a whole."""
+        return iter(self._call(lambda: [*self.inner.list(prefix)]))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.inner.delete(key))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"RetryingStore({self.inner!r})"

@@ -1,0 +1,216 @@
+"""S3Store: a store in an S3 bucket (or any S3-compatible service), under an optional key prefix.
+
+`create_if_absent` is a conditional PUT (`If-None-Match: *`): S3 itself refuses the second writer, so
+version numbers can be claimed safely from many machines. Retries are not done here (botocore makes a
+single attempt): RetryingStore wraps every store, so one policy applies to all of them.
+Every botocore failure goes through `_translate`, the one place that decides what is transient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+
+import boto3
+import botocore.exceptions as bx
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from artfs.errors import InvalidName, StoreError, StoreNotFound, StoreUnavailable, TransientStoreError
+from artfs.storage.store import Store
+
+try:  # urllib3 is a botocore dependency; its errors may escape from a response body read
+    from urllib3.exceptions import HTTPError as _Urllib3Error
+except ImportError:  # pragma: no cover
+    _Urllib3Error = OSError
+
+SINGLE_PUT_LIMIT = 64 << 20  # files below this go in one PUT; larger ones in multipart parts
+PART_SIZE = 16 << 20
+UPLOAD_THREADS = 8
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "403",
+}
+_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+    # A concurrent conditional write on the same key: AWS says to retry; the retry then gets 412 or wins.
+    "ConditionalRequestConflict",
+}
+_CREDENTIALS = (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)
+
+
+def _one_line(text: object) -> str:
+    return re.sub(r"\s+", " ", str(text)).strip()
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` → ("bucket", "some/prefix/"); the prefix may be empty."""
+    if not uri.startswith("s3://"):
+        raise InvalidName(f"not an S3 URI: {uri!r} (use s3://bucket/prefix)")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidName(f"S3 URI {uri!r} has no bucket (use s3://bucket/prefix)")
+    prefix = prefix.strip("/")
+    return bucket, prefix + "/" if prefix else ""
+
+
+class S3Store(Store):
+    """Objects live at `<prefix><key>` in one bucket. One boto3 client, shared by all threads."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        config = Config(
+            max_pool_connections=32,
+            connect_timeout=5,
+            read_timeout=20,
+            # One attempt per call (`max_attempts` would count *extra* tries): RetryingStore retries.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint else None,
+        )
+        try:
+            # A private session: boto3's default session is not safe to share between threads.
+            self._client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+        except (ValueError, bx.BotoCoreError) as e:
+            raise StoreUnavailable(f"cannot open S3 store {self.uri}: {_one_line(e)}") from e
+        self.endpoint = self._client.meta.endpoint_url
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise InvalidName(f"invalid store key {key!r}")
+        return self.prefix + key
+
+    def _translate(self, e: BaseException, key: str) -> StoreError:
+        """The one place that maps botocore/boto3 failures to store errors."""
+        if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, (bx.ClientError, bx.BotoCoreError)):
+            return self._translate(e.__context__, key)
+        where = f"{key!r} in {self.uri}"
+        if isinstance(e, _CREDENTIALS):
+            return StoreUnavailable(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+                + ("" if isinstance(e, bx.NoCredentialsError) else f" ({_one_line(e)})")
+            )
+        if isinstance(e, bx.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return StoreUnavailable(f"cannot trust {self.endpoint}: {_one_line(e)}")
+        if isinstance(e, (bx.ConnectionError, bx.HTTPClientError, _Urllib3Error, ConnectionError, TimeoutError)):
+            return TransientStoreError(f"cannot reach {self.endpoint}: {_one_line(e)}")
+        if isinstance(e, (bx.IncompleteReadError, bx.FlexibleChecksumError)):
+            return TransientStoreError(f"damaged transfer of {where}: {_one_line(e)}")
+        if isinstance(e, bx.ClientError):
+            err = e.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            message = _one_line(err.get("Message") or e)
+            if code in _NOT_FOUND:
+                return StoreNotFound(f"{where} not found")
+            if code == "NoSuchBucket":
+                return StoreUnavailable(f"bucket {self.bucket!r} does not exist (store {self.uri})")
+            if code in _DENIED or status == 403:
+                return StoreUnavailable(f"access to {self.uri} denied ({code}): {message}")
+            if code in _TRANSIENT or status >= 500 or status == 429:
+                return TransientStoreError(f"S3 busy or failing on {where} ({code or status}): {message}")
+            return StoreError(f"S3 error on {where} ({code or status}): {message}")
+        if isinstance(e, bx.ParamValidationError):
+            return StoreError(f"bad S3 request for {where}: {_one_line(e)}")
+        return StoreError(f"S3 failed on {where}: {type(e).__name__}: {_one_line(e)}")
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except (bx.BotoCoreError, bx.ClientError, S3UploadFailedError, _Urllib3Error, OSError) as e:
+            raise self._translate(e, key) from e
+
+    def get(self, key: str) -> bytes:
+        with self._errors(key):
+            body = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with contextlib.closing(body):
+                return body.read()
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Like pread: a range past the end of the object comes back short."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"bad range offset={offset} length={length}")
+        with self._errors(key):
+            if length == 0:  # S3 has no empty range: check existence instead
+                self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return b""
+            try:
+                resp = self._client.get_object(
+                    Bucket=self.bucket, Key=self._key(key), Range=f"bytes={offset}-{offset + length - 1}"
+                )
+            except bx.ClientError as e:
+                if e.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # the object exists but ends before `offset`
+                raise
+            with contextlib.closing(resp["Body"]) as body:
+                return body.read()
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._errors(key):
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        """One PUT for small files; multipart (parallel parts) for big packs. Both publish atomically."""
+        size = os.path.getsize(path)  # a missing source is the caller's error: let it raise as is
+        with self._errors(key):
+            if size < SINGLE_PUT_LIMIT:
+                with open(path, "rb") as f:
+                    self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
+                return
+            transfer = TransferConfig(
+                multipart_threshold=SINGLE_PUT_LIMIT,
+                multipart_chunksize=PART_SIZE,
+                max_concurrency=UPLOAD_THREADS,
+                use_threads=True,
+            )
+            self._client.upload_file(os.fspath(path), self.bucket, self._key(key), Config=transfer)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        with self._errors(key):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            except bx.ClientError as e:
+                if e.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                    return False
+                raise
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """S3 lists keys in UTF-8 byte order, which is also Python's str order."""
+        cut = len(self.prefix)
+        with self._errors(prefix or "/"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield obj["Key"][cut:]
+
+    def delete(self, key: str) -> None:
+        with self._errors(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,57 @@
+"""Shared fixtures. Each group sits under its own section comment; add new groups as new sections."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.s3server import S3Server, s3_env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_artfs_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test may touch ~/.cache or ~/.local: the cache and the default store live in tmp dirs."""
+    base = tmp_path_factory.mktemp("artfs-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARTFS_CACHE", str(base / "cache"))
+        mp.setenv("ARTFS_STORE", str(base / "store"))
+        yield
+
+
+# --- stores ---
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One moto server per session; its AWS_* settings go into os.environ so subprocesses inherit them."""
+    log = tmp_path_factory.mktemp("s3server") / "moto.log"
+    with S3Server(log_path=str(log)) as server, pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+            mp.delenv(name, raising=False)
+        for name, value in s3_env(server.endpoint).items():
+            mp.setenv(name, value)
+        yield server
+
+
+@pytest.fixture
+def s3_store_uri(s3_server: S3Server) -> str:
+    """A fresh bucket per test, so tests never see each other's objects."""
+    bucket = s3_server.create_bucket(f"bucket-{uuid.uuid4().hex[:12]}")
+    return f"s3://{bucket}/prefix"
+
+
+@pytest.fixture
+def local_store_uri(tmp_path: os.PathLike) -> str:
+    return os.path.join(tmp_path, "store")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per store kind; the S3 server only starts if an s3 case runs."""
+    return request.getfixturevalue(f"{request.param}_store_uri")
+
+
+# --- end stores ---
