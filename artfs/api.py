@@ -1,0 +1,63 @@
+"""The Python API: what the CLI does, for training code and notebooks, on the same core.
+
+    import artfs.api as artfs
+    artfs.put("out/", "resnet", type="model", aliases=["candidate"])
+    rec = artfs.resolve("resnet:best")
+    artfs.get("animals:v3", "/tmp/animals")
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from artfs.core.commit import CommitResult, commit_tree
+from artfs.core.export import ExportResult, export_version
+from artfs.core.names import parse_ref
+from artfs.core.records import VersionRecord
+from artfs.core.repo import Repo
+from artfs.storage.store import open_store
+
+
+@contextlib.contextmanager
+def open_repo(store: str | None = None, endpoint_url: str | None = None) -> Iterator[Repo]:
+    """A Repo on `store` (default: $ARTFS_STORE, else the embedded default), closed afterwards."""
+    repo = Repo(open_store(store, endpoint_url=endpoint_url))
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def put(src: str, name: str, *, type: str | None = None, message: str = "",  # noqa: A002 - the CLI's word
+        aliases: list[str] | tuple[str, ...] = (), metadata: dict[str, str] | None = None,
+        store: str | None = None) -> CommitResult:
+    """Commit directory `src` as the next version of `name` (nothing new if it equals latest)."""
+    with open_repo(store) as repo:
+        return commit_tree(repo, src, name, type, message, metadata, aliases)
+
+
+def get(ref: str, dest: str | None = None, *, store: str | None = None) -> ExportResult:
+    """Export version `ref` (NAME[:vN|latest|ALIAS]) to `dest` (default ./NAME-vN)."""
+    with open_repo(store) as repo:
+        rec = repo.resolve(parse_ref(ref))
+        return export_version(repo, rec, dest or f"{rec.artifact}-v{rec.version}")
+
+
+def resolve(ref: str, *, store: str | None = None) -> VersionRecord:
+    with open_repo(store) as repo:
+        return repo.resolve(parse_ref(ref))
+
+
+def versions(name: str, *, store: str | None = None) -> list[VersionRecord]:
+    with open_repo(store) as repo:
+        repo.require_artifact(name)
+        return repo.versions(name)
+
+
+def set_alias(ref: str, alias: str, *, store: str | None = None) -> VersionRecord:
+    """Point `alias` at version `ref`; returns that version."""
+    with open_repo(store) as repo:
+        rec = repo.resolve(parse_ref(ref))
+        repo.set_alias(rec.artifact, alias, rec.version)
+        return rec
