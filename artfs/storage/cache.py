@@ -10,18 +10,19 @@ Why it is built this way:
   crash may lose the last commits but never tears one: the file stays consistent, only less warm.
 - **Access stamps are batched.** LRU needs last-access times, but writing one per read would turn every read
   into a write transaction, and LMDB has one writer at a time across all processes. So `get` never writes:
-  it notes the access in memory, and the notes are written by the next write transaction of this process (a
-  `put`, or `flush_access()`). An owner that mostly reads (the daemon) calls `flush_access()` from a thread
-  when `pending_access_due()` says so, and `close()` flushes the rest. Unflushed stamps only make eviction a
-  little less precise.
+  it notes the access in memory, and the cache's next write transaction (a `put`, or `flush_access()`)
+  writes the notes. An owner that mostly reads (the daemon) calls `flush_access()` from a thread when
+  `pending_access_due()` says so; `close()` flushes the rest. Unflushed stamps only make eviction a little
+  less precise.
 - **One exact total.** The byte total lives in the environment and changes in the same write transaction as
   the entries, so every process sees the same exact number. A put that takes the total past the inserting
-  process's own limit evicts least-recently-used entries, in that transaction, down to 90% of that limit.
-- **Short transactions, never across fork.** Each call uses its own transaction and copies the value out
-  before it ends: a long-lived reader would pin old pages and make the file grow. An environment is never
-  used after `fork()`: the child closes the inherited one and reopens lazily. This process's transactions
-  in flight are counted (the "gate"), so closing, forking and adopting a map grown by another process can
-  first wait for them to end.
+  cache's own limit evicts least-recently-used entries, in that transaction, down to 90% of that limit.
+- **One environment per process, short transactions, never across fork.** LMDB forbids opening its files
+  twice in a process, so ChunkCache objects on one directory share one `_SharedEnv`. Each call uses its own
+  transaction and copies the value out before it ends: a long-lived reader would pin old pages and make the
+  file grow. The transactions of this process in flight are counted (the "gate"), so closing, remapping
+  and `fork()` can wait for them to end; a forked child then closes the inherited environment (safe only
+  with no transaction in flight) and reopens it on first use.
 
 Layout (four named databases):
     data   digest -> chunk bytes
@@ -55,12 +56,12 @@ DEFAULT_MAX_BYTES = 20 * GiB
 DIGEST_SIZE = 16
 
 # The map is address space, not disk: the file only grows as pages are used. 2x the limit absorbs the free
-# pages LMDB cannot reuse yet (fragmentation, pages still visible to a reader). Module constants so tests
-# can shrink them.
+# pages LMDB cannot reuse yet (fragmentation, pages a reader still sees). Module constants so tests can
+# shrink them.
 _MAP_HEADROOM = GiB
 _MIN_MAP_SIZE = 4 * GiB
 
-_LOW_WATER = 0.9  # eviction stops at this fraction of the limit, so puts near the limit don't evict each time
+_LOW_WATER = 0.9  # eviction stops here, so puts near the limit don't evict on every call
 _TXN_BYTES = 1 << 20  # chunk bytes per write transaction (see put_many)
 _FLUSH_AGE_NS = 5_000_000_000
 _FLUSH_ENTRIES = 1024
@@ -106,8 +107,7 @@ def _max_bytes_from_env() -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Handles:
-    """An open environment and its databases: replaced together after fork, so a caller that holds one
-    never mixes handles of two environments."""
+    """An open environment and its databases, replaced together (after fork)."""
 
     env: lmdb.Environment
     data: Any  # lmdb._Database, which the stubs keep private
@@ -116,40 +116,29 @@ class _Handles:
     stats: Any
 
 
-class ChunkCache:
-    """A bounded LMDB cache of chunks, keyed by their 16-byte digests; safe across threads and processes.
+class _SharedEnv:
+    """The one LMDB environment of a cache directory in this process, and the gate: a count of this
+    process's transactions in flight, so remapping, closing and forking can wait until there are none.
 
-    Each opener passes its own limit (`max_bytes`, default `$ARTFS_CACHE_SIZE` or 20 GiB); eviction uses the
-    limit of the process that inserts. See the module docstring for the design.
+    Readers take no lock: `enter` appends to `inflight` and then reads `handles`; `_quiesce` clears
+    `handles` and then waits for `inflight` to empty. Under the GIL one of the two always sees the other.
     """
 
-    def __init__(self, cache_dir: str | None = None, max_bytes: int | None = None) -> None:
-        self.cache_dir = os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
-        self.max_bytes = _max_bytes_from_env() if max_bytes is None else max_bytes
-        if self.max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
-        self.path = os.path.join(self.cache_dir, "chunks.lmdb")
-        self._map_size = max(2 * self.max_bytes + _MAP_HEADROOM, _MIN_MAP_SIZE)
-        self._closed = False
-        self._orphaned = False  # forked while a transaction was in flight: unusable in this child
-        self._handles: _Handles | None = None
-        self._reset_process_state()
-        try:
-            os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise ArtfsError(f"cannot create the cache directory {self.cache_dir}: {e.strerror}") from None
-        self._handles = self._open()
-        _LIVE.add(self)
+    def __init__(self, path: str, map_size: int) -> None:
+        self.path = path
+        self.map_size = map_size
+        self.users = 0
+        self.closed = False
+        self.handles: _Handles | None = None
+        self._held: _Handles | None = None  # hidden while the process forks
+        self._reset_locks()
+        self.handles = self._open()
 
-    def _reset_process_state(self) -> None:
-        """Locks, the gate and pending stamps: fresh at open and in a forked child, where the parent's
-        locks may have been held by threads that do not exist there."""
-        self._inflight: list[None] = []  # one item per transaction of ours in flight (the gate)
-        self._open_lock = threading.Lock()  # (re)opening, adopting a grown map, closing
-        self._write_lock = threading.Lock()  # one write txn per process; taken before the gate, never inside
-        self._pending_lock = threading.Lock()
-        self._pending: dict[bytes, int] = {}  # digest -> last access (ns), not yet written
-        self._pending_since = 0
+    def _reset_locks(self) -> None:
+        """Fresh at open and in a forked child, where threads of the parent may have held the old ones."""
+        self.inflight: list[None] = []
+        self.open_lock = threading.Lock()  # (re)opening, remapping, closing
+        self.write_lock = threading.Lock()  # one write txn per process; taken before the gate, never inside
 
     def _open(self) -> _Handles:
         try:
@@ -157,7 +146,7 @@ class ChunkCache:
                 self.path,
                 subdir=True,
                 mode=0o700,
-                map_size=self._map_size,
+                map_size=self.map_size,
                 max_dbs=4,
                 max_readers=512,
                 max_spare_txns=0,  # a cached read txn keeps a reader slot that a forked child would clobber
@@ -166,79 +155,190 @@ class ChunkCache:
                 readahead=False,
                 lock=True,
             )
+        except lmdb.Error as e:
+            raise ArtfsError(f"cannot open the chunk cache at {self.path}: {e}") from None
+        try:
             env.reader_check()  # free slots of crashed processes: they pin old pages and grow the file
             return _Handles(
                 env, env.open_db(b"data"), env.open_db(b"meta"), env.open_db(b"lru"), env.open_db(b"stats")
             )
         except lmdb.Error as e:
+            env.close()
             raise ArtfsError(f"cannot open the chunk cache at {self.path}: {e}") from None
 
-    # --- the gate --------------------------------------------------------------------------------------
-
-    def _enter(self) -> _Handles:
-        """Count a transaction in flight and return the handles to run it on; pair with `_exit`."""
+    def enter(self) -> _Handles:
+        """Count a transaction in flight and return the handles to run it on; pair with `exit`."""
         while True:
-            self._inflight.append(None)  # before reading the handles: see _quiesce
-            handles = self._handles
+            self.inflight.append(None)
+            handles = self.handles
             if handles is not None:
                 return handles
-            self._inflight.pop()
+            self.inflight.pop()
             self._wait_for_handles()
 
-    def _exit(self) -> None:
-        self._inflight.pop()
+    def exit(self) -> None:
+        self.inflight.pop()
 
     def _wait_for_handles(self) -> None:
-        """Slow path of `_enter`: wait out a remap, or reopen after fork."""
-        with self._open_lock:
-            if self._handles is not None:
+        """Slow path of `enter`: wait out a remap, or reopen after fork."""
+        with self.open_lock:
+            if self.handles is not None:
                 return
-            if self._closed:
+            if self.closed:
                 raise ValueError("the chunk cache is closed")
-            if self._orphaned:
-                raise ArtfsError(
-                    "the chunk cache was in use by another thread when this process forked; "
-                    "open a new ChunkCache in the child"
-                )
-            self._handles = self._open()
+            self.handles = self._open()
 
     def _quiesce(self) -> _Handles | None:
-        """Hide the handles from new callers and wait until no transaction of ours is in flight. Call with
-        `_open_lock` held and outside the gate; the caller publishes the handles again (or closes them)."""
-        handles, self._handles = self._handles, None
-        while self._inflight:  # read txns last microseconds; a writer may take longer
+        """Hide the handles from new callers and wait until no transaction is in flight. Call with
+        `open_lock` held and outside the gate; then publish the handles again, or close them."""
+        handles, self.handles = self.handles, None
+        while self.inflight:  # read txns last microseconds; a writer may take longer
             time.sleep(0.0002)
         return handles
 
-    def _adopt_grown_map(self) -> None:
-        """Another process grew the map past ours (MapResizedError) or may have (MapFullError): remap to
-        the size recorded in the file. Remapping with a transaction in flight would pull pages from under
-        it, so wait for ours to end first."""
-        with self._open_lock:
+    def remap(self, size: int = 0) -> None:
+        """Remap to `size`, or with 0 to the size recorded in the file, which another process may have
+        grown (MapResizedError, MapFullError). Remapping under a live transaction would pull pages from
+        under it, hence the quiesce."""
+        with self.open_lock:
             handles = self._quiesce()
             if handles is not None:
-                handles.env.set_mapsize(0)
-                self._handles = handles
+                handles.env.set_mapsize(size)
+                self.map_size = handles.env.info()["map_size"]
+                self.handles = handles
+
+    def close(self) -> None:
+        with self.write_lock, self.open_lock:
+            self.closed = True
+            handles = self._quiesce()
+            if handles is not None:
+                handles.env.close()
+
+    def hold_for_fork(self) -> None:
+        """Before fork: wait until no transaction is in flight, and start none until after it."""
+        self.open_lock.acquire()
+        self._held = self._quiesce()
+
+    def resume_after_fork(self) -> None:
+        self.handles, self._held = self._held, None
+        self.open_lock.release()
+
+    def drop_after_fork(self) -> None:
+        """In the child, right after fork (one thread): close the parent's environment, to reopen on first
+        use, and renew the locks, which the parent's other threads may have held.
+
+        Closing is safe only because `hold_for_fork` left no transaction in flight: mdb_env_close clears
+        just the reader slots of the calling pid, and fcntl locks are not inherited; but ending an inherited
+        transaction would clear the parent's reader slot, which lives in shared memory.
+        """
+        handles, self._held = self._held, None
+        self._reset_locks()
+        if handles is not None:
+            handles.env.close()
+
+
+_REGISTRY_LOCK = threading.Lock()
+_ENVS: dict[str, _SharedEnv] = {}  # realpath of the environment -> its one environment in this process
+_LIVE: weakref.WeakSet[ChunkCache] = weakref.WeakSet()  # caches whose locks a forked child must renew
+
+
+def _acquire_env(path: str, map_size: int) -> _SharedEnv:
+    with _REGISTRY_LOCK:
+        shared = _ENVS.get(path)
+        if shared is None:
+            shared = _ENVS[path] = _SharedEnv(path, map_size)
+        elif shared.map_size < map_size:
+            shared.remap(map_size)
+        shared.users += 1
+        return shared
+
+
+def _release_env(shared: _SharedEnv) -> None:
+    with _REGISTRY_LOCK:  # held while closing, so nobody reopens the files before they are closed
+        shared.users -= 1
+        if shared.users == 0:
+            del _ENVS[shared.path]
+            shared.close()
+
+
+def _before_fork() -> None:
+    _REGISTRY_LOCK.acquire()
+    for shared in _ENVS.values():
+        shared.hold_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for shared in _ENVS.values():
+        shared.resume_after_fork()
+    _REGISTRY_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    global _REGISTRY_LOCK
+    _REGISTRY_LOCK = threading.Lock()
+    for shared in _ENVS.values():
+        shared.drop_after_fork()
+    for cache in _LIVE:
+        cache._reset_pending()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+class ChunkCache:
+    """A bounded LMDB cache of chunks, keyed by their 16-byte digests; safe across threads and processes.
+
+    Each opener passes its own limit (`max_bytes`, default `$ARTFS_CACHE_SIZE` or 20 GiB); eviction uses the
+    limit of the cache that inserts. See the module docstring for the design.
+    """
+
+    def __init__(self, cache_dir: str | None = None, max_bytes: int | None = None) -> None:
+        self.cache_dir = os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
+        self.max_bytes = _max_bytes_from_env() if max_bytes is None else max_bytes
+        if self.max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.path = os.path.join(self.cache_dir, "chunks.lmdb")
+        try:
+            os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ArtfsError(f"cannot create the cache directory {self.cache_dir}: {e.strerror}") from None
+        self._reset_pending()
+        map_size = max(2 * self.max_bytes + _MAP_HEADROOM, _MIN_MAP_SIZE)
+        self._shared: _SharedEnv | None = _acquire_env(os.path.realpath(self.path), map_size)
+        self._release = weakref.finalize(self, _release_env, self._shared)  # if dropped unclosed
+        _LIVE.add(self)
+
+    def _reset_pending(self) -> None:
+        self._pending_lock = threading.Lock()
+        self._pending: dict[bytes, int] = {}  # digest -> last access (ns), not yet written
+        self._pending_since = 0
+
+    def _env(self) -> _SharedEnv:
+        shared = self._shared
+        if shared is None:
+            raise ValueError("the chunk cache is closed")
+        return shared
 
     # --- reads -----------------------------------------------------------------------------------------
 
-    def _lookup(self, digest: bytes, meta: bool = False) -> bytes | None:
-        h = self._enter()
+    def _lookup(self, digest: bytes, in_meta: bool = False) -> bytes | None:
+        shared = self._env()
+        h = shared.enter()
         try:
-            txn = h.env.begin(db=h.meta if meta else h.data)  # buffers=False: copied out while txn lives
+            txn = h.env.begin(db=h.meta if in_meta else h.data)  # buffers=False: copied out while txn lives
             try:
                 return txn.get(digest)
             finally:
                 txn.abort()
         finally:
-            self._exit()
+            shared.exit()
 
     def get(self, digest: bytes) -> bytes | None:
         """The chunk's bytes, or None. Never writes: the access is only noted in memory (see module doc)."""
         try:
             data = self._lookup(digest)
         except lmdb.MapResizedError:
-            self._adopt_grown_map()
+            self._env().remap()
             data = self._lookup(digest)
         if data is not None:
             now = time.time_ns()
@@ -251,10 +351,10 @@ class ChunkCache:
     def contains(self, digest: bytes) -> bool:
         """Whether the chunk is cached; does not count as an access."""
         try:
-            return self._lookup(digest, meta=True) is not None
+            return self._lookup(digest, in_meta=True) is not None
         except lmdb.MapResizedError:
-            self._adopt_grown_map()
-            return self._lookup(digest, meta=True) is not None
+            self._env().remap()
+            return self._lookup(digest, in_meta=True) is not None
 
     __contains__ = contains
 
@@ -264,15 +364,23 @@ class ChunkCache:
         return n >= _FLUSH_ENTRIES or (n > 0 and time.time_ns() - self._pending_since >= _FLUSH_AGE_NS)
 
     def stats(self) -> dict[str, Any]:
-        """`bytes` and `entries` now cached (by all processes), this opener's `max_bytes`, and `path`."""
-        h = self._enter()
+        """`bytes` and `entries` cached now (by all processes), this cache's `max_bytes`, and `path`."""
+        try:
+            total, entries = self._totals()
+        except lmdb.MapResizedError:
+            self._env().remap()
+            total, entries = self._totals()
+        return {"bytes": total, "entries": entries, "max_bytes": self.max_bytes, "path": self.path}
+
+    def _totals(self) -> tuple[int, int]:
+        shared = self._env()
+        h = shared.enter()
         try:
             with h.env.begin() as txn:
                 total = _U64.unpack(txn.get(_TOTAL_KEY, db=h.stats) or _U64.pack(0))[0]
-                entries = txn.stat(h.meta)["entries"]
+                return total, txn.stat(h.meta)["entries"]
         finally:
-            self._exit()
-        return {"bytes": total, "entries": entries, "max_bytes": self.max_bytes, "path": self.path}
+            shared.exit()
 
     # --- writes ----------------------------------------------------------------------------------------
 
@@ -285,9 +393,9 @@ class ChunkCache:
         `max_bytes` is not cached. After each write transaction, a total past `max_bytes` is evicted down
         to 90% of it, least recently used first.
 
-        Items are written about 1 MiB per transaction: bigger transactions were 4-15x slower here (the
-        dirty pages of a transaction are fresh memory until it commits), and a short one holds LMDB's single
-        writer lock, shared by all processes, only briefly."""
+        Items are written about 1 MiB per transaction: bigger transactions were 4-15x slower here (their
+        dirty pages are fresh memory until the commit), and a short one holds LMDB's writer lock, which all
+        processes share, only briefly."""
         group: list[tuple[bytes, bytes]] = []
         size = 0
         for digest, data in items:
@@ -305,21 +413,22 @@ class ChunkCache:
 
     def flush_access(self) -> None:
         """Write the accesses noted by `get` in one write transaction. The owner calls this periodically
-        (from a thread: it waits for LMDB's single writer) and `close()` calls it."""
+        (from a thread: it may wait for another process's writer) and `close()` calls it."""
         self._write([])
 
     def clear(self) -> None:
         """Drop every cached chunk (of all processes)."""
-        with self._write_lock:
+        shared = self._env()
+        with shared.write_lock:
             self._take_pending()
-            h = self._enter()
+            h = shared.enter()
             try:
                 with h.env.begin(write=True) as txn:
                     for db in (h.data, h.meta, h.lru):
                         txn.drop(db, delete=False)
                     txn.put(_TOTAL_KEY, _U64.pack(0), db=h.stats)
             finally:
-                self._exit()
+                shared.exit()
 
     def _take_pending(self) -> dict[bytes, int]:
         with self._pending_lock:
@@ -328,14 +437,15 @@ class ChunkCache:
 
     def _write(self, batch: list[tuple[bytes, bytes]]) -> None:
         """One write transaction for `batch` and the pending stamps. If the map is too small, adopt the
-        size another process may have grown it to, then retry; if it is still full, free space first."""
-        with self._write_lock:
+        size another process may have grown it to and retry; if it is still full, free space first."""
+        shared = self._env()
+        with shared.write_lock:
             pending = self._take_pending()
             if not batch and not pending:
                 return
             full = False
             for _ in range(3):
-                h = self._enter()
+                h = shared.enter()
                 try:
                     with h.env.begin(write=True) as txn:
                         self._apply(txn, h, batch, pending, make_room=full)
@@ -345,8 +455,8 @@ class ChunkCache:
                 except lmdb.MapFullError:
                     full = True
                 finally:
-                    self._exit()
-                self._adopt_grown_map()
+                    shared.exit()
+                shared.remap()
             log.warning("chunk cache %s: no room in the map; %d chunks not cached", self.path, len(batch))
 
     def _apply(self, txn: lmdb.Transaction, h: _Handles, batch: list[tuple[bytes, bytes]],
@@ -358,7 +468,7 @@ class ChunkCache:
             self._touch(txn, h, digest, stamp)
         start = time.time_ns()
         for i, (digest, data) in enumerate(batch):
-            stamp = start + i  # distinct and in batch order, so a batch larger than the limit evicts its head
+            stamp = start + i  # distinct, in batch order
             if self._touch(txn, h, digest, stamp):
                 continue
             txn.put(digest, data, db=h.data)
@@ -386,7 +496,7 @@ class ChunkCache:
     def _evict(self, txn: lmdb.Transaction, h: _Handles, total: int, target: int,
                keep_from: int | None) -> int:
         """Delete least-recently-used chunks until `total <= target`; the new total. Chunks stamped at or
-        after `keep_from` (this put's own) go only while the total is still over the limit."""
+        after `keep_from` (this transaction's own) go only while the total is over the limit."""
         cursor = txn.cursor(db=h.lru)
         while total > target and cursor.first():
             key = cursor.key()
@@ -403,54 +513,19 @@ class ChunkCache:
     # --- lifetime --------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write pending access stamps and close the environment; later calls raise ValueError."""
-        if self._closed:
+        """Write the pending access stamps and let go of the environment; later calls raise ValueError."""
+        shared = self._shared
+        if shared is None:
             return
         try:
-            if not self._orphaned:
-                self.flush_access()
+            self.flush_access()
         finally:
-            with self._write_lock, self._open_lock:
-                self._closed = True
-                handles = self._quiesce()
-                if handles is not None:
-                    handles.env.close()
+            self._shared = None
             _LIVE.discard(self)
+            self._release()
 
     def __enter__(self) -> ChunkCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _drop_parent_env(self) -> None:
-        """In a forked child (single-threaded, right after fork): let go of the parent's environment.
-
-        Closing it in the child is safe when no transaction of ours was in flight: mdb_env_close clears only
-        reader slots of the calling pid, and fcntl locks are not inherited. With one in flight, closing
-        would end the parent's transaction (its reader slot is shared memory), so the environment is kept
-        unclosed forever and the cache is unusable in this child.
-        """
-        handles, self._handles = self._handles, None
-        in_flight = bool(self._inflight)
-        self._reset_process_state()
-        if handles is None:
-            return
-        if in_flight:
-            self._orphaned = True
-            _ORPHANED_ENVS.append(handles.env)
-        else:
-            handles.env.close()
-
-
-# Every open cache, so a forked child can drop the environments it inherited before anything uses them.
-_LIVE: weakref.WeakSet[ChunkCache] = weakref.WeakSet()
-_ORPHANED_ENVS: list[lmdb.Environment] = []
-
-
-def _after_fork_in_child() -> None:
-    for cache in list(_LIVE):
-        cache._drop_parent_env()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import stat
@@ -26,7 +27,7 @@ def chunk(size: int, seed: int | None = None) -> tuple[bytes, bytes]:
 
 def audit(cache: ChunkCache) -> tuple[int, int]:
     """Check that data, meta, lru and the running total agree; returns (bytes, entries)."""
-    h = cache._enter()
+    h = cache._env().enter()
     try:
         with h.env.begin() as txn:
             sizes = {k: len(v) for k, v in txn.cursor(db=h.data)}
@@ -34,7 +35,7 @@ def audit(cache: ChunkCache) -> tuple[int, int]:
             lru = {(cache_mod._U64.unpack(k[:8])[0], k[8:]) for k, _ in txn.cursor(db=h.lru)}
             total = cache_mod._U64.unpack(txn.get(cache_mod._TOTAL_KEY, db=h.stats) or bytes(8))[0]
     finally:
-        cache._exit()
+        cache._env().exit()
     assert sizes.keys() == meta.keys()
     assert all(meta[d][1] == n for d, n in sizes.items())
     assert lru == {(stamp, d) for d, (stamp, _) in meta.items()}
@@ -249,6 +250,37 @@ def test_parse_size_rejects(text):
     assert "\n" not in str(info.value) and repr(text) in str(info.value)
 
 
+# --- one environment per process ---
+
+
+def test_caches_on_one_directory_share_one_environment(cache_dir, monkeypatch):
+    monkeypatch.setattr(cache_mod, "_MIN_MAP_SIZE", 0)
+    monkeypatch.setattr(cache_mod, "_MAP_HEADROOM", 1 * MiB)
+    first = ChunkCache(cache_dir, max_bytes=1 * MiB)  # map: 3 MiB
+    a = chunk(100 * KiB)
+    first.put(*a)
+    second = ChunkCache(os.path.join(cache_dir, ".", ""), max_bytes=16 * MiB)  # same files; map: 33 MiB
+    assert second._shared is first._shared
+    assert second.get(a[0]) == a[1]
+    second.put_many(chunk(512 * KiB) for _ in range(16))  # 8 MiB: needs the bigger map
+    first.close()
+    assert audit(second)[1] == 17
+    second.close()
+    assert os.path.realpath(second.path) not in cache_mod._ENVS
+    with ChunkCache(cache_dir, max_bytes=16 * MiB) as again:
+        assert again.get(a[0]) == a[1]
+
+
+def test_a_cache_dropped_unclosed_releases_its_environment(cache_dir):
+    c = ChunkCache(cache_dir, max_bytes=MiB)
+    c.put(*chunk(10))
+    key = os.path.realpath(c.path)
+    assert key in cache_mod._ENVS
+    del c
+    gc.collect()
+    assert key not in cache_mod._ENVS
+
+
 # --- threads, processes, fork ---
 
 
@@ -340,31 +372,37 @@ def test_fork_child_reopens_and_parent_keeps_working(small):
     audit(small)
 
 
-def _fork_child_orphaned(cache: ChunkCache, digest: bytes, results) -> None:
-    try:
-        cache.get(digest)
-    except ArtfsError as e:
-        results.put(str(e))
-    else:
-        results.put("no error")
-
-
-def test_fork_during_a_transaction_leaves_the_parent_alone(small):
+def test_fork_waits_for_transactions_in_flight(small):
     digest, data = chunk(100 * KiB)
     small.put(digest, data)
-    h = small._enter()  # as if another thread were inside a transaction when the process forks
-    txn = h.env.begin()
-    try:
-        ctx = multiprocessing.get_context("fork")
-        results = ctx.Queue()
-        p = ctx.Process(target=_fork_child_orphaned, args=(small, digest, results))
-        p.start()
-        assert "forked" in results.get(timeout=60)
-        p.join(timeout=60)
-        assert "(no active readers)" not in h.env.readers()  # the child did not end our transaction
-    finally:
-        txn.abort()
-        small._exit()
+    in_txn, done = threading.Event(), threading.Event()
+    read: list[bytes | None] = []
+
+    def slow_reader() -> None:  # a reader that another thread is inside of when the process forks
+        shared = small._env()
+        h = shared.enter()
+        try:
+            with h.env.begin() as txn:
+                in_txn.set()
+                done.wait(10)
+                read.append(txn.get(digest, db=h.data))
+        finally:
+            shared.exit()
+
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    in_txn.wait(10)
+    threading.Timer(0.3, done.set).start()
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    p = ctx.Process(target=_fork_child, args=(small, digest, data, results))
+    p.start()  # waits for the reader: the child must not inherit (and then close) a live transaction
+    assert done.is_set()
+    assert results.get(timeout=60) is True
+    p.join(timeout=60)
+    reader.join()
+    assert p.exitcode == 0
+    assert read == [data]
     assert small.get(digest) == data
 
 
@@ -382,8 +420,13 @@ def test_adopts_a_map_grown_by_another_process(cache_dir, monkeypatch):
     monkeypatch.setattr(cache_mod, "_MIN_MAP_SIZE", 0)
     monkeypatch.setattr(cache_mod, "_MAP_HEADROOM", 1 * MiB)
     remaps = []
-    adopt = ChunkCache._adopt_grown_map
-    monkeypatch.setattr(ChunkCache, "_adopt_grown_map", lambda self: remaps.append(1) or adopt(self))
+    remap = cache_mod._SharedEnv.remap
+
+    def spy(self, size=0):
+        remaps.append(size)
+        remap(self, size)
+
+    monkeypatch.setattr(cache_mod._SharedEnv, "remap", spy)
     with ChunkCache(cache_dir, max_bytes=1 * MiB) as c:  # map: 3 MiB
         c.put(*chunk(10 * KiB))
         p = multiprocessing.get_context("spawn").Process(target=_grow, args=(cache_dir,))
