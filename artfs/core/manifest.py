@@ -114,7 +114,7 @@ class ManifestWriter:
 
     def __init__(self, tmp_dir: str | None = None) -> None:
         self._tmp_dir = tmp_dir
-        self._spool: IO[bytes] = tempfile.TemporaryFile(dir=tmp_dir)
+        self._spool: IO[bytes] = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - closed by finish/close
         self.pack_index: dict[str, int] = {}
         self._hash = xxhash.xxh3_128()
         self._last: bytes | None = None
@@ -157,12 +157,11 @@ class ManifestWriter:
         packs = [p for p, _ in sorted(self.pack_index.items(), key=lambda kv: kv[1])]
         header = Header(FORMAT, packs, self.entries, self.files, self.bytes, self.digest)
         fd, path = tempfile.mkstemp(prefix="manifest-", dir=self._tmp_dir)
-        with os.fdopen(fd, "wb") as out:
-            with zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as z:
-                z.write(_frame(header))
-                self._spool.seek(0)
-                while block := self._spool.read(1 << 20):
-                    z.write(block)
+        with os.fdopen(fd, "wb") as out, zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as z:
+            z.write(_frame(header))
+            self._spool.seek(0)
+            while block := self._spool.read(1 << 20):
+                z.write(block)
         self._spool.close()
         return path, header
 
@@ -266,6 +265,15 @@ class _FrameReader:
         return self._decoder.decode(body)
 
 
+def same_content(a: Entry, b: Entry) -> bool:
+    """Same kind, content (or link target) and executable bits: what `diff` and merges compare."""
+    if a.kind != b.kind:
+        return False
+    if a.kind == FILE:
+        return a.digest == b.digest and (a.mode & 0o111) == (b.mode & 0o111)
+    return a.data == b.data
+
+
 def diff_entries(
     old: Iterator[Entry], new: Iterator[Entry]
 ) -> Iterator[tuple[str, str]]:
@@ -283,9 +291,7 @@ def diff_entries(
             yield "added", b.path
             b = next(new, sentinel)
         else:
-            if (a.kind, a.digest if a.kind == FILE else a.data) != (b.kind, b.digest if b.kind == FILE else b.data):
-                yield "modified", a.path
-            elif a.kind != DIR and (a.mode & 0o111) != (b.mode & 0o111):
+            if not same_content(a, b):
                 yield "modified", a.path
             a = next(old, sentinel)
             b = next(new, sentinel)

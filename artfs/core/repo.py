@@ -33,12 +33,12 @@ from artfs.core.records import (
     encode,
 )
 from artfs.errors import ArtfsError, Conflict, IntegrityError, NotFound, StoreNotFound
+from artfs.storage.cache import ChunkCache, default_cache_dir
+from artfs.storage.store import Store
 
 
 class VersionTaken(Conflict):
     """The exact version number asked for was claimed by another writer first."""
-from artfs.storage.cache import ChunkCache, default_cache_dir
-from artfs.storage.store import Store
 
 
 def manifest_key(mid: str) -> str:

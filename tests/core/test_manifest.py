@@ -89,7 +89,8 @@ def test_escaping_symlink_rejected(tmp_path):
 
 def test_truncated_manifest_rejected(tmp_path):
     path, _ = _write(tmp_path, [("a", DIR), ("b", DIR)])
-    data = zstandard.ZstdDecompressor().decompress(open(path, "rb").read(), max_output_size=1 << 20)
+    with open(path, "rb") as f:
+        data = zstandard.ZstdDecompressor().decompress(f.read(), max_output_size=1 << 20)
     with open(path, "wb") as f:
         f.write(zstandard.ZstdCompressor().compress(data[:-3]))
     with pytest.raises(IntegrityError):
