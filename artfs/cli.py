@@ -371,8 +371,9 @@ def alias(target, alias, delete, store_uri, endpoint_url, as_json) -> None:
 def _register_subsystems() -> None:
     """The mount and staging commands live beside the FUSE adapter, not in the core's CLI module."""
     from artfs.cli_mount import commands as mount_commands
+    from artfs.cli_staging import commands as staging_commands
 
-    for command in mount_commands():
+    for command in [*mount_commands(), *staging_commands()]:
         cli.add_command(command)
 
 

@@ -1,0 +1,79 @@
+"""Talking to a mount daemon about a staging directory: `seal`, `status`, `discard`.
+
+The daemon owns a staging tree while it is mounted (open files, inodes, the freeze during a seal), so
+these requests go to it rather than around it. A staging directory names its daemon's control socket
+in the extended attribute `user.artfs.control` and its artifact in `user.artfs.artifact`; the request
+is one JSON line, and the daemon answers with JSON lines: `{"progress": done, "total": n}` while it
+works, then `{"ok": true, "result": {...}}` or `{"ok": false, "error": "...", "conflicts": [...]}`.
+Plain sockets and JSON, so a shell script, training code and the CLI all use the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+
+from artfs.errors import ArtfsError, Conflict
+
+CONTROL_XATTR = "user.artfs.control"
+ARTIFACT_XATTR = "user.artfs.artifact"
+Progress = Callable[[int, int], None]
+
+
+def staging_target(path: str) -> tuple[str, str]:
+    """(control socket path, artifact name) for a staging directory inside a mount."""
+    if not os.path.exists(path):
+        raise ArtfsError(f"{path} does not exist")
+    try:
+        sock = os.getxattr(path, CONTROL_XATTR).decode()
+        name = os.getxattr(path, ARTIFACT_XATTR).decode()
+    except OSError:
+        raise ArtfsError(f"{path} is not a staging directory of an artfs mount") from None
+    return sock, name
+
+
+def request(path: str, op: str, params: dict | None = None, progress: Progress | None = None,
+            timeout: float | None = None) -> dict:
+    """Send one request about the staging directory `path`; returns the daemon's result."""
+    sock_path, name = staging_target(path)
+    message = {"op": op, "artifact": name, **(params or {})}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(sock_path)
+        except OSError as e:
+            raise ArtfsError(f"cannot reach the artfs daemon for {path} ({e.strerror})") from None
+        s.sendall(json.dumps(message).encode() + b"\n")
+        with s.makefile("rb") as replies:
+            for line in replies:
+                reply = json.loads(line)
+                if "progress" in reply:
+                    if progress:
+                        progress(reply["progress"], reply.get("total", 0))
+                    continue
+                if reply.get("ok"):
+                    return reply.get("result", {})
+                conflicts = reply.get("conflicts")
+                if conflicts:
+                    raise Conflict(reply.get("error", "conflict") + ": " + ", ".join(conflicts))
+                raise ArtfsError(reply.get("error", "the daemon refused the request"))
+    raise ArtfsError(f"the artfs daemon for {path} closed the connection without an answer")
+
+
+def seal(path: str, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
+         metadata: dict[str, str] | None = None, force: bool = False, progress: Progress | None = None) -> dict:
+    """Publish the staging tree at `path` as the next version; returns the commit result."""
+    return request(path, "seal", {"message": message, "aliases": list(aliases), "type": type_,
+                                  "metadata": metadata or {}, "force": force}, progress)
+
+
+def status(path: str) -> dict:
+    """`{"artifact", "base", "changes": [{"change": "added|modified|deleted", "path"}]}`."""
+    return request(path, "status")
+
+
+def discard(path: str) -> dict:
+    """Drop the staged changes: staging becomes a fresh view of latest."""
+    return request(path, "discard")
