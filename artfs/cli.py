@@ -109,7 +109,7 @@ def put(src, name, type_, message, aliases, meta, store_uri, endpoint_url, as_js
         return
     if result.record is None:
         click.echo(f"{name}: unchanged, identical to latest; no new version ({result.files} files, "
-                   f"{_human(result.bytes)})")
+                   f"{_human(result.bytes)})" + (f"; aliases set on latest: {', '.join(aliases)}" if aliases else ""))
         return
     click.echo(result.ref)
     click.echo(f"  {result.files} files, {_human(result.bytes)}; uploaded {_human(result.uploaded_bytes)}, "

@@ -5,7 +5,7 @@ entries to disk as they come and the reader streams them back. The wire form is 
 length-prefixed msgpack frames: a header (pack table, counts, tree digest) followed by entries in `path_key` order.
 Chunk refs are packed 40-byte structs that index the header's pack table.
 
-The tree digest is deterministic over sorted paths and content (not modes or mtimes, as in W&B), so
+The tree digest is deterministic over sorted paths, content and exec bits (not mtimes, as in W&B), so
 identical trees give identical digests and a re-commit of an unchanged tree is recognized.
 """
 
@@ -136,6 +136,7 @@ class ManifestWriter:
             self.files += 1
             self.bytes += entry.size
             h.update(entry.digest)
+            h.update(b"%o" % (entry.mode & 0o111))  # exec bits count, as in diff and merges
         elif entry.kind == LINK:
             h.update(entry.data)
         h.update(b"\n")

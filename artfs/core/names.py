@@ -81,15 +81,15 @@ def check_path(path: str) -> str:
     if path.startswith("/"):
         raise InvalidName(f"invalid path {path!r}: must be relative")
     try:
-        encoded = path.encode("utf-8", "surrogateescape")
-    except UnicodeError as e:
-        raise InvalidName(f"invalid path {path!r}: {e}") from None
+        encoded = path.encode("utf-8")
+    except UnicodeError:
+        raise InvalidName(f"invalid path {path!r}: not valid UTF-8 (versions store UTF-8 names)") from None
     if len(encoded) > MAX_PATH_BYTES:
         raise InvalidName(f"invalid path {path[:60]!r}…: longer than {MAX_PATH_BYTES} bytes")
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise InvalidName(f"invalid path {path!r}: empty, '.' or '..' component")
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
             raise InvalidName(f"invalid path {path!r}: a component is longer than {MAX_COMPONENT_BYTES} bytes")
     return path
 
@@ -98,6 +98,10 @@ def check_symlink_target(path: str, target: str) -> str:
     """A symlink stored in a version is relative and stays inside the version's tree."""
     if not target or "\x00" in target or target.startswith("/"):
         raise InvalidName(f"invalid symlink {path!r} -> {target!r}: must be relative and inside the tree")
+    try:
+        target.encode("utf-8")
+    except UnicodeError:
+        raise InvalidName(f"invalid symlink {path!r} -> {target!r}: not valid UTF-8") from None
     depth = len(path.split("/")) - 1
     for part in target.split("/"):
         if part == "..":

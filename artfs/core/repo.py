@@ -255,6 +255,8 @@ class Repo:
         while True:
             numbers = self.version_numbers(name)
             if numbers and self.version(name, numbers[-1]).digest == header.digest:
+                for alias in aliases:  # as W&B does: the aliases apply to the identical latest
+                    self.set_alias(name, alias, numbers[-1])
                 return None
             next_number = numbers[-1] + 1 if numbers else 0
             if number_fixed and number != next_number:

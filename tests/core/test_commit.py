@@ -223,9 +223,30 @@ def test_uncommittable_inputs(repo, tmp_path):
     os.mkfifo(src / "fifo")
     with pytest.raises(ArtfsError, match="not a regular file"):
         commit_tree(repo, str(src), "bad")
+    os.unlink(src / "fifo")
+    with open(os.path.join(bytes(src), b"bad-\xff-name"), "wb") as f:
+        f.write(b"x")
+    with pytest.raises(ArtfsError, match="not valid UTF-8"):
+        commit_tree(repo, str(src), "bad")
     assert repo.version_numbers("bad") == []
     with pytest.raises(ArtfsError, match="not a directory"):
         commit_tree(repo, str(tmp_path / "nope"), "bad")
+
+
+def test_exec_bit_is_a_change(repo, tmp_path):
+    src = tmp_path / "src"
+    write_tree(src, {"run.sh": b"#!/bin/sh\n"})
+    commit_tree(repo, str(src), "bits")
+    os.chmod(src / "run.sh", 0o755)
+    assert commit_tree(repo, str(src), "bits").record.version == 1
+
+
+def test_unchanged_put_still_sets_aliases(repo, tmp_path):
+    src = tmp_path / "src"
+    write_tree(src, {"a": b"1"})
+    commit_tree(repo, str(src), "al")
+    assert commit_tree(repo, str(src), "al", aliases=["best"]).record is None
+    assert repo.aliases("al") == {"best": 0}
 
 
 def test_type_must_match(repo, tmp_path):

@@ -1,0 +1,161 @@
+"""Where a staging area lives on disk, and how it is replaced atomically.
+
+    <cache_dir>/stores/<store tag>/staging/<artifact>/
+        lock                  flock'd by the one process that owns the area (two owners would corrupt it)
+        CURRENT               the name of the live generation directory, replaced with rename()
+        gen-<n>/staging.db    nodes and meta (SQLite, WAL: a committed change survives kill -9)
+        gen-<n>/data/<id>     content of new or modified files, written in place
+
+A seal or a discard ends in a fresh view of the new latest. That view is built in a new generation
+directory, fsynced, and made live by renaming CURRENT: a crash at any point leaves either the old staged
+changes or the fresh view, never a mix. Whatever generation lost is removed on the next open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import sqlite3
+
+from artfs.core.manifest import DIR
+from artfs.errors import ArtfsError
+
+ROOT_ID = 1
+SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value);
+CREATE TABLE nodes(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the inode; never reused, not even across generations
+    parent INTEGER,       -- NULL for the root and for unlinked nodes waiting for forget()
+    name BLOB,            -- UTF-8 (surrogateescape) bytes, so ORDER BY name is the manifest's order
+    kind INTEGER NOT NULL,  -- manifest.FILE / DIR / LINK
+    mode INTEGER NOT NULL,  -- permission bits only
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,  -- base files, symlinks; a data file's size is its file's size
+    base_path BLOB,       -- file: content is the base entry at base_path; dir: lazy, children are base_path's
+    has_data INTEGER NOT NULL DEFAULT 0,  -- file content is data/<id>
+    target BLOB,          -- symlinks
+    digest BLOB           -- cached content digest of data/<id>; cleared by the first write after it is set
+);
+CREATE UNIQUE INDEX dirents ON nodes(parent, name) WHERE parent IS NOT NULL;
+"""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """WAL + synchronous=NORMAL: a committed transaction survives the process being killed (the OS has
+    it); fsync() of a file adds a WAL checkpoint for power loss. One connection, guarded by the area's lock."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Layout:
+    """The directory of one staging area: its lock, its generations, and the switch between them."""
+
+    def __init__(self, root: str, name: str) -> None:
+        self.root = root
+        self.name = name
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        self._lock_fd = os.open(os.path.join(root, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._lock_fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise ArtfsError(
+                    f"the staging area of {name!r} is open in another process (only one mount or daemon "
+                    f"per cache directory may own it): {root}"
+                ) from None
+            raise
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    # --- generations -----------------------------------------------------------------------------
+
+    def current(self) -> int | None:
+        """The live generation, or None if there is none yet (a new area, or a crash during the first)."""
+        try:
+            with open(os.path.join(self.root, "CURRENT")) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return None
+        if not text.startswith("gen-") or not text[4:].isdigit():
+            raise ArtfsError(f"staging area {self.root} is damaged: CURRENT says {text!r}")
+        gen = int(text[4:])
+        if not os.path.exists(self.db_path(gen)):
+            raise ArtfsError(f"staging area {self.root} is damaged: generation {gen} is missing")
+        return gen
+
+    def gen_dir(self, gen: int) -> str:
+        return os.path.join(self.root, f"gen-{gen}")
+
+    def db_path(self, gen: int) -> str:
+        return os.path.join(self.gen_dir(gen), "staging.db")
+
+    def data_dir(self, gen: int) -> str:
+        return os.path.join(self.gen_dir(gen), "data")
+
+    def create(self, gen: int, base: int | None, manifest: str | None, first_id: int, now_ns: int) -> None:
+        """Write generation `gen` as a fresh view of `base` (None: an empty tree), durably, not yet live."""
+        gdir = self.gen_dir(gen)
+        shutil.rmtree(gdir, ignore_errors=True)
+        os.makedirs(os.path.join(gdir, "data"), mode=0o700)
+        db = sqlite3.connect(self.db_path(gen), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=DELETE")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)  # not live until switch(): no need to share the transaction below
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("artifact", self.name), ("base", base), ("manifest", manifest), ("dirty", 0),
+                 ("created_ns", now_ns)],
+            )
+            # The root is lazy over the base's root directory ('' in the base's index).
+            db.execute(
+                "INSERT INTO nodes(id, parent, name, kind, mode, mtime_ns, ctime_ns, base_path) "
+                "VALUES (?, NULL, NULL, ?, ?, ?, ?, ?)",
+                (ROOT_ID, DIR, 0o755, now_ns, now_ns, b"" if base is not None else None),
+            )
+            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'nodes'", (max(first_id, ROOT_ID),))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        _fsync_dir(os.path.join(gdir, "data"))
+        _fsync_dir(gdir)
+        _fsync_dir(self.root)
+
+    def switch(self, gen: int) -> None:
+        """Make `gen` live: one rename of CURRENT (the commit point of a reset)."""
+        tmp = os.path.join(self.root, "CURRENT.tmp")
+        with open(tmp, "w") as f:
+            f.write(f"gen-{gen}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.root, "CURRENT"))
+        _fsync_dir(self.root)
+
+    def remove_others(self, live: int) -> None:
+        """Delete every generation but the live one (the old one after a switch, leftovers of crashes)."""
+        for entry in os.listdir(self.root):
+            if entry.startswith("gen-") and entry != f"gen-{live}":
+                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.root, "CURRENT.tmp"))

@@ -1,0 +1,278 @@
+"""The namespace of a staging tree: lookups, listings and every operation that changes names.
+
+Invariants
+- Every visible name has a node row with a stable id (the inode). A directory of the base stays "lazy"
+  (base_path set, no child rows) until it is first looked into or listed; then its base children are
+  inserted as nodes in one transaction. Materializing on lookup is what gives every name an inode the
+  kernel can hold, while an untouched subtree of a million files costs one row; renaming a lazy
+  directory is still one UPDATE, since its base_path keeps pointing into the base.
+- Every change is one SQLite transaction, so kill -9 at any moment leaves a consistent tree.
+- A node has at most one name (no hard links), so its directory entry is its (parent, name) columns.
+  An unlinked node keeps its row (parent NULL) until forget(), because an open file may still be read
+  and written; rows of unlinked nodes are dropped on the next open (after a restart nothing holds them).
+- Every method runs under the area lock; while `frozen` (a seal) every change raises EBUSY.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import stat
+import time
+
+from artfs.core.manifest import DIR, FILE, LINK, Entry
+from artfs.core.names import check_symlink_target
+from artfs.core.staging.layout import ROOT_ID
+from artfs.core.staging.nodes import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    Node,
+    NodeTable,
+    Row,
+    check_entry_name,
+    dec,
+    enc,
+    oserror,
+)
+from artfs.errors import InvalidName
+
+_PAGE = 10000
+
+
+class TreeOps(NodeTable):
+    """The namespace half of StagingArea."""
+
+    def _dir(self, node_id: int, live: bool = False) -> Row:
+        """A directory, materialized. `live`: it must still have a name (no creating in a removed dir)."""
+        row = self._get(node_id)
+        if row.kind != DIR:
+            raise oserror(errno.ENOTDIR, f"node {node_id}")
+        if live and row.parent is None and row.id != ROOT_ID:
+            raise oserror(errno.ENOENT, f"node {node_id} was removed")
+        if row.base_path is not None:
+            row = self._materialize(row)
+        return row
+
+    def _materialize(self, row: Row) -> Row:
+        """Insert a lazy dir's base children as nodes (files by reference, subdirs lazy), in one txn."""
+        base_dir = dec(row.base_path)
+        entries: list[Entry] = []
+        after = None
+        while True:
+            page = self.repo.index.listdir(self._mid, base_dir, after, _PAGE)
+            entries.extend(page)
+            if len(page) < _PAGE:
+                break
+            after = page[-1].name
+        with self._txn() as db:
+            db.executemany(
+                "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, target) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (row.id, enc(e.name), e.kind, e.mode & 0o7777, e.mtime_ns, e.mtime_ns, e.size,
+                     enc(e.path) if e.kind != LINK else None, e.data if e.kind == LINK else None)
+                    for e in entries
+                ],
+            )
+            db.execute("UPDATE nodes SET base_path = NULL WHERE id = ?", (row.id,))
+        return row._replace(base_path=None)
+
+    def _is_empty(self, row: Row) -> bool:
+        if row.base_path is not None:
+            return not self.repo.index.listdir(self._mid, dec(row.base_path), limit=1)
+        return self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (row.id,)).fetchone() is None
+
+    def _is_within(self, node_id: int | None, ancestor: int) -> bool:
+        """Whether `node_id` is `ancestor` or below it."""
+        while node_id is not None:
+            if node_id == ancestor:
+                return True
+            node_id = self._db.execute("SELECT parent FROM nodes WHERE id = ?", (node_id,)).fetchone()[0]
+        return False
+
+    def _unlink_row(self, db: sqlite3.Connection, node_id: int, now: int) -> None:
+        db.execute("UPDATE nodes SET parent = NULL, name = NULL, ctime_ns = ? WHERE id = ?", (now, node_id))
+
+    # --- namespace -------------------------------------------------------------------------------
+
+    def lookup(self, parent_id: int, name: str) -> Node | None:
+        """The node `name` in directory `parent_id`, or None. Materializes the directory (see above)."""
+        with self._lock:
+            if name == ".":
+                return self._node(self._dir(parent_id))
+            if name == "..":
+                parent = self._dir(parent_id)
+                return self._node(self._get(parent.parent if parent.parent is not None else ROOT_ID))
+            raw = check_entry_name(name)
+            row = self._child(self._dir(parent_id).id, raw)
+            return self._node(row) if row is not None else None
+
+    def getattr(self, node_id: int) -> Node:
+        with self._lock:
+            return self._node(self._get(node_id))
+
+    def listdir(self, node_id: int) -> list[tuple[str, Node]]:
+        """A directory's entries sorted by name (bytes), without '.' and '..'."""
+        with self._lock:
+            return [(dec(r.name), self._node(r)) for r in self._children(self._dir(node_id).id)]
+
+    def readlink(self, node_id: int) -> str:
+        with self._lock:
+            row = self._get(node_id)
+            if row.kind != LINK:
+                raise oserror(errno.EINVAL, f"node {node_id} is not a symlink")
+            return dec(row.target)
+
+    def path_of(self, node_id: int) -> str:
+        """The node's path in the tree ('' for the root). ENOENT once unlinked."""
+        with self._lock:
+            parts = []
+            row = self._get(node_id)
+            while row.id != ROOT_ID:
+                if row.parent is None:
+                    raise oserror(errno.ENOENT, f"node {node_id} was removed")
+                parts.append(dec(row.name))
+                row = self._get(row.parent)
+            return "/".join(reversed(parts))
+
+    def _new(self, parent_id: int, name: str, kind: int, mode: int, target: bytes | None = None) -> Node:
+        raw = check_entry_name(name, new=True)
+        with self._lock:
+            self._writable()
+            parent = self._dir(parent_id, live=True)
+            if self._child(parent.id, raw) is not None:
+                raise oserror(errno.EEXIST, name)
+            if kind == LINK:
+                try:
+                    check_symlink_target(f"{self.path_of(parent.id)}/{name}".lstrip("/"), dec(target))
+                except InvalidName as e:
+                    raise oserror(errno.EPERM, str(e)) from None
+            now = time.time_ns()
+            nid = None
+            try:
+                with self._txn() as db:
+                    nid = db.execute(
+                        "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, size, has_data, target) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (parent.id, raw, kind, mode & 0o7777, now, now, len(target or b""), int(kind == FILE),
+                         target),
+                    ).lastrowid
+                    if kind == FILE:
+                        self._data.create(nid)
+                    self._touch(db, parent.id, now)
+                    self._changed(db)
+            except BaseException:
+                if nid is not None and kind == FILE:
+                    self._data.remove(nid)
+                raise
+            return self._node(self._get(nid))
+
+    def create(self, parent_id: int, name: str, mode: int = 0o644) -> Node:
+        """A new empty regular file. Special files (FIFOs, devices, sockets): EPERM."""
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise oserror(errno.EPERM, f"{name}: only regular files, directories and symlinks can be staged")
+        return self._new(parent_id, name, FILE, mode)
+
+    mknod = create
+
+    def mkdir(self, parent_id: int, name: str, mode: int = 0o755) -> Node:
+        return self._new(parent_id, name, DIR, mode)
+
+    def symlink(self, parent_id: int, name: str, target: str) -> Node:
+        """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
+        return self._new(parent_id, name, LINK, 0o777, enc(target))
+
+    def link(self, node_id: int, new_parent_id: int, new_name: str) -> Node:
+        """Hard links cannot be stored in a version."""
+        raise oserror(errno.EPERM, f"{new_name}: hard links are not supported in staging")
+
+    def unlink(self, parent_id: int, name: str) -> None:
+        raw = check_entry_name(name)
+        with self._lock:
+            self._writable()
+            parent = self._dir(parent_id)
+            row = self._child(parent.id, raw)
+            if row is None:
+                raise oserror(errno.ENOENT, name)
+            if row.kind == DIR:
+                raise oserror(errno.EISDIR, name)
+            now = time.time_ns()
+            with self._txn() as db:
+                self._unlink_row(db, row.id, now)
+                self._touch(db, parent.id, now)
+                self._changed(db)
+
+    def rmdir(self, parent_id: int, name: str) -> None:
+        raw = check_entry_name(name)
+        with self._lock:
+            self._writable()
+            parent = self._dir(parent_id)
+            row = self._child(parent.id, raw)
+            if row is None:
+                raise oserror(errno.ENOENT, name)
+            if row.kind != DIR:
+                raise oserror(errno.ENOTDIR, name)
+            if not self._is_empty(row):
+                raise oserror(errno.ENOTEMPTY, name)
+            now = time.time_ns()
+            with self._txn() as db:
+                self._unlink_row(db, row.id, now)
+                self._touch(db, parent.id, now)
+                self._changed(db)
+
+    def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0) -> None:
+        """rename(2)/renameat2: over an existing file or empty dir, NOREPLACE and EXCHANGE, with the
+        kernel's errnos in the kernel's order. O(1): a lazy directory moves without being materialized."""
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+            raise oserror(errno.EINVAL, "rename flags")
+        raw_old, raw_new = check_entry_name(old_name), check_entry_name(new_name, new=True)
+        with self._lock:
+            self._writable()
+            op = self._dir(old_parent)
+            np = self._dir(new_parent, live=True)
+            src = self._child(op.id, raw_old)
+            if src is None:
+                raise oserror(errno.ENOENT, old_name)
+            dst = self._child(np.id, raw_new)
+            if flags & RENAME_NOREPLACE and dst is not None:
+                raise oserror(errno.EEXIST, new_name)
+            if flags & RENAME_EXCHANGE and dst is None:
+                raise oserror(errno.ENOENT, new_name)
+            if src.kind == DIR and self._is_within(np.id, src.id):
+                raise oserror(errno.EINVAL, f"cannot move {old_name} into itself")
+            if dst is not None and dst.kind == DIR and self._is_within(op.id, dst.id):
+                raise oserror(errno.EINVAL if flags & RENAME_EXCHANGE else errno.ENOTEMPTY, new_name)
+            if dst is not None and dst.id == src.id:
+                return
+            if dst is not None and not flags & RENAME_EXCHANGE:
+                if src.kind == DIR and dst.kind != DIR:
+                    raise oserror(errno.ENOTDIR, new_name)
+                if src.kind != DIR and dst.kind == DIR:
+                    raise oserror(errno.EISDIR, new_name)
+                if dst.kind == DIR and not self._is_empty(dst):
+                    raise oserror(errno.ENOTEMPTY, new_name)
+            now = time.time_ns()
+            with self._txn() as db:
+                if dst is not None and flags & RENAME_EXCHANGE:
+                    db.execute("UPDATE nodes SET parent = NULL WHERE id = ?", (src.id,))
+                    db.execute("UPDATE nodes SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?",
+                               (op.id, raw_old, now, dst.id))
+                elif dst is not None:
+                    self._unlink_row(db, dst.id, now)
+                db.execute("UPDATE nodes SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?",
+                           (np.id, raw_new, now, src.id))
+                self._touch(db, op.id, now)
+                self._touch(db, np.id, now)
+                self._changed(db)
+
+    def forget(self, node_id: int) -> None:
+        """The kernel forgot an inode: if it was unlinked, its row and data go now."""
+        with self._lock:
+            row = self._row(node_id)
+            if row is None or row.parent is not None or row.id == ROOT_ID:
+                return
+            with self._txn() as db:
+                db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+            self._data.remove(node_id)
+            self._node_locks.pop(node_id, None)
+            self._wseq.pop(node_id, None)
