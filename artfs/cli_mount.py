@@ -1,9 +1,150 @@
-"""`artfs mount` / `artfs unmount` (placeholder until the mount lands; replaced by the fs work)."""
+"""`artfs mount` and `artfs unmount`: parse, then hand over to artfs.fs (registered by artfs/cli.py).
+
+Kept apart from cli.py so the core's CLI never imports FUSE, and without importing cli.py (which imports
+this module while it is being loaded).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+
 import click
+
+from artfs.errors import ArtfsError
+
+log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "10s", "500ms", "2m", "1h" or "10"; "0" or "off" disables."""
+    text = text.strip().lower()
+    if text in ("off", "never", "no"):
+        return 0.0
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ArtfsError(f"invalid duration {text!r}: use a number of seconds or one like 500ms, 10s, 2m")
+    number, unit = match.groups()
+    return float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
+
+
+def _mount_options(values: tuple[str, ...]) -> set[str]:
+    options = {o.strip() for v in values for o in v.split(",") if o.strip()}
+    unknown = options - {"allow_other"}
+    if unknown:
+        raise ArtfsError(f"unsupported mount option(s) {', '.join(sorted(unknown))} (supported: allow_other)")
+    return options
+
+
+@click.command()
+@click.argument("mountpoint")
+@click.option("--store", "store_uri", envvar="ARTFS_STORE", default=None, metavar="URI",
+              help="s3://bucket/prefix, file:///path or a path (default: $ARTFS_STORE, else "
+                   "~/.local/share/artfs/store).")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, metavar="URL",
+              help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL).")
+@click.option("--cache-dir", default=None, metavar="DIR",
+              help="Chunk cache and index (default: $ARTFS_CACHE, else ~/.cache/artfs).")
+@click.option("--cache-size", default=None, metavar="SIZE",
+              help="Bound of the chunk cache, e.g. 20G (default: $ARTFS_CACHE_SIZE, else 20G).")
+@click.option("--poll", default="10s", show_default=True, metavar="DURATION",
+              help="How often to look for new versions and alias moves (0 disables).")
+@click.option("-o", "options", multiple=True, metavar="OPTIONS", help="Mount options: allow_other.")
+@click.option("-d", "--daemon", is_flag=True, help="Run in the background; return once the mount is ready.")
+@click.option("--force", is_flag=True, help="Clean up a stale mount left at MOUNTPOINT by a dead daemon.")
+@click.option("--log", "log_path", default=None, metavar="FILE",
+              help="Log file (default: ~/.local/state/artfs/logs/mount-NAME-HASH.log).")
+@click.option("--ready-fd", type=int, default=None, hidden=True)
+def mount(mountpoint, store_uri, endpoint_url, cache_dir, cache_size, poll, options, daemon, force, log_path,
+          ready_fd) -> None:
+    """Mount the store's artifacts at MOUNTPOINT: one directory per artifact, one per version, read lazily."""
+    from artfs.fs import mount as fsmount
+    from artfs.storage.cache import parse_size
+
+    mountpoint = os.path.abspath(mountpoint)
+    opts = _mount_options(options)
+    config = fsmount.MountConfig(
+        mountpoint=mountpoint,
+        store_uri=_absolute_store(store_uri),
+        endpoint_url=endpoint_url,
+        cache_dir=os.path.abspath(cache_dir) if cache_dir else None,
+        cache_size=parse_size(cache_size) if cache_size else None,
+        poll=parse_duration(poll),
+        allow_other="allow_other" in opts,
+        force=force,
+        read_ahead_kb=_read_ahead_kb(),
+    )
+    log_path = os.path.abspath(log_path or fsmount.default_log_path(mountpoint))
+    if daemon:
+        from artfs.fs import mountpoint as mp
+
+        mp.prepare(mountpoint, force)  # fail here, with the message on this terminal, when we can
+        args = [mountpoint, "--poll", poll]
+        for flag, value in (("--store", config.store_uri), ("--endpoint-url", endpoint_url),
+                            ("--cache-dir", config.cache_dir), ("--cache-size", cache_size)):
+            if value:
+                args += [flag, value]
+        args += [f"-o{o}" for o in sorted(opts)]
+        if force:
+            args.append("--force")
+        pid = fsmount.spawn(args, log_path)
+        click.echo(f"mounted {fsmount.store_label(config.store_uri)} at {mountpoint} (pid {pid})")
+        click.echo(f"log: {log_path}")
+        return
+    fsmount.setup_logging(log_path, to_stderr=ready_fd is None)
+    if ready_fd is None:
+        fsmount.serve(config)
+        return
+    reported = False
+
+    def ready() -> None:
+        nonlocal reported
+        reported = True
+        try:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        except OSError:  # the `artfs mount --daemon` that waits for us is gone: keep serving anyway
+            pass
+
+    try:
+        fsmount.serve(config, ready)
+    except ArtfsError as e:
+        log.error("%s", e)
+        if not reported:
+            os.write(ready_fd, f"error {e}\n".encode())
+        raise
+    except BaseException:
+        log.exception("the mount daemon failed")
+        raise
+
+
+def _read_ahead_kb() -> int:
+    """`$ARTFS_READ_AHEAD_KB`: the kernel readahead a root daemon sets for its mount (0: leave it alone)."""
+    text = os.environ.get("ARTFS_READ_AHEAD_KB", "1024")
+    if not text.isdigit():
+        raise ArtfsError(f"ARTFS_READ_AHEAD_KB must be a number of KiB, not {text!r}")
+    return int(text)
+
+
+def _absolute_store(uri: str | None) -> str | None:
+    """A plain-path store made absolute, because the daemon runs from /."""
+    if uri is None or "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+@click.command()
+@click.argument("mountpoint")
+@click.option("-z", "--lazy", is_flag=True, help="Detach now even if busy; the mount goes away when unused.")
+def unmount(mountpoint, lazy) -> None:
+    """Unmount an artfs mount (also a stale one) and wait for its daemon to finish."""
+    from artfs.fs import mountpoint as mp
+
+    mp.unmount(mountpoint, lazy=lazy)
 
 
 def commands() -> list[click.Command]:
-    return []
+    return [mount, unmount]

@@ -1,0 +1,312 @@
+"""Where chunks come from: memory, the LMDB cache, the store — each fetched once, off the trio loop.
+
+- **Warm chunks barely await.** Chunks are kept decoded in an in-memory LRU (a 4 MiB chunk is served in
+  many kernel-sized slices but copied out of LMDB once). Small cached chunks are read from LMDB inline
+  (FACTS.md: a thread hop costs more than the lookup); big ones are copied by worker threads, because
+  LMDB's pages may be cold and fault in 4 KiB at a time, which must not stall the loop.
+- **Single flight.** `_flights` maps every chunk being fetched or loaded to its flight; whoever needs it
+  waits for that flight instead of fetching again. Checking and registering happen with no await in
+  between, so two readers cannot both miss the table.
+- **Fetches belong to the mount, not to the request.** They run in the mount's nursery: a read that hits
+  its deadline returns EIO while the fetch completes and fills the cache for the next reader.
+- **A guess never delays a need.** Prefetches take a prefetch slot *before* registering their flights, so
+  a queued prefetch never holds a chunk that a reader is waiting for.
+- **One cache writer.** Fetched chunks are served from memory at once and written to LMDB by one task,
+  many spans per transaction: LMDB has one writer at a time, and readers must not wait behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+
+import trio
+
+from artfs.core.fetch import ChunkFetcher, plan_spans
+from artfs.core.packs import ChunkRef
+from artfs.errors import ArtfsError
+from artfs.storage.cache import ChunkCache
+from artfs.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+MEMORY_BYTES = 128 * MiB
+DEMAND_SLOTS = 16
+PREFETCH_SLOTS = 8
+INLINE_MAX = 256 * 1024  # cached chunks up to this size are read on the loop (cheap even if cold)
+LOAD_BATCH = 4 * MiB  # chunks copied out of the cache per worker-thread call
+WRITE_BATCH = 32 * MiB  # fetched chunks written to the cache per LMDB transaction (at most)
+CACHE_QUEUE = 4  # fetched spans waiting for the cache writer before fetches wait
+
+
+class _Memory:
+    """Recently used chunks, least recently used dropped first, bounded in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._chunks: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._chunks
+
+    def get(self, digest: bytes) -> bytes | None:
+        data = self._chunks.get(digest)
+        if data is not None:
+            self._chunks.move_to_end(digest)
+        return data
+
+    def put(self, digest: bytes, data: bytes) -> None:
+        if digest in self._chunks:
+            self._chunks.move_to_end(digest)
+            return
+        self._chunks[digest] = data
+        self.bytes += len(data)
+        while self.bytes > self.limit and self._chunks:
+            _, old = self._chunks.popitem(last=False)
+            self.bytes -= len(old)
+
+
+class _Flight:
+    """One ranged GET (or cache load) in progress; each of its chunks maps to it until it lands."""
+
+    __slots__ = ("done", "data", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data: dict[bytes, bytes] = {}
+        self.error: BaseException | None = None
+
+
+class ChunkSource:
+    """Chunks by digest: memory, then cache, then the store (verified, cached), one fetch per chunk."""
+
+    def __init__(self, store: Store, cache: ChunkCache, memory_bytes: int = MEMORY_BYTES,
+                 demand_slots: int = DEMAND_SLOTS, prefetch_slots: int = PREFETCH_SLOTS) -> None:
+        self.cache = cache
+        self.fetcher = ChunkFetcher(store, cache)
+        self.memory = _Memory(memory_bytes)
+        self.stats: Counter[str] = Counter()
+        self._flights: dict[bytes, _Flight] = {}
+        self._demand = trio.CapacityLimiter(demand_slots)
+        self._prefetch = trio.CapacityLimiter(prefetch_slots)
+        self._threads = trio.CapacityLimiter(demand_slots + prefetch_slots)
+        self._nursery: trio.Nursery | None = None
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    def bind(self, nursery: trio.Nursery) -> None:
+        """Fetches run in this nursery (the mount's), so they outlive the request that started them."""
+        self._nursery = nursery
+        self._to_cache, receive = trio.open_memory_channel[list[tuple[bytes, bytes]]](CACHE_QUEUE)
+        self._writer_done = trio.Event()
+        nursery.start_soon(self._write_cache, receive)
+
+    async def drain(self) -> None:
+        """Write what fetches queued for the cache (at unmount; later fetches are not cached)."""
+        await self._to_cache.aclose()
+        await self._writer_done.wait()
+
+    async def _write_cache(self, receive: trio.MemoryReceiveChannel[list[tuple[bytes, bytes]]]) -> None:
+        """The one task that fills the LMDB cache with fetched chunks, many spans per transaction: LMDB has
+        one writer at a time, and fetch threads queueing for it would delay the readers they serve."""
+        try:
+            async for items in receive:
+                batch, size = list(items), sum(len(d) for _, d in items)
+                while size < WRITE_BATCH:
+                    try:
+                        more = receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch += more
+                    size += sum(len(d) for _, d in more)
+                try:
+                    await trio.to_thread.run_sync(self.cache.put_many, batch)  # not abandoned: LMDB stays whole
+                except Exception as e:  # noqa: BLE001 - an unwritten chunk is only a future miss
+                    log.warning("cannot write %d chunks to the cache: %s", len(batch), e)
+        finally:
+            self._writer_done.set()
+
+    @property
+    def busy_threads(self) -> int:
+        """Store fetches still running in worker threads (shutdown waits for them before closing LMDB)."""
+        return self._busy
+
+    # --- inline (never awaits) ---------------------------------------------------------------------
+
+    def now(self, ref: ChunkRef) -> bytes | None:
+        """The chunk if it is in memory, or small and in the cache; else None (then `get` it)."""
+        digest = ref.digest
+        data = self.memory.get(digest)
+        if data is not None:
+            self.stats["memory_hits"] += 1
+            return data
+        if ref.raw_len > INLINE_MAX or digest in self._flights:
+            return None
+        data = self.cache.get(digest)
+        if data is not None:
+            self.stats["cache_hits"] += 1
+            self.memory.put(digest, data)
+        return data
+
+    def present(self, digest: bytes) -> bool:
+        """In memory, in the cache or on its way: nothing to fetch."""
+        return digest in self.memory or digest in self._flights or self.cache.contains(digest)
+
+    def start(self, need: Iterable[ChunkRef], extra: Iterable[ChunkRef] = (), load_cached: bool = False) -> None:
+        """Get `need` now, with `extra` chunks where they share a GET; other `extra` spans prefetch.
+
+        Chunks already in the cache are copied into memory by worker threads: the cache's pages may be
+        cold, and LMDB faults them in 4 KiB at a time (one thread ~60 MB/s, eight ~2 GB/s, none of it on
+        the loop). `extra` chunks in the cache are loaded only with `load_cached`.
+        """
+        assert self._nursery is not None, "ChunkSource.bind() first"
+        wanted = {r.digest for r in need if r.digest not in self._flights}
+        todo: list[ChunkRef] = []
+        for r in need:
+            if r.digest not in wanted or r.digest in self._flights:
+                continue
+            if self.cache.contains(r.digest):
+                flight = self._register([r])
+                self._nursery.start_soon(self._load, [r], flight)
+            else:
+                todo.append(r)
+        loads: list[ChunkRef] = []
+        for r in extra:
+            if r.digest in wanted or r.digest in self.memory or r.digest in self._flights:
+                continue
+            if not self.cache.contains(r.digest):
+                todo.append(r)
+            elif load_cached:
+                loads.append(r)
+        for span in plan_spans(todo):
+            if any(r.digest in wanted for r in span):
+                flight = self._register(span)
+                self._nursery.start_soon(self._run, span, flight, self._demand)
+            else:
+                self._nursery.start_soon(self._prefetch_span, span)
+        batch: list[ChunkRef] = []
+        size = 0
+        for r in loads:
+            batch.append(r)
+            size += r.raw_len
+            if size >= LOAD_BATCH:
+                self._nursery.start_soon(self._load, batch, None)
+                batch, size = [], 0
+        if batch:
+            self._nursery.start_soon(self._load, batch, None)
+
+    def prefetch(self, refs: Iterable[ChunkRef], load_cached: bool = False) -> None:
+        """Fetch in the background whatever of `refs` is not already here."""
+        self.start((), refs, load_cached)
+
+    # --- awaiting ----------------------------------------------------------------------------------
+
+    async def get(self, refs: list[ChunkRef]) -> dict[bytes, bytes]:
+        """Chunks that `now` did not have, fetched (or joined in flight). Raises the fetch's error."""
+        out: dict[bytes, bytes] = {}
+        pending = refs
+        for _ in range(3):
+            self.start([r for r in pending if r.digest not in self._flights])
+            flights = [(r, self._flights[r.digest]) for r in pending]
+            retry = []
+            for r, flight in flights:
+                await flight.done.wait()
+                if flight.error is not None:
+                    raise flight.error
+                data = flight.data.get(r.digest)
+                if data is None:
+                    data = self.memory.get(r.digest)
+                if data is None:  # a cache load found it evicted meanwhile: fetch it
+                    retry.append(r)
+                else:
+                    out[r.digest] = data
+            if not retry:
+                return out
+            pending = retry
+        raise ArtfsError(f"chunk {pending[0].digest.hex()} keeps disappearing from the cache")
+
+    def _register(self, span: list[ChunkRef]) -> _Flight:
+        flight = _Flight()
+        for r in span:
+            self._flights.setdefault(r.digest, flight)
+        return flight
+
+    async def _prefetch_span(self, span: list[ChunkRef]) -> None:
+        async with self._prefetch:
+            missing = [r for r in span if not self.present(r.digest)]
+            for sub in plan_spans(missing):
+                self.stats["prefetch_spans"] += 1
+                await self._run(sub, self._register(sub), None)
+
+    async def _load(self, refs: list[ChunkRef], flight: _Flight | None) -> None:
+        """Copy cached chunks into memory in a worker thread; `flight` given: a reader waits for it."""
+        limiter = self._demand if flight is not None else self._prefetch
+        async with limiter:
+            if flight is None:
+                refs = [r for r in refs if r.digest not in self.memory and r.digest not in self._flights]
+                if not refs:
+                    return
+                flight = self._register(refs)
+            try:
+                flight.data = await trio.to_thread.run_sync(self._load_blocking, refs, limiter=self._threads,
+                                                            abandon_on_cancel=True)
+                for digest, chunk in flight.data.items():
+                    self.memory.put(digest, chunk)
+            except Exception as e:  # noqa: BLE001 - waiters fall back to fetching
+                log.warning("cannot read chunks from the cache: %s", e)
+            finally:
+                self._land(refs, flight)
+
+    def _load_blocking(self, refs: list[ChunkRef]) -> dict[bytes, bytes]:
+        out = {}
+        for r in refs:
+            data = self.cache.get(r.digest)
+            if data is not None:
+                out[r.digest] = data
+        self.stats["cache_loads"] += len(out)
+        return out
+
+    async def _run(self, span: list[ChunkRef], flight: _Flight, limiter: trio.CapacityLimiter | None) -> None:
+        async with limiter if limiter is not None else contextlib.nullcontext():
+            data = None
+            try:
+                data = await trio.to_thread.run_sync(self._fetch, span, limiter=self._threads,
+                                                     abandon_on_cancel=True)
+            except Exception as e:  # noqa: BLE001 - handed to every waiter, which decides how to report it
+                flight.error = e
+                if limiter is None:
+                    log.warning("prefetch from pack %s failed: %s", span[0].pack, e)
+            else:
+                flight.data = data
+                for digest, chunk in data.items():
+                    self.memory.put(digest, chunk)
+            finally:
+                self._land(span, flight)
+            if data:
+                try:  # holding the slot: a writer that falls behind slows fetching down
+                    await self._to_cache.send(list(data.items()))
+                except trio.ClosedResourceError:  # unmounting
+                    pass
+
+    def _land(self, refs: list[ChunkRef], flight: _Flight) -> None:
+        for r in refs:
+            if self._flights.get(r.digest) is flight:
+                del self._flights[r.digest]
+        flight.done.set()
+
+    def _fetch(self, span: list[ChunkRef]) -> dict[bytes, bytes]:
+        """Worker thread: one ranged GET, verified (the cache writer task stores it)."""
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            data = self.fetcher.fetch_span(span, populate=False)
+            self.stats["fetched_spans"] += 1
+            return data
+        finally:
+            with self._busy_lock:
+                self._busy -= 1

@@ -1,0 +1,296 @@
+"""The mount daemon's life: check, mount, serve, poll, unmount — in the foreground or as a daemon.
+
+    serve(config, ready)   mount and serve until unmounted or SIGINT/SIGTERM (then unmount cleanly)
+    spawn(args, log_path)  `--daemon`: start `artfs mount` detached, return its pid once the mount works
+
+One trio loop runs pyfuse3's workers and the mount's own tasks: fetches (reader.py), the catalog poll,
+access-stamp flushes of the chunk cache. Blocking work (store calls, LMDB writes, kernel invalidations,
+which may wait on requests in progress) runs in worker threads.
+
+The mount is "ready" only once a stat of its root has gone through the kernel and back, so a caller of
+`artfs mount --daemon` can use it as soon as the command returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from artfs.core.repo import Repo
+from artfs.errors import ArtfsError
+from artfs.fs import mountpoint
+from artfs.fs.catalog import scan
+from artfs.fs.chunks import MEMORY_BYTES, ChunkSource
+from artfs.fs.ops import Ops
+from artfs.fs.reader import Reader
+from artfs.fs.tree import Invalidation, Tree
+from artfs.storage.store import Store, default_store_uri, open_store
+
+log = logging.getLogger(__name__)
+
+READ_DEADLINE_CAP = 28.0  # an uncached read fails with EIO within 30 s, even if a connection hangs
+READY_TIMEOUT = 120.0
+MIN_TASKS, MAX_TASKS = 4, 99
+
+
+@dataclass
+class MountConfig:
+    mountpoint: str
+    store_uri: str | None = None
+    endpoint_url: str | None = None
+    cache_dir: str | None = None
+    cache_size: int | None = None
+    poll: float = 10.0  # seconds; 0 disables polling
+    allow_other: bool = False
+    force: bool = False
+    read_ahead_kb: int = 1024
+
+
+def default_log_path(mount: str) -> str:
+    """`$XDG_STATE_HOME/artfs/logs/mount-<name>-<hash>.log` (one log per mount point)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    mount = os.path.abspath(mount)
+    tag = hashlib.sha256(mount.encode()).hexdigest()[:8]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(mount)) or "root"
+    return os.path.join(base, "artfs", "logs", f"mount-{name}-{tag}.log")
+
+
+class _InterruptedReplies(logging.Filter):
+    """pyfuse3 logs an ERROR when a reply finds its request gone (ENOENT: the caller was interrupted,
+    e.g. Ctrl-C on a reader). Nothing failed: keep it as DEBUG, so ERROR lines stay real errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "fuse_reply_* failed with" in record.getMessage() \
+                and os.strerror(errno.ENOENT) in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def setup_logging(log_path: str, to_stderr: bool) -> None:
+    """INFO (or $ARTFS_LOG_LEVEL) to the log file, and to stderr in the foreground."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    level = os.environ.get("ARTFS_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ArtfsError(f"ARTFS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    handlers: list[logging.Handler] = [logging.FileHandler(log_path)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    pyfuse_log = logging.getLogger("pyfuse3")
+    pyfuse_log.addFilter(_InterruptedReplies())
+    if level != "DEBUG":
+        pyfuse_log.setLevel(logging.INFO)
+
+
+def _read_deadline(store: Store) -> float:
+    """A read waits for the store a little longer than the store's own retry deadline, capped."""
+    return min(READ_DEADLINE_CAP, float(getattr(store, "deadline", 25.0)) + 3.0)
+
+
+def _memory_bytes() -> int:
+    """`$ARTFS_MEMORY_CACHE`: bytes of decoded chunks the daemon keeps in memory (default 128M)."""
+    from artfs.storage.cache import parse_size
+
+    text = os.environ.get("ARTFS_MEMORY_CACHE")
+    return parse_size(text) if text else MEMORY_BYTES
+
+
+def _options(allow_other: bool) -> set[str]:
+    # Not "ro": a writable staging/ directory will live in this mount; writes get EROFS from Ops instead.
+    # Never max_read: the mount fails with it (libfuse already negotiates 1 MiB requests).
+    options = set(pyfuse3.default_options) | {"fsname=artfs", "subtype=artfs", "default_permissions"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+def _invalidate(stale: list[Invalidation]) -> None:
+    """Worker thread: drop kernel entries made stale by a catalog change (this may wait on requests)."""
+    for what, ino, name in stale:
+        try:
+            if what == "entry":
+                pyfuse3.invalidate_entry(ino, name.encode("utf-8", "surrogateescape"))
+            else:
+                pyfuse3.invalidate_inode(ino)
+        except OSError as e:
+            if e.errno != errno.ENOENT:  # ENOENT: the kernel had not cached it
+                log.debug("invalidate %s %d %r: %s", what, ino, name, e)
+
+
+class _Daemon:
+    """The trio side of one mount: pyfuse3's loop plus the mount's periodic tasks."""
+
+    def __init__(self, config: MountConfig, repo: Repo, tree: Tree, chunks: ChunkSource, ops: Ops) -> None:
+        self.config = config
+        self.repo = repo
+        self.tree = tree
+        self.chunks = chunks
+        self.ops = ops
+        self.signalled = False
+        self._poll_failing = False
+
+    async def main(self, ready: Callable[[], None]) -> None:
+        async with trio.open_nursery() as nursery:
+            self.chunks.bind(nursery)
+            nursery.start_soon(self._signals)
+            nursery.start_soon(self._flush_access)
+            if self.config.poll > 0:
+                nursery.start_soon(self._poll)
+            nursery.start_soon(self._announce, ready)
+            await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
+            with trio.move_on_after(10):
+                await self.chunks.drain()
+            nursery.cancel_scope.cancel()
+
+    async def _announce(self, ready: Callable[[], None]) -> None:
+        await trio.to_thread.run_sync(os.stat, self.config.mountpoint)  # a round trip through the kernel
+        # Only now: FUSE's INIT (answered by then) lowers the bdi readahead to what INIT negotiated.
+        mountpoint.raise_readahead(self.config.mountpoint, self.config.read_ahead_kb)
+        log.info("mounted %s at %s (pid %d)", self.repo.store.uri, self.config.mountpoint, os.getpid())
+        ready()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("%s: unmounting %s", signal.Signals(signum).name, self.config.mountpoint)
+                self.signalled = True
+                pyfuse3.terminate()
+                return
+
+    async def _flush_access(self) -> None:
+        cache = self.repo.cache
+        while True:
+            await trio.sleep(1.0)
+            if cache.pending_access_due():
+                try:
+                    await trio.to_thread.run_sync(cache.flush_access)
+                except Exception as e:  # noqa: BLE001 - stamps only steer eviction: never fatal
+                    log.warning("cannot write cache access times: %s", e)
+
+    async def _poll(self) -> None:
+        """New versions and alias moves appear within `poll` seconds; the kernel forgets stale entries."""
+        while True:
+            await trio.sleep(self.config.poll)
+            try:
+                catalog = await trio.to_thread.run_sync(scan, self.repo, self.tree.catalog)
+            except ArtfsError as e:
+                if not self._poll_failing:
+                    log.warning("cannot poll %s for new versions (will keep trying): %s", self.repo.store.uri, e)
+                self._poll_failing = True
+                continue
+            except Exception:
+                log.exception("poll of %s failed", self.repo.store.uri)
+                continue
+            if self._poll_failing:
+                log.info("store %s reachable again", self.repo.store.uri)
+                self._poll_failing = False
+            stale, changes = self.tree.apply(catalog)
+            for line in changes:
+                log.info("%s", line)
+            if stale:
+                await trio.to_thread.run_sync(_invalidate, stale)
+
+
+def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
+    """Mount and serve until unmounted (`artfs unmount`, fusermount3 -u) or signalled. Blocks."""
+    path = mountpoint.prepare(config.mountpoint, config.force)
+    config.mountpoint = path
+    store = open_store(config.store_uri, endpoint_url=config.endpoint_url)
+    repo = Repo(store, cache_dir=config.cache_dir, cache_size=config.cache_size)
+    try:
+        try:
+            catalog = scan(repo)
+        except ArtfsError as e:
+            raise ArtfsError(f"cannot read the store {store.uri}: {e}") from None
+        deadline = _read_deadline(store)
+        tree = Tree(repo, catalog, deadline=deadline)
+        chunks = ChunkSource(store, repo.cache, memory_bytes=_memory_bytes())
+        ops = Ops(tree, Reader(chunks, repo.index, deadline))
+        daemon = _Daemon(config, repo, tree, chunks, ops)
+        try:
+            pyfuse3.init(ops, path, _options(config.allow_other))
+        except RuntimeError as e:
+            raise ArtfsError(f"cannot mount at {path}: {e} (see the messages above or in the log)") from None
+        unmount = True
+        try:
+            log.info("serving %s: %d artifacts, cache %s, poll %s", store.uri, len(catalog), repo.cache_dir,
+                     f"{config.poll:g} s" if config.poll > 0 else "off")
+            trio.run(daemon.main, ready)
+            unmount = daemon.signalled  # otherwise the kernel ended the session: nothing left to unmount
+        finally:
+            pyfuse3.close(unmount=unmount)
+            _wait_fetches(chunks)
+            log.info("unmounted %s; %s", path, ops.stats_line())
+    finally:
+        repo.close()
+
+
+def _wait_fetches(chunks: ChunkSource, timeout: float = 10.0) -> None:
+    """Abandoned store fetches may still be writing to the cache: give them a moment before closing it."""
+    deadline = time.monotonic() + timeout
+    while chunks.busy_threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if chunks.busy_threads:
+        log.warning("%d store fetches still running at exit", chunks.busy_threads)
+
+
+# --- --daemon ----------------------------------------------------------------------------------------
+
+
+def spawn(args: list[str], log_path: str, timeout: float = READY_TIMEOUT) -> int:
+    """Start `artfs mount ARGS` detached (own session, cwd /, output to the log); its pid once ready.
+
+    The child reports on a pipe: `ready`, or `error <message>`; EOF means it died first.
+    """
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    r, w = os.pipe()
+    entry = "import sys; sys.argv[0] = 'artfs'; from artfs.cli import main; main()"
+    cmd = [sys.executable, "-c", entry, "mount", *args, "--log", log_path, "--ready-fd", str(w)]
+    try:
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(w,),
+                                    start_new_session=True, cwd="/")
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        ready, _, _ = select.select([pipe], [], [], timeout)
+        line = pipe.readline().decode(errors="replace").strip() if ready else None
+    if line == "ready":
+        proc.returncode = 0  # detached on purpose: no ResourceWarning for a child we never wait for
+        return proc.pid
+    if line is None:
+        mountpoint.kill_daemon(proc.pid)
+        raise ArtfsError(f"the mount was not ready after {timeout:.0f} s; see {log_path}")
+    if line.startswith("error "):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        raise ArtfsError(line[len("error ") :])
+    code = proc.wait(timeout=10)
+    raise ArtfsError(f"the mount daemon exited (status {code}) before the mount was ready; see {log_path}")
+
+
+def store_label(store_uri: str | None) -> str:
+    return store_uri or default_store_uri()

@@ -1,0 +1,191 @@
+"""The read path of open files: chunk offsets bisected per read, and prefetch ahead of the reader.
+
+- **Prefetch** (per open file, after Mountpoint for S3): a read near the end of the previous one (1 MiB
+  back, 2 MiB forward, or anywhere already being prefetched: the kernel's readahead arrives out of order)
+  is sequential and doubles the window of chunks fetched ahead (2 MiB up to 64 MiB), in parts of up to
+  8 MiB (one ranged GET each); a far seek resets it.
+- **Directory order.** Small files opened in name order in one directory (a dataset loader) prefetch the
+  next files' chunks, whole spans of the packs that hold them: commits pack files in path order, so
+  thousands of small files cost a handful of ranged GETs.
+- Where the chunks come from (memory, cache, store; single flight) is chunks.py's business.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict, deque
+from itertools import accumulate
+
+import trio
+
+from artfs.core.index import StoreIndex
+from artfs.core.manifest import FILE, Entry
+from artfs.core.packs import ChunkRef
+from artfs.fs.chunks import ChunkSource, MiB
+
+FIRST_WINDOW = 2 * MiB
+MAX_WINDOW = 64 * MiB
+PART = 8 * MiB  # prefetch unit: one ranged GET (Mountpoint for S3 uses 8 MiB parts too)
+SEQ_BACK = 1 * MiB
+SEQ_FORWARD = 2 * MiB  # beyond the end of the last read, or anywhere already being prefetched
+DIR_FIRST = 2 * MiB  # lookahead of the first cold open in a directory; doubles while opens go in name order
+DIR_RANDOM = 1 * MiB  # an open out of name order still takes its neighbours from the same GET
+DIR_MAX = 32 * MiB
+DIR_SMALL = 8 * MiB  # files up to this size start their fetch at open, with their neighbours
+DIR_PAGE = 256
+DIR_SCANS = 256
+
+
+class OpenFile:
+    """One open file: its chunks with cumulative offsets (bisected on read) and its readahead state."""
+
+    __slots__ = ("label", "refs", "starts", "size", "last_end", "window", "scheduled")
+
+    def __init__(self, label: str, refs: list[ChunkRef], size: int) -> None:
+        self.label = label
+        self.refs = refs
+        self.starts = [0, *accumulate(r.raw_len for r in refs)]
+        self.size = size
+        self.last_end = 0
+        self.window = 0
+        self.scheduled = 0
+
+
+class _DirScan:
+    """Opens in one directory: where the run of name-ordered opens is, and what is fetched ahead."""
+
+    __slots__ = ("start", "last", "budget", "ahead", "ahead_bytes", "horizon")
+
+    def __init__(self, name: str) -> None:
+        self.start = name
+        self.last = name
+        self.budget = DIR_FIRST
+        self.ahead: deque[tuple[str, int]] = deque()
+        self.ahead_bytes = 0
+        self.horizon: str | None = None
+
+
+class Reader:
+    """Serves `read` for open files of versions, over a ChunkSource and the manifest index."""
+
+    def __init__(self, chunks: ChunkSource, index: StoreIndex, deadline: float) -> None:
+        self.chunks = chunks
+        self.index = index
+        self.deadline = deadline
+        self._scans: OrderedDict[tuple[str, str], _DirScan] = OrderedDict()
+        self._scratch = bytearray(MiB)
+
+    def open(self, label: str, mid: str, packs: list[str], entry: Entry) -> OpenFile:
+        """Prepare a file for reading; a cold small file starts fetching now, with its next neighbours."""
+        refs = entry.refs(packs)
+        f = OpenFile(label, refs, entry.size)
+        if refs and entry.size <= DIR_SMALL:
+            self._directory_order(mid, packs, entry, refs)
+        return f
+
+    async def read(self, f: OpenFile, off: int, size: int) -> bytes | memoryview:
+        """Bytes [off, off+size) of the file (short at the end). Raises trio.TooSlowError at the deadline.
+
+        A read within one chunk is a view of that chunk. A read across chunks is assembled in one scratch
+        buffer, reused by the next such read: a fresh megabyte per read costs more than the copy (its
+        pages fault in). That is safe because it is filled after this method's last await, and pyfuse3
+        copies the reply into the kernel before control returns to trio; other callers copy at once.
+        """
+        end = min(off + size, f.size)
+        if off >= end:
+            return b""
+        refs, starts = f.refs, f.starts
+        first = bisect_right(starts, off) - 1
+        last = bisect_left(starts, end)  # chunks first..last-1 cover [off, end)
+        now = self.chunks.now
+        got = [now(refs[k]) for k in range(first, last)]
+        self._readahead(f, off, end)
+        if None in got:
+            missing = [refs[k] for k, data in zip(range(first, last), got, strict=True) if data is None]
+            self.chunks.stats["misses"] += len(missing)
+            with trio.fail_after(self.deadline):
+                fetched = await self.chunks.get(missing)
+            got = [data if data is not None else fetched[refs[k].digest]
+                   for k, data in zip(range(first, last), got, strict=True)]
+        self.chunks.stats["reads"] += 1
+        self.chunks.stats["read_bytes"] += end - off
+        if last - first == 1:
+            return memoryview(got[0])[off - starts[first] : end - starts[first]]  # type: ignore[index]
+        if len(self._scratch) < end - off:
+            self._scratch = bytearray(end - off)
+        out = memoryview(self._scratch)[: end - off]
+        pos = 0
+        for k, data in zip(range(first, last), got, strict=True):
+            lo = max(off, starts[k]) - starts[k]
+            hi = min(end, starts[k + 1]) - starts[k]
+            out[pos : pos + hi - lo] = memoryview(data)[lo:hi]  # type: ignore[arg-type]
+            pos += hi - lo
+        return out
+
+    def _readahead(self, f: OpenFile, off: int, end: int) -> None:
+        """Grow the window on sequential reads and keep chunks up to `last_end + window` fetched or coming,
+        in parts of up to PART bytes: per-request cost dominates object stores, so no tiny GETs."""
+        if f.last_end - SEQ_BACK <= off <= max(f.last_end + SEQ_FORWARD, f.scheduled):
+            f.window = min(MAX_WINDOW, max(FIRST_WINDOW, f.window * 2))
+            f.last_end = max(f.last_end, end)
+        else:  # a far seek: random access until a sequential run shows again
+            f.window = 0
+            f.last_end = f.scheduled = end
+            return
+        starts = f.starts
+        target = min(f.size, f.last_end + f.window)
+        f.scheduled = max(f.scheduled, f.last_end)
+        while f.scheduled < target and (target - f.scheduled >= min(PART, f.window // 2) or target == f.size):
+            lo = bisect_right(starts, f.scheduled) - 1
+            hi = lo + 1
+            while hi < len(f.refs) and starts[hi] < target and starts[hi + 1] - starts[lo] <= PART:
+                hi += 1
+            self.chunks.prefetch(f.refs[lo:hi], load_cached=True)
+            f.scheduled = starts[hi]
+
+    def _directory_order(self, mid: str, packs: list[str], entry: Entry, refs: list[ChunkRef]) -> None:
+        """Small files opened in name order: keep the next files' chunks coming (about `budget` bytes)."""
+        parent, _, name = entry.path.rpartition("/")
+        key = (mid, parent)
+        scan = self._scans.get(key)
+        if scan is None:
+            scan = self._scans[key] = _DirScan(name)
+            while len(self._scans) > DIR_SCANS:
+                self._scans.popitem(last=False)
+        else:
+            self._scans.move_to_end(key)
+            in_run = scan.start <= name <= (scan.horizon or scan.last)
+            if name > scan.last or in_run:
+                if name > scan.last:
+                    scan.budget = min(DIR_MAX, scan.budget * 2)
+                    scan.last = name
+            else:
+                scan.start = scan.last = name
+                scan.budget = DIR_RANDOM
+                scan.ahead.clear()
+                scan.ahead_bytes = 0
+                scan.horizon = None
+        while scan.ahead and scan.ahead[0][0] <= scan.last:
+            scan.ahead_bytes -= scan.ahead.popleft()[1]
+        cold = not self.chunks.present(refs[0].digest) or not self.chunks.present(refs[-1].digest)
+        if not cold and scan.ahead_bytes >= scan.budget // 2:
+            return
+        after = scan.horizon if scan.horizon is not None and scan.horizon > name else name
+        extra: list[ChunkRef] = []
+        while scan.ahead_bytes < scan.budget:
+            page = self.index.listdir(mid, parent, after=after, limit=DIR_PAGE)
+            for e in page:
+                after = e.name
+                if e.kind != FILE or not e.size or e.size > DIR_SMALL:
+                    continue  # a big file is a sequential stream of its own: its reads prefetch it
+                extra += e.refs(packs)
+                scan.ahead.append((e.name, e.size))
+                scan.ahead_bytes += e.size
+                scan.horizon = e.name
+                if scan.ahead_bytes >= scan.budget:
+                    break
+            if len(page) < DIR_PAGE:
+                if scan.horizon is None or scan.horizon < after:
+                    scan.horizon = after  # the directory's end: nothing further to fetch
+                break
+        self.chunks.start(refs if cold else (), extra)

@@ -1,0 +1,457 @@
+"""The inodes of a mount: root, artifact directories, version directories, alias symlinks, version contents.
+
+    MOUNT/animals/v2/...      version contents: an inode per (version, path), from the manifest index
+    MOUNT/animals/latest      symlink -> v2 (and one per custom alias)
+
+Inode numbers are allocated on first sight and never reused or dropped, so they stay stable for the
+mount's life (find, tar, rsync and `ls -i` compare them); a node keeps only what `getattr` needs, and
+everything else (chunk lists) is re-read from the LMDB index on open.
+
+Version contents are immutable, so the kernel may cache their entries and attributes for a day, negative
+lookups included. The artifact level (which versions exist, where aliases point) changes: its timeouts
+are short, and `apply` returns the kernel entries a new catalog makes stale.
+
+Only `lookup`, `load` and `load_record` await (a version's record and manifest come from the store once,
+in a thread); everything else is synchronous, so a handler sees one consistent tree between its awaits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import os
+import stat
+import time
+
+import pyfuse3
+import trio
+
+from artfs.core.manifest import DIR, FILE, LINK, Entry, Header
+from artfs.core.names import parse_version
+from artfs.core.records import VersionRecord
+from artfs.core.repo import Repo
+from artfs.fs.catalog import Catalog
+
+ROOT = pyfuse3.ROOT_INODE
+IMMUTABLE_TIMEOUT = 24 * 3600.0
+MUTABLE_TIMEOUT = 1.0
+DIR_SIZE = 4096
+BLKSIZE = 128 * 1024
+
+# (what, parent inode or inode, name): "entry" drops a name from a directory, "inode" an inode's attributes
+Invalidation = tuple[str, int, str]
+
+
+class Node:
+    __slots__ = ("ino",)
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+
+
+class RootNode(Node):
+    __slots__ = ()
+
+
+class ArtifactNode(Node):
+    __slots__ = ("name",)
+
+    def __init__(self, ino: int, name: str) -> None:
+        super().__init__(ino)
+        self.name = name
+
+
+class VersionNode(Node):
+    """`vN`: its record and manifest header are loaded on first use (`Tree.load`)."""
+
+    __slots__ = ("artifact", "number", "record", "header", "lock")
+
+    def __init__(self, ino: int, artifact: str, number: int) -> None:
+        super().__init__(ino)
+        self.artifact = artifact
+        self.number = number
+        self.record: VersionRecord | None = None
+        self.header: Header | None = None
+        self.lock: trio.Lock | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.artifact}:v{self.number}"
+
+    @property
+    def mid(self) -> str:
+        assert self.record is not None
+        return self.record.manifest
+
+
+class AliasNode(Node):
+    """`latest` or a custom alias: a symlink whose target follows the catalog."""
+
+    __slots__ = ("artifact", "alias")
+
+    def __init__(self, ino: int, artifact: str, alias: str) -> None:
+        super().__init__(ino)
+        self.artifact = artifact
+        self.alias = alias
+
+
+class EntryNode(Node):
+    """A file, directory or symlink inside a version (attributes copied from its manifest entry)."""
+
+    __slots__ = ("version", "path", "kind", "mode", "size", "mtime_ns")
+
+    def __init__(self, ino: int, version: VersionNode, entry: Entry) -> None:
+        super().__init__(ino)
+        self.version = version
+        self.path = entry.path
+        self.kind = entry.kind
+        self.mode = entry.mode
+        self.size = entry.size
+        self.mtime_ns = entry.mtime_ns
+
+    @property
+    def label(self) -> str:
+        return f"{self.version.ref}/{self.path}"
+
+
+def is_dir(node: Node) -> bool:
+    return not isinstance(node, (AliasNode, EntryNode)) or (isinstance(node, EntryNode) and node.kind == DIR)
+
+
+def is_version_content(node: Node) -> bool:
+    """Inside a version directory (or the version directory itself): immutable."""
+    return isinstance(node, (VersionNode, EntryNode))
+
+
+class Tree:
+    """Every inode of one mount, over a Repo (for records and manifests) and a catalog (from the poller)."""
+
+    def __init__(self, repo: Repo, catalog: Catalog, uid: int | None = None, gid: int | None = None,
+                 deadline: float = 28.0) -> None:
+        self.repo = repo
+        self.deadline = deadline  # store calls for a lookup give up (EIO) after this many seconds
+        self.index = repo.index
+        self.catalog = catalog
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.started_ns = time.time_ns()
+        self.root = RootNode(ROOT)
+        self._nodes: dict[int, Node] = {ROOT: self.root}
+        self._next_ino = ROOT + 1
+        self._artifacts: dict[str, ArtifactNode] = {}
+        self._versions: dict[tuple[str, int], VersionNode] = {}
+        self._aliases: dict[tuple[str, str], AliasNode] = {}
+        self._entries: dict[tuple[int, str], int] = {}
+
+    # --- nodes -------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def node(self, ino: int) -> Node:
+        try:
+            return self._nodes[ino]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    def _ino(self) -> int:
+        ino, self._next_ino = self._next_ino, self._next_ino + 1
+        return ino
+
+    def artifact_node(self, name: str) -> ArtifactNode:
+        node = self._artifacts.get(name)
+        if node is None:
+            node = self._artifacts[name] = ArtifactNode(self._ino(), name)
+            self._nodes[node.ino] = node
+        return node
+
+    def version_node(self, artifact: str, number: int) -> VersionNode:
+        node = self._versions.get((artifact, number))
+        if node is None:
+            node = self._versions[(artifact, number)] = VersionNode(self._ino(), artifact, number)
+            self._nodes[node.ino] = node
+        return node
+
+    def alias_node(self, artifact: str, alias: str) -> AliasNode:
+        node = self._aliases.get((artifact, alias))
+        if node is None:
+            node = self._aliases[(artifact, alias)] = AliasNode(self._ino(), artifact, alias)
+            self._nodes[node.ino] = node
+        return node
+
+    def entry_node(self, version: VersionNode, entry: Entry) -> EntryNode:
+        key = (version.ino, entry.path)
+        ino = self._entries.get(key)
+        if ino is not None:
+            return self._nodes[ino]  # type: ignore[return-value]
+        node = EntryNode(self._ino(), version, entry)
+        self._entries[key] = node.ino
+        self._nodes[node.ino] = node
+        return node
+
+    def label(self, node: Node) -> str:
+        """A node as people name it: `animals`, `animals:v1`, `animals:v1/data/x.bin`, `animals/latest`."""
+        if isinstance(node, EntryNode):
+            return node.label
+        if isinstance(node, VersionNode):
+            return node.ref
+        if isinstance(node, ArtifactNode):
+            return node.name
+        if isinstance(node, AliasNode):
+            return f"{node.artifact}/{node.alias}"
+        return ""
+
+    def entry_of(self, node: EntryNode) -> Entry:
+        """The full manifest entry (chunk list, digest, symlink target) of a node, from the index."""
+        entry = self.index.lookup(node.version.mid, node.path)
+        if entry is None:  # the index was rebuilt under us and lost it: should not happen
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return entry
+
+    def parent_of(self, node: Node) -> Node:
+        if isinstance(node, EntryNode):
+            parent = node.path.rpartition("/")[0]
+            if not parent:
+                return node.version
+            ino = self._entries.get((node.version.ino, parent))
+            if ino is not None:
+                return self._nodes[ino]
+            entry = self.index.lookup(node.version.mid, parent)
+            return self.entry_node(node.version, entry) if entry is not None else node.version
+        if isinstance(node, (VersionNode, AliasNode)):
+            return self.artifact_node(node.artifact)
+        return self.root
+
+    # --- loading versions (the only awaits) --------------------------------------------------------
+
+    async def load_record(self, node: VersionNode) -> VersionRecord:
+        """The version's record (a store GET the first time this cache sees it; immutable after)."""
+        if node.record is None:
+            if node.lock is None:
+                node.lock = trio.Lock()
+            async with node.lock:
+                if node.record is None:
+                    with trio.fail_after(self.deadline):
+                        node.record = await trio.to_thread.run_sync(
+                            self.repo.version, node.artifact, node.number, abandon_on_cancel=True)
+        return node.record
+
+    async def load(self, node: VersionNode) -> Header:
+        """Record and manifest index of a version, so lookups inside it are LMDB reads (single flight)."""
+        if node.header is None:
+            record = await self.load_record(node)
+            assert node.lock is not None
+            async with node.lock:
+                if node.header is None:
+                    header = self.index.header(record.manifest)
+                    if header is None:
+                        with trio.fail_after(self.deadline):
+                            header = await trio.to_thread.run_sync(self.repo.ensure_index, record,
+                                                                   abandon_on_cancel=True)
+                    node.header = header
+        return node.header
+
+    async def lookup(self, parent: Node, name: str) -> Node | None:
+        if name == ".":
+            return parent
+        if name == "..":
+            return self.parent_of(parent)
+        if isinstance(parent, RootNode):
+            return self.artifact_node(name) if name in self.catalog else None
+        if isinstance(parent, ArtifactNode):
+            state = self.catalog.get(parent.name)
+            if state is None:
+                return None
+            number = parse_version(name)
+            if number is not None:
+                if number not in state.numbers:
+                    return None
+                node = self.version_node(parent.name, number)
+                await self.load_record(node)
+                return node
+            return self.alias_node(parent.name, name) if name in state.links() else None
+        if isinstance(parent, VersionNode):
+            await self.load(parent)
+            version, path = parent, name
+        elif isinstance(parent, EntryNode) and parent.kind == DIR:
+            version, path = parent.version, f"{parent.path}/{name}"
+        else:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        entry = self.index.lookup(version.mid, path)
+        return self.entry_node(version, entry) if entry is not None else None
+
+    # --- listings ------------------------------------------------------------------------------------
+
+    def list_small(self, node: Node) -> list[tuple[str, Node]]:
+        """The whole listing of the root or an artifact directory (a snapshot, for one readdir)."""
+        if isinstance(node, RootNode):
+            return [(name, self.artifact_node(name)) for name in sorted(self.catalog)]
+        assert isinstance(node, ArtifactNode)
+        state = self.catalog.get(node.name)
+        if state is None:
+            return []
+        out: list[tuple[str, Node]] = [(f"v{n}", self.version_node(node.name, n)) for n in state.numbers]
+        out += [(alias, self.alias_node(node.name, alias)) for alias in sorted(state.links())]
+        return out
+
+    def list_page(self, node: Node, after: str | None, limit: int) -> list[tuple[str, Node]]:
+        """Up to `limit` entries of a directory inside a version, by name, after `after`."""
+        if isinstance(node, VersionNode):
+            version, path = node, ""
+        else:
+            assert isinstance(node, EntryNode)
+            version, path = node.version, node.path
+        return [(e.name, self.entry_node(version, e)) for e in self.index.listdir(version.mid, path, after, limit)]
+
+    # --- attributes ----------------------------------------------------------------------------------
+
+    def _attrs(self, ino: int, mode: int, size: int, mtime_ns: int, nlink: int, timeout: float,
+               ctime_ns: int | None = None) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.entry_timeout = timeout
+        a.attr_timeout = timeout
+        a.st_mode = mode
+        a.st_nlink = nlink
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_size = size
+        a.st_blksize = BLKSIZE
+        a.st_blocks = 0 if stat.S_ISLNK(mode) else (size + 511) // 512
+        a.st_atime_ns = mtime_ns
+        a.st_mtime_ns = mtime_ns
+        a.st_ctime_ns = mtime_ns if ctime_ns is None else ctime_ns
+        return a
+
+    def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        """Full attributes, also for readdir: pyfuse3 always answers READDIRPLUS, and the kernel keeps
+        what a listing says for the entry's timeouts. Never loads anything."""
+        if isinstance(node, EntryNode):
+            created = _ns(node.version.record.created) if node.version.record else node.mtime_ns
+            if node.kind == FILE:
+                mode = stat.S_IFREG | (node.mode & 0o7777)
+            elif node.kind == DIR:
+                mode = stat.S_IFDIR | (node.mode & 0o7777)
+            else:
+                mode = stat.S_IFLNK | 0o777
+            size = DIR_SIZE if node.kind == DIR else node.size
+            # nlink 1 on a directory means "unknown" to find/fts (as on btrfs): the index has no subdir counts
+            return self._attrs(node.ino, mode, size, node.mtime_ns, 1, IMMUTABLE_TIMEOUT, created)
+        if isinstance(node, VersionNode):
+            mtime = _ns(node.record.created) if node.record else self.started_ns
+            timeout = IMMUTABLE_TIMEOUT if node.record else 0.0  # listed before looked up: ask again
+            return self._attrs(node.ino, stat.S_IFDIR | 0o755, DIR_SIZE, mtime, 1, timeout)
+        if isinstance(node, AliasNode):
+            target = self.alias_target(node)
+            return self._attrs(node.ino, stat.S_IFLNK | 0o777, len(target or b""), self.started_ns, 1,
+                               MUTABLE_TIMEOUT)
+        if isinstance(node, ArtifactNode):
+            state = self.catalog.get(node.name)
+            versions = len(state.numbers) if state else 0
+            latest = self._versions.get((node.name, state.latest)) if state else None
+            mtime = _ns(latest.record.created) if latest and latest.record else self.started_ns
+            return self._attrs(node.ino, stat.S_IFDIR | 0o755, DIR_SIZE, mtime, 2 + versions, MUTABLE_TIMEOUT)
+        return self._attrs(ROOT, stat.S_IFDIR | 0o755, DIR_SIZE, self.started_ns, 2 + len(self.catalog),
+                           MUTABLE_TIMEOUT)
+
+    def negative(self, parent: Node) -> pyfuse3.EntryAttributes | None:
+        """A cacheable "no such name" inside a version (immutable); None where names may appear later."""
+        if not is_version_content(parent):
+            return None
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = 0
+        a.entry_timeout = IMMUTABLE_TIMEOUT
+        return a
+
+    def alias_target(self, node: AliasNode) -> bytes | None:
+        state = self.catalog.get(node.artifact)
+        number = state.links().get(node.alias) if state else None
+        return None if number is None else f"v{number}".encode()
+
+    def readlink(self, node: Node) -> bytes:
+        if isinstance(node, AliasNode):
+            target = self.alias_target(node)
+            if target is None:  # the alias was deleted since the kernel looked it up
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return target
+        if isinstance(node, EntryNode) and node.kind == LINK:
+            return self.entry_of(node).data
+        raise pyfuse3.FUSEError(errno.EINVAL)
+
+    # --- extended attributes -------------------------------------------------------------------------
+
+    def xattrs(self, node: Node) -> dict[str, bytes]:
+        """`user.artfs.*` of a node: ref, digest, type, created, message, store (what `artfs info` reads).
+
+        On a version directory `digest` is the version's tree digest; on a file, the file's content digest.
+        """
+        store = self.repo.store.uri.encode()
+        if isinstance(node, RootNode):
+            return {"user.artfs.store": store}
+        if isinstance(node, ArtifactNode):
+            return {"user.artfs.ref": node.name.encode(), "user.artfs.store": store}
+        if isinstance(node, AliasNode):
+            return {}
+        version = node.version if isinstance(node, EntryNode) else node
+        assert isinstance(version, VersionNode)
+        rec = version.record
+        if rec is None:
+            return {}
+        out = {"user.artfs.ref": rec.ref.encode()}
+        if isinstance(node, VersionNode):
+            out["user.artfs.digest"] = rec.digest.encode()
+        elif isinstance(node, EntryNode) and node.kind == FILE:
+            out["user.artfs.digest"] = self.entry_of(node).digest.hex().encode()
+        out["user.artfs.type"] = rec.type.encode()
+        created = dt.datetime.fromtimestamp(rec.created, dt.UTC).isoformat(timespec="seconds")
+        out["user.artfs.created"] = created.replace("+00:00", "Z").encode()
+        if rec.message:
+            out["user.artfs.message"] = rec.message.encode()
+        out["user.artfs.store"] = store
+        return out
+
+    # --- catalog changes -----------------------------------------------------------------------------
+
+    def apply(self, new: Catalog) -> tuple[list[Invalidation], list[str]]:
+        """Switch to a newer catalog; returns the kernel entries to invalidate and a line per change."""
+        old, self.catalog = self.catalog, new
+        stale: list[Invalidation] = []
+        changes: list[str] = []
+        root_changed = False
+        for name in sorted(old.keys() | new.keys()):
+            before, after = old.get(name), new.get(name)
+            if before == after:
+                continue
+            if before is None or after is None:
+                root_changed = True
+                stale.append(("entry", ROOT, name))
+                changes.append(f"{name}: {'new artifact' if before is None else 'gone'}")
+            art = self._artifacts.get(name)
+            before_n = set(before.numbers) if before else set()
+            after_n = set(after.numbers) if after else set()
+            added = sorted(after_n - before_n)
+            if added and before is not None:
+                changes.append(f"{name}: new " + ", ".join(f"v{n}" for n in added))
+            before_l = before.links() if before else {}
+            after_l = after.links() if after else {}
+            moved = [a for a in sorted(before_l.keys() | after_l.keys()) if before_l.get(a) != after_l.get(a)]
+            for alias in moved:
+                target = after_l.get(alias)
+                if before is not None:
+                    changes.append(f"{name}: {alias} -> " + (f"v{target}" if target is not None else "(deleted)"))
+            if art is None:  # the kernel never saw this artifact's directory: nothing of it is cached
+                continue
+            stale += [("entry", art.ino, f"v{n}") for n in sorted(before_n ^ after_n)]
+            for alias in moved:
+                stale.append(("entry", art.ino, alias))
+                link = self._aliases.get((name, alias))
+                if link is not None:
+                    stale.append(("inode", link.ino, ""))
+            stale.append(("inode", art.ino, ""))
+        if root_changed:
+            stale.append(("inode", ROOT, ""))
+        return stale, changes
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)

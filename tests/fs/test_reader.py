@@ -1,0 +1,211 @@
+"""The read path without FUSE: single flight, prefetch, directory-order lookahead, failures, deadlines.
+
+A counting wrapper around a real local store shows how many ranged GETs each access pattern costs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from artfs.core.commit import commit_tree
+from artfs.core.repo import Repo
+from artfs.errors import StoreUnavailable
+from artfs.fs.chunks import ChunkSource
+from artfs.fs.reader import OpenFile, Reader
+from artfs.storage.store import Store, open_store
+
+MiB = 1 << 20
+
+
+class CountingStore(Store):
+    """Delegates to a store; counts get_range calls; can be slowed down or made to fail."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+        self.ranges: list[tuple[str, int, int]] = []
+        self.delay = 0.0
+        self.fail: Exception | None = None
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        with self._lock:
+            self.ranges.append((key, offset, length))
+        return self.inner.get_range(key, offset, length)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        return self.inner.create_if_absent(key, data)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("reader-src")
+    rng = random.Random(3)
+    (root / "big.bin").write_bytes(rng.randbytes(24 * MiB))
+    (root / "small").mkdir()
+    for i in range(300):
+        (root / "small" / f"f{i:04d}.bin").write_bytes(rng.randbytes(rng.randint(100, 30_000)))
+    return root
+
+
+@pytest.fixture
+def repo(source: Path, tmp_path: Path) -> Iterator[Repo]:
+    store_path = str(tmp_path / "store")
+    writer = Repo(open_store(store_path), cache_dir=str(tmp_path / "writer"))
+    commit_tree(writer, str(source), "ds")
+    writer.close()
+    r = Repo(open_store(store_path), cache_dir=str(tmp_path / "reader"))  # a cold cache
+    yield r
+    r.close()
+
+
+Body = Callable[[Reader, ChunkSource, Callable[[str], OpenFile]], Awaitable[None]]
+
+
+def run(repo: Repo, store: Store, body: Body, deadline: float = 10.0) -> None:
+    rec = repo.resolve("ds")
+    header = repo.ensure_index(rec)
+
+    def open_file(path: str) -> OpenFile:
+        entry = repo.index.lookup(rec.manifest, path)
+        assert entry is not None
+        return reader.open(path, rec.manifest, header.packs, entry)
+
+    async def main() -> None:
+        nonlocal reader
+        async with trio.open_nursery() as nursery:
+            chunks = ChunkSource(store, repo.cache)
+            chunks.bind(nursery)
+            reader = Reader(chunks, repo.index, deadline)
+            await body(reader, chunks, open_file)
+            nursery.cancel_scope.cancel()
+
+    reader: Reader
+    trio.run(main)
+
+
+async def read_all(reader: Reader, f: OpenFile, size: int = MiB) -> bytes:
+    out, off = [], 0
+    while True:
+        data = await reader.read(f, off, size)
+        if not data:
+            return b"".join(out)
+        out.append(bytes(data))
+        off += len(data)
+        await trio.sleep(0)  # FUSE workers wait for the next request here
+
+
+def test_concurrent_reads_share_one_fetch(repo, source):
+    store = CountingStore(repo.store)
+    store.delay = 0.2
+    off = 20 * MiB  # far from where a new reader starts: a random read, so no prefetch GET joins in
+    expected = (source / "big.bin").read_bytes()[off : off + 4096]
+
+    async def body(reader, chunks, open_file):
+        results = []
+
+        async def one() -> None:
+            f = open_file("big.bin")
+            results.append(bytes(await reader.read(f, off, 4096)))
+
+        async with trio.open_nursery() as n:
+            for _ in range(8):
+                n.start_soon(one)
+        assert results == [expected] * 8
+
+    run(repo, store, body)
+    assert len(store.ranges) == 1
+
+
+def test_sequential_read_prefetches_in_big_spans(repo, source):
+    store = CountingStore(repo.store)
+
+    async def body(reader, chunks, open_file):
+        assert await read_all(reader, open_file("big.bin"), 128 * 1024) == (source / "big.bin").read_bytes()
+        assert chunks.stats["prefetch_spans"] > 0
+
+    run(repo, store, body)
+    assert len(store.ranges) <= 24 // 8 + 4, store.ranges  # spans of up to 8 MiB, not one GET per chunk
+
+
+def test_random_reads_do_not_prefetch(repo, source):
+    store = CountingStore(repo.store)
+    data = (source / "big.bin").read_bytes()
+    offsets = [20 * MiB, 2 * MiB, 11 * MiB + 77, 23 * MiB]
+
+    async def body(reader, chunks, open_file):
+        f = open_file("big.bin")
+        for off in offsets:
+            assert bytes(await reader.read(f, off, 4096)) == data[off : off + 4096]
+        assert chunks.stats["prefetch_spans"] == 0
+
+    run(repo, store, body)
+    assert len(store.ranges) == len(offsets)
+    assert all(length <= 4 * MiB for _, _, length in store.ranges)  # one chunk each
+
+
+def test_small_files_in_name_order_cost_a_handful_of_gets(repo, source):
+    store = CountingStore(repo.store)
+    names = sorted(p.name for p in (source / "small").iterdir())
+
+    async def body(reader, chunks, open_file):
+        for name in names:
+            f = open_file(f"small/{name}")
+            assert await read_all(reader, f) == (source / "small" / name).read_bytes()
+
+    run(repo, store, body)
+    assert len(store.ranges) <= 4, len(store.ranges)  # ~4.5 MiB of small files
+
+
+def test_store_failure_is_raised_and_not_remembered(repo, source):
+    store = CountingStore(repo.store)
+    store.fail = StoreUnavailable("store is down")
+
+    async def body(reader, chunks, open_file):
+        f = open_file("big.bin")
+        with pytest.raises(StoreUnavailable):
+            await reader.read(f, 0, 4096)
+        store.fail = None  # back online: the next read fetches again
+        assert bytes(await reader.read(f, 0, 4096)) == (source / "big.bin").read_bytes()[:4096]
+
+    run(repo, store, body)
+
+
+def test_a_slow_store_hits_the_deadline_and_the_fetch_still_lands(repo, source):
+    store = CountingStore(repo.store)
+    store.delay = 1.0
+
+    async def body(reader, chunks, open_file):
+        f = open_file("big.bin")
+        started = time.monotonic()
+        with pytest.raises(trio.TooSlowError):
+            await reader.read(f, 0, 4096)
+        assert time.monotonic() - started < 0.9
+        await trio.sleep(1.5)  # the fetch finishes in the background and fills the cache
+        count = len(store.ranges)
+        assert bytes(await reader.read(f, 0, 4096)) == (source / "big.bin").read_bytes()[:4096]
+        assert len(store.ranges) == count
+
+    run(repo, store, body, deadline=0.3)
