@@ -74,6 +74,7 @@ class Committer:
         self._slots = threading.Semaphore(UPLOADS_IN_FLIGHT + 1)
         self._futures: list[Future] = []
         self._lock = threading.Lock()
+        self._parent_known = False
         self.uploaded_bytes = 0
         self.new_chunks = 0
         self.reused_chunks = 0
@@ -108,7 +109,16 @@ class Committer:
                     self._progress(len(data))
         self.writer.add_file(path, mode & 0o7777, mtime_ns, size, refs)
 
+    def _know_parent_chunks(self) -> None:
+        """Dedup against the artifact's latest version even on a machine that never read it."""
+        self._parent_known = True
+        numbers = self.repo.version_numbers(self.name)
+        if numbers:
+            self.repo.ensure_chunks(self.repo.version(self.name, numbers[-1]))
+
     def _chunk(self, data: memoryview) -> ChunkRef:
+        if not self._parent_known:
+            self._know_parent_chunks()
         d = digest(data)
         ref = self._pending.get(d) or self.repo.index.known_chunk(d)
         if ref is not None:
@@ -229,9 +239,6 @@ def commit_tree(
     if not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
     repo.check_type(name, type_)
-    numbers = repo.version_numbers(name)
-    if numbers:  # know the parent's chunks, so an unchanged region is not uploaded again
-        repo.ensure_index(repo.version(name, numbers[-1]))
     committer = Committer(repo, name, progress)
     try:
         for path, st in walk_tree(src):

@@ -4,7 +4,7 @@
   one cursor range, so a version of a million files is never loaded into Python objects at once.
   (LMDB keys are ≤ 511 bytes, hence the parent's hash rather than its path.)
 - `chunks`: digest → where the chunk lives (pack, offset, lengths). Commits consult it to upload only
-  new chunks; it is filled from every manifest indexed here and every pack uploaded from here.
+  new chunks; it is filled from the parent version of every commit and every pack uploaded from here.
 - `records`: immutable store objects (version records) by key, so they are fetched once.
 
 Shared by the CLI and the mount daemon (LMDB serializes writers across processes). It is rebuildable
@@ -22,7 +22,7 @@ import lmdb
 import msgspec
 import xxhash
 
-from artfs.core.manifest import DIR, Entry, Header, read_manifest
+from artfs.core.manifest import DIR, Entry, Header, read_manifest, read_manifest_frames
 from artfs.core.packs import ChunkRef
 
 _CHUNK = struct.Struct("<16sQIII")
@@ -79,31 +79,54 @@ class StoreIndex:
         return msgspec.msgpack.decode(raw, type=Header) if raw is not None else None
 
     def build(self, mid: str, manifest_path: str) -> Header:
-        """Index a downloaded manifest file (streamed, batched write txns). Marked done last."""
+        """Index a manifest for lookup/listdir (streamed, batched write txns). Marked done last.
+
+        Entries are stored in the manifest's own encoding, not re-encoded: this is the first-byte
+        latency of a version never opened on this machine.
+        """
         if (h := self.header(mid)) is not None:
             return h
         key_mid = bytes.fromhex(mid)
-        header, entries = read_manifest(manifest_path, mid)
-        packs = [bytes.fromhex(p) for p in header.packs]
-        encode = msgspec.msgpack.encode
-        batch: list[Entry] = []
+        header, frames = read_manifest_frames(manifest_path, mid)
+        batch: list[tuple[bytes, bytes]] = []
 
         def flush() -> None:
-            with self._env().begin(write=True) as txn:
-                for e in batch:
-                    txn.put(_tree_key(key_mid, e.path), encode(e), db=self._tree)
-                    for d, p, off, stored, raw, flags in e.refs_raw():
-                        txn.put(d, _CHUNK.pack(packs[p], off, stored, raw, flags), db=self._chunks)
+            with self._env().begin(write=True, db=self._tree) as txn:
+                txn.cursor().putmulti(batch, dupdata=False, overwrite=True)
             batch.clear()
 
-        for e in entries:
-            batch.append(e)
+        for e, raw in frames:
+            batch.append((_tree_key(key_mid, e.path), raw))
             if len(batch) >= _BATCH:
                 flush()
         flush()
         with self._env().begin(write=True) as txn:
-            txn.put(key_mid, encode(header), db=self._manifests)
+            txn.put(key_mid, msgspec.msgpack.encode(header), db=self._manifests)
         return header
+
+    def build_chunks(self, mid: str, manifest_path: str) -> None:
+        """Record where a manifest's chunks live, so commits dedup against it (only commits need this)."""
+        done_key = bytes.fromhex(mid) + b"/chunks"
+        with self._env().begin(db=self._manifests) as txn:
+            if txn.get(done_key) is not None:
+                return
+        header, entries = read_manifest(manifest_path, mid)
+        packs = [bytes.fromhex(p) for p in header.packs]
+        batch: list[tuple[bytes, bytes]] = []
+
+        def flush() -> None:
+            with self._env().begin(write=True, db=self._chunks) as txn:
+                txn.cursor().putmulti(batch, dupdata=False, overwrite=True)
+            batch.clear()
+
+        for e in entries:
+            for d, p, off, stored, raw, flags in e.refs_raw():
+                batch.append((d, _CHUNK.pack(packs[p], off, stored, raw, flags)))
+            if len(batch) >= _BATCH:
+                flush()
+        flush()
+        with self._env().begin(write=True, db=self._manifests) as txn:
+            txn.put(done_key, b"1")
 
     def lookup(self, mid: str, path: str) -> Entry | None:
         """The entry at `path` ('' is the root directory), or None."""

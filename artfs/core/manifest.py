@@ -176,38 +176,44 @@ def _reject(source: str, why: str) -> IntegrityError:
 
 def read_manifest(path: str, source: str = "") -> tuple[Header, Iterator[Entry]]:
     """Stream a manifest file: its header, then its entries, each validated (the store is untrusted)."""
+    header, frames = read_manifest_frames(path, source)
+    return header, (entry for entry, _ in frames)
+
+
+def read_manifest_frames(path: str, source: str = "") -> tuple[Header, Iterator[tuple[Entry, memoryview]]]:
+    """Like `read_manifest`, with each entry's encoded form (indexes store it as it is, no re-encoding)."""
     source = source or os.path.basename(path)
     f = open(path, "rb")  # noqa: SIM115 - closed by the generator
-    reader = zstandard.ZstdDecompressor().stream_reader(f)
-    unpacker = _FrameReader(reader)
+    frames = _frames(zstandard.ZstdDecompressor().stream_reader(f))
     try:
-        header = msgspec.convert(unpacker.next_raw(), Header)
-    except (msgspec.ValidationError, msgspec.DecodeError, zstandard.ZstdError, EOFError) as e:
+        header = _header_decoder.decode(next(frames))
+    except (msgspec.ValidationError, msgspec.DecodeError, zstandard.ZstdError, StopIteration) as e:
         f.close()
         raise _reject(source, f"bad header ({e})") from None
     if header.format != FORMAT:
         f.close()
         raise _reject(source, f"unknown format {header.format}")
 
-    def entries() -> Iterator[Entry]:
-        last: bytes | None = None
+    def entries() -> Iterator[tuple[Entry, memoryview]]:
+        last = b""
         count = 0
         npacks = len(header.packs)
+        decode = _entry_decoder.decode
         try:
             while True:
                 try:
-                    raw = unpacker.next_raw()
-                except EOFError:
-                    break
-                except (msgspec.DecodeError, zstandard.ZstdError) as e:
-                    raise _reject(source, f"undecodable entry ({e})") from None
+                    raw = next(frames, None)
+                    if raw is None:
+                        break
+                    e = decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError, zstandard.ZstdError) as err:
+                    raise _reject(source, f"undecodable entry ({err})") from None
                 try:
-                    e = msgspec.convert(raw, Entry)
                     check_path(e.path)
-                except (msgspec.ValidationError, InvalidName) as err:
+                except InvalidName as err:
                     raise _reject(source, str(err)) from None
                 key = path_key(e.path)
-                if last is not None and key <= last:
+                if key <= last:
                     raise _reject(source, f"entries out of order at {e.path!r}")
                 last = key
                 if e.kind == FILE:
@@ -228,7 +234,7 @@ def read_manifest(path: str, source: str = "") -> tuple[Header, Iterator[Entry]]
                 elif e.kind != DIR:
                     raise _reject(source, f"unknown entry kind {e.kind} at {e.path!r}")
                 count += 1
-                yield e
+                yield e, raw
             if count != header.entries:
                 raise _reject(source, f"{count} entries, header says {header.entries}")
         finally:
@@ -237,33 +243,30 @@ def read_manifest(path: str, source: str = "") -> tuple[Header, Iterator[Entry]]
     return header, entries()
 
 
-class _FrameReader:
-    """Reads the length-prefixed msgpack frames of a manifest stream, one at a time."""
+_header_decoder = msgspec.msgpack.Decoder(Header)
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+_BLOCK = 4 << 20
 
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._decoder = msgspec.msgpack.Decoder()
 
-    def _read(self, n: int) -> bytes:
-        data = self._stream.read(n)
-        while len(data) < n:
-            more = self._stream.read(n - len(data))
-            if not more:
-                break
-            data += more
-        return data
-
-    def next_raw(self) -> object:
-        head = self._read(4)
-        if not head:
-            raise EOFError
-        if len(head) < 4:
-            raise msgspec.DecodeError("truncated manifest")
-        (n,) = _FRAME.unpack(head)
-        body = self._read(n)
-        if len(body) < n:
-            raise msgspec.DecodeError("truncated manifest")
-        return self._decoder.decode(body)
+def _frames(stream: IO[bytes]) -> Iterator[memoryview]:
+    """The length-prefixed frames of a manifest stream, read in large blocks (no per-frame reads)."""
+    buf = b""
+    pos = 0
+    unpack = _FRAME.unpack_from
+    while True:
+        if len(buf) - pos < 4 or len(buf) - pos < 4 + unpack(buf, pos)[0]:
+            block = stream.read(_BLOCK)
+            if not block:
+                if pos < len(buf):
+                    raise msgspec.DecodeError("truncated manifest")
+                return
+            buf = buf[pos:] + block
+            pos = 0
+            continue
+        (n,) = unpack(buf, pos)
+        view = memoryview(buf)[pos + 4 : pos + 4 + n]
+        pos += 4 + n
+        yield view
 
 
 def same_content(a: Entry, b: Entry) -> bool:

@@ -72,8 +72,15 @@ def parse_ref(text: str) -> Ref:
     return Ref(name, ref)
 
 
+_BAD_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|\x00")
+
+
 def check_path(path: str) -> str:
     """A relative, normalized path inside a version: no '..', '.', empty or NUL components, no leading '/'."""
+    # The common case, decided by one regex (manifests hold millions of paths).
+    if isinstance(path, str) and path and len(path) <= MAX_COMPONENT_BYTES and path.isascii() \
+            and not _BAD_PATH.search(path):
+        return path
     if not isinstance(path, str) or not path:
         raise InvalidName("invalid path: empty")
     if "\x00" in path:

@@ -197,6 +197,10 @@ class Repo:
             header = self.index.build(rec.manifest, self.manifest_file(rec.manifest))
         return header
 
+    def ensure_chunks(self, rec: VersionRecord) -> None:
+        """Make the local chunk index know where a version's chunks live (for dedup on commit)."""
+        self.index.build_chunks(rec.manifest, self.manifest_file(rec.manifest))
+
     def entries(self, rec: VersionRecord) -> tuple[Header, Iterator[Entry]]:
         """Stream a version's entries in path order, validated."""
         return read_manifest(self.manifest_file(rec.manifest), rec.manifest)

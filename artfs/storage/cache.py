@@ -152,7 +152,9 @@ class _SharedEnv:
                 max_spare_txns=0,  # a cached read txn keeps a reader slot that a forked child would clobber
                 sync=False,
                 metasync=False,
-                readahead=False,
+                # Chunks are ~1 MiB values read whole: with readahead off, cold pages fault in 4 KiB at a
+                # time (~40 MB/s per thread, measured); on, 590-740 MB/s.
+                readahead=True,
                 lock=True,
             )
         except lmdb.Error as e:
