@@ -14,16 +14,21 @@ from the store at any time, so it is written with sync off.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
+import threading
 from collections.abc import Iterable
 
 import lmdb
 import msgspec
 import xxhash
 
-from artfs.core.manifest import DIR, Entry, Header, read_manifest, read_manifest_frames
+from artfs.core.manifest import DIR, Entry, Header
+from artfs.core.manifest_file import ManifestFile, read_manifest, read_manifest_frames
 from artfs.core.packs import ChunkRef
+
+log = logging.getLogger(__name__)
 
 _CHUNK = struct.Struct("<16sQIII")
 _ROOT = Entry("", DIR, 0o755, 0, 0)
@@ -50,6 +55,8 @@ class StoreIndex:
             f.write(store_uri + "\n")
         self._map_size = map_size
         self._pid = -1
+        self._building: dict[str, ManifestFile] = {}  # mid → its file, answering until the index is built
+        self._building_lock = threading.Lock()
         self._open()
 
     def _open(self) -> None:
@@ -73,10 +80,39 @@ class StoreIndex:
 
     # --- manifests -------------------------------------------------------------------------------
 
-    def header(self, mid: str) -> Header | None:
+    def _built(self, mid: str) -> Header | None:
         with self._env().begin(db=self._manifests) as txn:
             raw = txn.get(bytes.fromhex(mid))
         return msgspec.msgpack.decode(raw, type=Header) if raw is not None else None
+
+    def header(self, mid: str) -> Header | None:
+        """The header of an indexed manifest, or of one being indexed; else None."""
+        building = self._building.get(mid)
+        return building.header if building is not None else self._built(mid)
+
+    def start_build(self, mid: str, manifest_path: str) -> Header:
+        """Index a manifest in a background thread; until it is done, lookups decode single blocks.
+
+        This is what makes the first byte of a file in a huge version never opened here fast: the
+        manifest's block table finds any path by decoding one ~64 KiB block.
+        """
+        with self._building_lock:
+            if (h := self.header(mid)) is not None:
+                return h
+            mf = ManifestFile(manifest_path, mid)
+            self._building[mid] = mf
+
+        def run() -> None:
+            try:
+                self.build(mid, manifest_path)
+            except Exception as e:  # noqa: BLE001 - lookups keep working from the file; logged for a human
+                log.error("cannot index manifest %s: %s", mid, e)
+            finally:
+                with self._building_lock:  # a lookup may still hold `mf`: it closes when collected
+                    self._building.pop(mid, None)
+
+        threading.Thread(target=run, name=f"artfs-index-{mid[:8]}", daemon=True).start()
+        return mf.header
 
     def build(self, mid: str, manifest_path: str) -> Header:
         """Index a manifest for lookup/listdir (streamed, batched write txns). Marked done last.
@@ -84,7 +120,7 @@ class StoreIndex:
         Entries are stored in the manifest's own encoding, not re-encoded: this is the first-byte
         latency of a version never opened on this machine.
         """
-        if (h := self.header(mid)) is not None:
+        if (h := self._built(mid)) is not None:
             return h
         key_mid = bytes.fromhex(mid)
         header, frames = read_manifest_frames(manifest_path, mid)
@@ -132,12 +168,26 @@ class StoreIndex:
         """The entry at `path` ('' is the root directory), or None."""
         if path == "":
             return _ROOT
+        building = self._building.get(mid)  # first: once it is gone, the index is complete
+        if building is not None:
+            return building.lookup(path)
         with self._env().begin(db=self._tree) as txn:
             raw = txn.get(_tree_key(bytes.fromhex(mid), path))
         return msgspec.msgpack.decode(raw, type=Entry) if raw is not None else None
 
     def listdir(self, mid: str, path: str, after: str | None = None, limit: int | None = None) -> list[Entry]:
         """Entries directly inside directory `path`, sorted by name; `after` resumes a listing."""
+        building = self._building.get(mid)
+        if building is not None:
+            out = []
+            for e in building.children(path):
+                if after is not None and e.name.encode("utf-8", "surrogateescape") <= after.encode(
+                        "utf-8", "surrogateescape"):
+                    continue
+                out.append(e)
+                if limit is not None and len(out) >= limit:
+                    break
+            return out
         prefix = bytes.fromhex(mid) + _parent_hash(path)
         start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
         out: list[Entry] = []

@@ -1,8 +1,9 @@
 """A version's manifest: its entries (path → kind, mode, mtime, size, chunks), its digest, its wire form.
 
 Manifests must scale to millions of files, so they are never held whole in memory: the writer spools
-entries to disk as they come and the reader streams them back. The wire form is one zstd stream of
-length-prefixed msgpack frames: a header (pack table, counts, tree digest) followed by entries in `path_key` order.
+entries to disk as they come and the reader streams them back. The wire form (see `ManifestWriter.finish`)
+is a run of independent zstd blocks of length-prefixed msgpack entries in `path_key` order, then a footer
+with the header (pack table, counts, tree digest, block table); manifest_file.py reads it.
 Chunk refs are packed 40-byte structs that index the header's pack table.
 
 The tree digest is deterministic over sorted paths, content and exec bits (not mtimes, as in W&B), so
@@ -21,9 +22,7 @@ import msgspec
 import xxhash
 import zstandard
 
-from artfs.core.names import check_path, check_symlink_target
 from artfs.core.packs import REF, ChunkRef
-from artfs.errors import IntegrityError, InvalidName
 
 FILE, DIR, LINK = 0, 1, 2
 KIND_NAMES = {FILE: "file", DIR: "dir", LINK: "symlink"}
@@ -70,13 +69,19 @@ class Entry(msgspec.Struct, array_like=True, frozen=True):
         ]
 
 
+BlockKey = bytes  # `Header.bytes` shadows the builtin inside the class body
+
+
 class Header(msgspec.Struct, frozen=True):
+    """A manifest's summary and its block table: (first path key, offset, length) per block."""
+
     format: int
     packs: list[str]
     entries: int
     files: int
     bytes: int
     digest: str
+    blocks: list[tuple[BlockKey, int, int]] = []
 
 
 def path_key(path: str) -> bytes:
@@ -98,12 +103,12 @@ def pack_refs(refs: list[ChunkRef], pack_index: dict[str, int]) -> bytes:
 
 
 _encoder = msgspec.msgpack.Encoder()
-_FRAME = struct.Struct("<I")
+FRAME = struct.Struct("<I")
 
 
 def _frame(obj: object) -> bytes:
     body = _encoder.encode(obj)
-    return _FRAME.pack(len(body)) + body
+    return FRAME.pack(len(body)) + body
 
 
 class ManifestWriter:
@@ -154,15 +159,43 @@ class ManifestWriter:
         return self._hash.hexdigest()
 
     def finish(self) -> tuple[str, Header]:
-        """Write the manifest to a temp file; returns (path, header). The caller owns the file."""
+        """Write the manifest to a temp file; returns (path, header). The caller owns the file.
+
+        Entries go out in independent zstd blocks of about BLOCK_BYTES, then a footer (the header and
+        the block table), so one path can be found by decoding one block: a version never opened on
+        this machine answers its first lookup before its index is built.
+        """
         packs = [p for p, _ in sorted(self.pack_index.items(), key=lambda kv: kv[1])]
-        header = Header(FORMAT, packs, self.entries, self.files, self.bytes, self.digest)
         fd, path = tempfile.mkstemp(prefix="manifest-", dir=self._tmp_dir)
-        with os.fdopen(fd, "wb") as out, zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as z:
-            z.write(_frame(header))
+        blocks: list[tuple[BlockKey, int, int]] = []
+        cctx = zstandard.ZstdCompressor(level=3)
+        with os.fdopen(fd, "wb") as out:
             self._spool.seek(0)
-            while block := self._spool.read(1 << 20):
-                z.write(block)
+            pending = bytearray()
+            first: bytes | None = None
+            offset = 0
+
+            def flush() -> None:
+                nonlocal offset, first
+                if first is None:
+                    return
+                blob = cctx.compress(bytes(pending))
+                out.write(blob)
+                blocks.append((first, offset, len(blob)))
+                offset += len(blob)
+                pending.clear()
+                first = None
+
+            for raw in _frames(self._spool):
+                if first is None:
+                    first = path_key(entry_decoder.decode(raw).path)
+                pending += FRAME.pack(len(raw)) + raw
+                if len(pending) >= BLOCK_BYTES:
+                    flush()
+            flush()
+            header = Header(FORMAT, packs, self.entries, self.files, self.bytes, self.digest, blocks)
+            footer = cctx.compress(_encoder.encode(header))
+            out.write(footer + TRAILER.pack(len(footer), MAGIC))
         self._spool.close()
         return path, header
 
@@ -170,97 +203,26 @@ class ManifestWriter:
         self._spool.close()
 
 
-def _reject(source: str, why: str) -> IntegrityError:
-    return IntegrityError(f"manifest {source} rejected: {why}")
+header_decoder = msgspec.msgpack.Decoder(Header)
+entry_decoder = msgspec.msgpack.Decoder(Entry)
+TRAILER = struct.Struct("<I4s")
+MAGIC = b"ARTM"
+BLOCK_BYTES = 64 * 1024
 
 
-def read_manifest(path: str, source: str = "") -> tuple[Header, Iterator[Entry]]:
-    """Stream a manifest file: its header, then its entries, each validated (the store is untrusted)."""
-    header, frames = read_manifest_frames(path, source)
-    return header, (entry for entry, _ in frames)
-
-
-def read_manifest_frames(path: str, source: str = "") -> tuple[Header, Iterator[tuple[Entry, memoryview]]]:
-    """Like `read_manifest`, with each entry's encoded form (indexes store it as it is, no re-encoding)."""
-    source = source or os.path.basename(path)
-    f = open(path, "rb")  # noqa: SIM115 - closed by the generator
-    frames = _frames(zstandard.ZstdDecompressor().stream_reader(f))
-    try:
-        header = _header_decoder.decode(next(frames))
-    except (msgspec.ValidationError, msgspec.DecodeError, zstandard.ZstdError, StopIteration) as e:
-        f.close()
-        raise _reject(source, f"bad header ({e})") from None
-    if header.format != FORMAT:
-        f.close()
-        raise _reject(source, f"unknown format {header.format}")
-
-    def entries() -> Iterator[tuple[Entry, memoryview]]:
-        last = b""
-        count = 0
-        npacks = len(header.packs)
-        decode = _entry_decoder.decode
-        try:
-            while True:
-                try:
-                    raw = next(frames, None)
-                    if raw is None:
-                        break
-                    e = decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError, zstandard.ZstdError) as err:
-                    raise _reject(source, f"undecodable entry ({err})") from None
-                try:
-                    check_path(e.path)
-                except InvalidName as err:
-                    raise _reject(source, str(err)) from None
-                key = path_key(e.path)
-                if key <= last:
-                    raise _reject(source, f"entries out of order at {e.path!r}")
-                last = key
-                if e.kind == FILE:
-                    if len(e.data) % REF.size:
-                        raise _reject(source, f"bad chunk list for {e.path!r}")
-                    total = 0
-                    for _, p, _, _, raw_len, _ in REF.iter_unpack(e.data):
-                        if p >= npacks:
-                            raise _reject(source, f"chunk of {e.path!r} names an unknown pack")
-                        total += raw_len
-                    if total != e.size:
-                        raise _reject(source, f"chunks of {e.path!r} do not add up to its size")
-                elif e.kind == LINK:
-                    try:
-                        check_symlink_target(e.path, e.target)
-                    except InvalidName as err:
-                        raise _reject(source, str(err)) from None
-                elif e.kind != DIR:
-                    raise _reject(source, f"unknown entry kind {e.kind} at {e.path!r}")
-                count += 1
-                yield e, raw
-            if count != header.entries:
-                raise _reject(source, f"{count} entries, header says {header.entries}")
-        finally:
-            f.close()
-
-    return header, entries()
-
-
-_header_decoder = msgspec.msgpack.Decoder(Header)
-_entry_decoder = msgspec.msgpack.Decoder(Entry)
-_BLOCK = 4 << 20
-
-
-def _frames(stream: IO[bytes]) -> Iterator[memoryview]:
-    """The length-prefixed frames of a manifest stream, read in large blocks (no per-frame reads)."""
+def _frames(stream: IO[bytes], block: int = 4 << 20) -> Iterator[memoryview]:
+    """The length-prefixed msgpack frames of a byte stream, read in large blocks (no per-frame reads)."""
     buf = b""
     pos = 0
-    unpack = _FRAME.unpack_from
+    unpack = FRAME.unpack_from
     while True:
         if len(buf) - pos < 4 or len(buf) - pos < 4 + unpack(buf, pos)[0]:
-            block = stream.read(_BLOCK)
-            if not block:
+            data = stream.read(block)
+            if not data:
                 if pos < len(buf):
                     raise msgspec.DecodeError("truncated manifest")
                 return
-            buf = buf[pos:] + block
+            buf = buf[pos:] + data
             pos = 0
             continue
         (n,) = unpack(buf, pos)

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import xxhash
 
 from artfs.core.index import StoreIndex
-from artfs.core.manifest import Entry, Header, read_manifest
+from artfs.core.manifest import Entry, Header
+from artfs.core.manifest_file import read_manifest
 from artfs.core.names import Ref, check_alias, check_name, parse_version
 from artfs.core.records import (
     AliasEvent,
@@ -190,11 +191,18 @@ class Repo:
         os.replace(tmp, path)
         return path
 
-    def ensure_index(self, rec: VersionRecord) -> Header:
-        """Make `lookup`/`listdir` work for a version (download and index its manifest once)."""
+    def ensure_index(self, rec: VersionRecord, background: bool = False) -> Header:
+        """Make `lookup`/`listdir` work for a version (download and index its manifest once).
+
+        With `background`, return at once: the index builds in a thread while lookups are answered
+        from the manifest's blocks (a mount's first byte must not wait for a million-entry index).
+        """
         header = self.index.header(rec.manifest)
         if header is None:
-            header = self.index.build(rec.manifest, self.manifest_file(rec.manifest))
+            path = self.manifest_file(rec.manifest)
+            if background:
+                return self.index.start_build(rec.manifest, path)
+            header = self.index.build(rec.manifest, path)
         return header
 
     def ensure_chunks(self, rec: VersionRecord) -> None:

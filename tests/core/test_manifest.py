@@ -3,7 +3,8 @@ import os
 import pytest
 import zstandard
 
-from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, diff_entries, path_key, read_manifest
+from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, diff_entries, path_key
+from artfs.core.manifest_file import read_manifest
 from artfs.core.packs import ChunkRef
 from artfs.errors import IntegrityError
 
@@ -56,6 +57,7 @@ def test_out_of_order_rejected_by_writer(tmp_path):
 
 
 def _raw_manifest(tmp_path, header, entries):
+    """A manifest written by hand, the way a hostile bucket could hold one."""
     import struct
 
     import msgspec
@@ -64,10 +66,12 @@ def _raw_manifest(tmp_path, header, entries):
         b = msgspec.msgpack.encode(o)
         return struct.pack("<I", len(b)) + b
 
-    data = frame(header) + b"".join(frame(e) for e in entries)
+    block = zstandard.ZstdCompressor().compress(b"".join(frame(e) for e in entries))
+    header = {**header, "blocks": [[path_key(entries[0][0]), 0, len(block)]]}
+    footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(header))
     path = os.path.join(tmp_path, "evil")
     with open(path, "wb") as f:
-        f.write(zstandard.ZstdCompressor().compress(data))
+        f.write(block + footer + struct.pack("<I4s", len(footer), b"ARTM"))
     return path
 
 
@@ -90,11 +94,34 @@ def test_escaping_symlink_rejected(tmp_path):
 def test_truncated_manifest_rejected(tmp_path):
     path, _ = _write(tmp_path, [("a", DIR), ("b", DIR)])
     with open(path, "rb") as f:
-        data = zstandard.ZstdDecompressor().decompress(f.read(), max_output_size=1 << 20)
-    with open(path, "wb") as f:
-        f.write(zstandard.ZstdCompressor().compress(data[:-3]))
-    with pytest.raises(IntegrityError):
-        list(read_manifest(path)[1])
+        data = f.read()
+    for cut in (data[:-3], data[1:], data[: len(data) // 2]):
+        with open(path, "wb") as f:
+            f.write(cut)
+        with pytest.raises(IntegrityError):
+            list(read_manifest(path)[1])
+
+
+def test_lookup_and_children_without_an_index(tmp_path, monkeypatch):
+    import artfs.core.manifest as manifest
+    from artfs.core.manifest_file import ManifestFile
+
+    monkeypatch.setattr(manifest, "BLOCK_BYTES", 200)  # many blocks
+    entries = [("d", DIR)] + [(f"d/{i:03d}", FILE, [_ref(i % 200, 10)]) for i in range(100)]
+    entries += [("d/sub", DIR), ("d/sub/x", FILE, []), ("d-e", DIR), ("z", FILE, [])]
+    entries.sort(key=lambda e: path_key(e[0]))
+    path, header = _write(tmp_path, entries)
+    assert len(header.blocks) > 10
+    with ManifestFile(path) as mf:
+        assert mf.lookup("d/042").size == 10
+        assert mf.lookup("d/sub/x").kind == FILE
+        assert mf.lookup("d/nope") is None and mf.lookup("0") is None and mf.lookup("zz") is None
+        assert [e.name for e in mf.children("")] == ["d", "d-e", "z"]
+        names = [e.name for e in mf.children("d")]
+        assert names == [f"{i:03d}" for i in range(100)] + ["sub"]
+        assert [e.name for e in mf.children("d/sub")] == ["x"]
+        assert list(mf.children("d-e")) == []
+        assert [e.path for e, _ in mf.frames()] == [e[0] for e in entries]
 
 
 def test_path_key_orders_like_a_walk():

@@ -153,3 +153,45 @@ def test_index_lookup_and_listdir(repo, tmp_path):
     names = [e.name for e in repo.index.listdir(mid, "d")]
     assert names == [f"{i:03d}" for i in range(50)]
     assert [e.name for e in repo.index.listdir(mid, "d", after="010", limit=3)] == ["011", "012", "013"]
+
+
+def test_background_index_answers_before_it_is_built(repo, tmp_path, monkeypatch):
+    import threading
+
+    files = {f"d{d}/{i:03d}": str(i).encode() for d in range(3) for i in range(300)}
+    res = _put(repo, tmp_path, "bg", files)
+    fresh = fresh_repo_for(repo, tmp_path / "fresh-cache")
+    release = threading.Event()
+    real_build = fresh.index.build
+
+    def slow_build(mid, path):
+        release.wait(30)
+        return real_build(mid, path)
+
+    monkeypatch.setattr(fresh.index, "build", slow_build)
+    try:
+        header = fresh.ensure_index(res.record, background=True)
+        assert header.files == 900
+        mid = res.record.manifest
+        assert fresh.index.lookup(mid, "d1/042").size == 2
+        assert fresh.index.lookup(mid, "d1/nope") is None
+        assert [e.name for e in fresh.index.listdir(mid, "")] == ["d0", "d1", "d2"]
+        assert [e.name for e in fresh.index.listdir(mid, "d2", after="297")] == ["298", "299"]
+        release.set()
+        for _ in range(300):
+            if fresh.index._building.get(mid) is None:
+                break
+            import time
+
+            time.sleep(0.05)
+        assert fresh.index.lookup(mid, "d1/042").size == 2
+        assert len(fresh.index.listdir(mid, "d0")) == 300
+    finally:
+        release.set()
+        fresh.close()
+
+
+def fresh_repo_for(repo, cache_dir):
+    from artfs.core.repo import Repo
+
+    return Repo(repo.store, cache_dir=str(cache_dir))

@@ -13,6 +13,7 @@ FUSE operation should return are OSError(errno); everything else is an ArtfsErro
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -28,6 +29,11 @@ from artfs.core.staging.nodes import StatFs
 from artfs.core.staging.seal import seal, status
 from artfs.core.staging.tree import TreeOps
 from artfs.errors import IntegrityError, StoreError
+
+
+def areas_dir(repo: Repo) -> str:
+    """The directory holding one staging area per artifact of `repo`'s store (beside its index)."""
+    return os.path.join(os.path.dirname(repo.index.path), "staging")
 
 
 class StagingArea(TreeOps, ContentOps):
@@ -58,7 +64,7 @@ class StagingArea(TreeOps, ContentOps):
         """Open (or create) the staging area of `name`: the same staged changes as before any crash or
         restart; a fresh view of latest (an empty tree for a new artifact) if it has none."""
         check_name(name)
-        root = os.path.join(os.path.dirname(repo.index.path), "staging", name)
+        root = os.path.join(areas_dir(repo), name)
         layout = Layout(root, name)
         area = cls(repo, name, layout)
         try:
@@ -78,10 +84,26 @@ class StagingArea(TreeOps, ContentOps):
             raise
         return area
 
+    @staticmethod
+    def existing(repo: Repo) -> list[str]:
+        """Artifacts with a staging area in this cache (a new artifact lives only here until sealed)."""
+        try:
+            names = os.listdir(areas_dir(repo))
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.exists(os.path.join(areas_dir(repo), n, "CURRENT")))
+
     def close(self) -> None:
         with self._lock:
             self._close_gen()
             self._layout.close()
+
+    def destroy(self) -> None:
+        """Close the area and delete it with everything staged (for an artifact that was never sealed)."""
+        with self._lock:
+            self._writable()
+            self.close()
+            shutil.rmtree(self._layout.root, ignore_errors=True)
 
     def __enter__(self) -> StagingArea:
         return self
@@ -194,6 +216,11 @@ class StagingArea(TreeOps, ContentOps):
     def dirty(self) -> bool:
         """Whether anything was changed since the last reset (cheap; `status()` says what)."""
         return self._dirty
+
+    @property
+    def base_manifest(self) -> str | None:
+        """The base version's manifest id (its index serves lookups and directory-order prefetch)."""
+        return self._mid
 
     @property
     def base_packs(self) -> list[str]:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from artfs.core.commit import CommitResult, Committer
-from artfs.core.manifest import DIR, FILE, LINK, Entry, Header, ManifestWriter, diff_entries, read_manifest
+from artfs.core.manifest import DIR, FILE, LINK, Entry, Header, ManifestWriter, diff_entries
+from artfs.core.manifest_file import read_manifest
 from artfs.core.merge import MergeConflict, Stream, merge_trees
 from artfs.core.names import check_alias, check_path
 from artfs.core.records import VersionRecord

@@ -1,0 +1,211 @@
+"""Reading a manifest file: streamed in full, or one block at a time to find a path or a directory.
+
+The store is untrusted, so everything read is validated: the footer and its block table, then every
+entry that is handed out (path rules, symlinks that stay inside, chunk tables that add up). Reads use
+`pread` on one descriptor, so several threads may look things up at once.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections.abc import Iterator
+
+import msgspec
+import zstandard
+
+from artfs.core.manifest import (
+    DIR,
+    FILE,
+    FORMAT,
+    FRAME,
+    LINK,
+    MAGIC,
+    TRAILER,
+    Entry,
+    Header,
+    entry_decoder,
+    header_decoder,
+    path_key,
+)
+from artfs.core.names import check_path, check_symlink_target
+from artfs.core.packs import REF
+from artfs.errors import IntegrityError, InvalidName
+
+MAX_BLOCK = 64 << 20  # a block decompresses to at most this (ours are ~64 KiB): a bound against bombs
+
+
+def _reject(source: str, why: str) -> IntegrityError:
+    return IntegrityError(f"manifest {source} rejected: {why}")
+
+
+class ManifestFile:
+    """A local manifest file, opened: its header, its entries, and lookups by path without an index."""
+
+    def __init__(self, path: str, source: str = "") -> None:
+        self.source = source or os.path.basename(path)
+        self._fd = -1
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            self.header = self._read_footer()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._first_keys = [first for first, _, _ in self.header.blocks]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> ManifestFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_footer(self) -> Header:
+        size = os.fstat(self._fd).st_size
+        if size < TRAILER.size:
+            raise _reject(self.source, "too short")
+        length, magic = TRAILER.unpack(os.pread(self._fd, TRAILER.size, size - TRAILER.size))
+        if magic != MAGIC or length > size - TRAILER.size:
+            raise _reject(self.source, "no footer")
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(
+                os.pread(self._fd, length, size - TRAILER.size - length), max_output_size=MAX_BLOCK)
+            header = header_decoder.decode(raw)
+        except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise _reject(self.source, f"bad header ({e})") from None
+        if header.format != FORMAT:
+            raise _reject(self.source, f"unknown format {header.format}")
+        end = 0
+        last = None
+        for first, offset, blen in header.blocks:
+            if offset != end or blen <= 0 or (last is not None and first <= last):
+                raise _reject(self.source, "bad block table")
+            end, last = offset + blen, first
+        if end != size - TRAILER.size - length:
+            raise _reject(self.source, "block table does not cover the file")
+        return header
+
+    def _block(self, i: int) -> Iterator[tuple[Entry, memoryview]]:
+        """Entries of block i, decoded and validated, with their encoded form."""
+        first, offset, length = self.header.blocks[i]
+        try:
+            data = zstandard.ZstdDecompressor().decompress(os.pread(self._fd, length, offset),
+                                                           max_output_size=MAX_BLOCK)
+        except zstandard.ZstdError as e:
+            raise _reject(self.source, f"undecodable block ({e})") from None
+        view = memoryview(data)
+        pos, n = 0, len(data)
+        npacks = len(self.header.packs)
+        while pos < n:
+            if pos + 4 > n:
+                raise _reject(self.source, "truncated block")
+            (size,) = FRAME.unpack_from(data, pos)
+            raw = view[pos + 4 : pos + 4 + size]
+            if len(raw) < size:
+                raise _reject(self.source, "truncated block")
+            pos += 4 + size
+            try:
+                e = entry_decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+                raise _reject(self.source, f"undecodable entry ({err})") from None
+            _validate(e, npacks, self.source)
+            if pos == 4 + size and path_key(e.path) != first:
+                raise _reject(self.source, "block table does not match its blocks")
+            yield e, raw
+
+    def frames(self) -> Iterator[tuple[Entry, memoryview]]:
+        """Every entry in path order, with its encoded form; order and count checked."""
+        last = b""
+        count = 0
+        for i in range(len(self.header.blocks)):
+            for e, raw in self._block(i):
+                key = path_key(e.path)
+                if key <= last:
+                    raise _reject(self.source, f"entries out of order at {e.path!r}")
+                last = key
+                count += 1
+                yield e, raw
+        if count != self.header.entries:
+            raise _reject(self.source, f"{count} entries, header says {self.header.entries}")
+
+    def lookup(self, path: str) -> Entry | None:
+        """The entry at `path`, decoding only the one block that can hold it."""
+        key = path_key(path)
+        i = bisect_right(self._first_keys, key) - 1
+        if i < 0:
+            return None
+        for e, _ in self._block(i):
+            k = path_key(e.path)
+            if k == key:
+                return e
+            if k > key:
+                break
+        return None
+
+    def children(self, path: str) -> Iterator[Entry]:
+        """Entries directly inside directory `path` ('' is the root), in name order."""
+        lo = path_key(path) + b"\x00" if path else b""
+        hi = path_key(path) + b"\x01" if path else None
+        i = max(0, bisect_right(self._first_keys, lo) - 1)
+        prefix = path + "/" if path else ""
+        for j in range(i, len(self.header.blocks)):
+            if hi is not None and self._first_keys[j] >= hi:
+                return
+            for e, _ in self._block(j):
+                k = path_key(e.path)
+                if k < lo:
+                    continue
+                if hi is not None and k >= hi:
+                    return
+                if "/" not in e.path[len(prefix):]:
+                    yield e
+
+
+def _validate(e: Entry, npacks: int, source: str) -> None:
+    try:
+        check_path(e.path)
+    except InvalidName as err:
+        raise _reject(source, str(err)) from None
+    if e.kind == FILE:
+        if len(e.data) % REF.size:
+            raise _reject(source, f"bad chunk list for {e.path!r}")
+        total = 0
+        for _, p, _, _, raw_len, _ in REF.iter_unpack(e.data):
+            if p >= npacks:
+                raise _reject(source, f"chunk of {e.path!r} names an unknown pack")
+            total += raw_len
+        if total != e.size:
+            raise _reject(source, f"chunks of {e.path!r} do not add up to its size")
+    elif e.kind == LINK:
+        try:
+            check_symlink_target(e.path, e.target)
+        except InvalidName as err:
+            raise _reject(source, str(err)) from None
+    elif e.kind != DIR:
+        raise _reject(source, f"unknown entry kind {e.kind} at {e.path!r}")
+
+
+def read_manifest_frames(path: str, source: str = "") -> tuple[Header, Iterator[tuple[Entry, memoryview]]]:
+    """Header, then every entry with its encoded form (indexes store it as it is, no re-encoding)."""
+    mf = ManifestFile(path, source)
+
+    def frames() -> Iterator[tuple[Entry, memoryview]]:
+        try:
+            yield from mf.frames()
+        finally:
+            mf.close()
+
+    return mf.header, frames()
+
+
+def read_manifest(path: str, source: str = "") -> tuple[Header, Iterator[Entry]]:
+    """Stream a manifest file: its header, then its entries, each validated (the store is untrusted)."""
+    header, frames = read_manifest_frames(path, source)
+    return header, (entry for entry, _ in frames)
