@@ -180,10 +180,7 @@ class StoreIndex:
         building = self._building.get(mid)
         if building is not None:
             out = []
-            for e in building.children(path):
-                if after is not None and e.name.encode("utf-8", "surrogateescape") <= after.encode(
-                        "utf-8", "surrogateescape"):
-                    continue
+            for e in building.children(path, after):
                 out.append(e)
                 if limit is not None and len(out) >= limit:
                     break

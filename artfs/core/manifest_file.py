@@ -149,12 +149,14 @@ class ManifestFile:
                 break
         return None
 
-    def children(self, path: str) -> Iterator[Entry]:
-        """Entries directly inside directory `path` ('' is the root), in name order."""
+    def children(self, path: str, after: str | None = None) -> Iterator[Entry]:
+        """Entries directly inside directory `path` ('' is the root), in name order; `after` resumes."""
+        prefix = path + "/" if path else ""
         lo = path_key(path) + b"\x00" if path else b""
         hi = path_key(path) + b"\x01" if path else None
+        if after is not None:
+            lo = path_key(prefix + after) + b"\x01"  # past `after` and its whole subtree
         i = max(0, bisect_right(self._first_keys, lo) - 1)
-        prefix = path + "/" if path else ""
         for j in range(i, len(self.header.blocks)):
             if hi is not None and self._first_keys[j] >= hi:
                 return

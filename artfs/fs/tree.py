@@ -246,7 +246,8 @@ class Tree:
                     header = self.index.header(record.manifest)
                     if header is None:
                         with trio.fail_after(self.deadline):
-                            header = await trio.to_thread.run_sync(self.repo.ensure_index, record,
+                            # In the background: lookups are answered from manifest blocks meanwhile.
+                            header = await trio.to_thread.run_sync(self.repo.ensure_index, record, True,
                                                                    abandon_on_cancel=True)
                     node.header = header
         return node.header

@@ -120,6 +120,8 @@ def test_lookup_and_children_without_an_index(tmp_path, monkeypatch):
         names = [e.name for e in mf.children("d")]
         assert names == [f"{i:03d}" for i in range(100)] + ["sub"]
         assert [e.name for e in mf.children("d/sub")] == ["x"]
+        assert [e.name for e in mf.children("d", after="097")] == ["098", "099", "sub"]
+        assert [e.name for e in mf.children("", after="d")] == ["d-e", "z"]
         assert list(mf.children("d-e")) == []
         assert [e.path for e, _ in mf.frames()] == [e[0] for e in entries]
 
