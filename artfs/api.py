@@ -4,6 +4,7 @@
     artfs.put("out/", "resnet", type="model", aliases=["candidate"])
     rec = artfs.resolve("resnet:best")
     artfs.get("animals:v3", "/tmp/animals")
+    artfs.seal("/mnt/art/resnet/staging", message="epoch 10", aliases=["best"])  # through the mount's daemon
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+# staging directories of a mount, through its daemon (see artfs/control.py)
+from artfs.control import discard as discard
+from artfs.control import seal as seal
+from artfs.control import status as status
 from artfs.core.commit import CommitResult, commit_tree
 from artfs.core.export import ExportResult, export_version
 from artfs.core.names import parse_ref

@@ -22,6 +22,14 @@ ARTIFACT_XATTR = "user.artfs.artifact"
 Progress = Callable[[int, int], None]
 
 
+class SealConflict(Conflict):
+    """The daemon refused a seal: these paths changed both in staging and in the newer latest."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
 def staging_target(path: str) -> tuple[str, str]:
     """(control socket path, artifact name) for a staging directory inside a mount."""
     if not os.path.exists(path):
@@ -57,7 +65,7 @@ def request(path: str, op: str, params: dict | None = None, progress: Progress |
                     return reply.get("result", {})
                 conflicts = reply.get("conflicts")
                 if conflicts:
-                    raise Conflict(reply.get("error", "conflict") + ": " + ", ".join(conflicts))
+                    raise SealConflict(reply.get("error") or "conflicting paths: " + ", ".join(conflicts), conflicts)
                 raise ArtfsError(reply.get("error", "the daemon refused the request"))
     raise ArtfsError(f"the artfs daemon for {path} closed the connection without an answer")
 

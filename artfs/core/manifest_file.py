@@ -49,7 +49,7 @@ class ManifestFile:
         try:
             self.header = self._read_footer()
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
         self._first_keys = [first for first, _, _ in self.header.blocks]
 

@@ -4,7 +4,8 @@
     spawn(args, log_path)  `--daemon`: start `artfs mount` detached, return its pid once the mount works
 
 One trio loop runs pyfuse3's workers and the mount's own tasks: fetches (reader.py), the catalog poll,
-access-stamp flushes of the chunk cache. Blocking work (store calls, LMDB writes, kernel invalidations,
+access-stamp flushes of the chunk cache, and the control socket of the staging directories (control.py:
+seal, status, discard). Blocking work (store calls, LMDB writes, staging areas, kernel invalidations,
 which may wait on requests in progress) runs in worker threads.
 
 The mount is "ready" only once a stat of its root has gone through the kernel and back, so a caller of
@@ -31,12 +32,15 @@ import trio
 
 from artfs.core.repo import Repo
 from artfs.errors import ArtfsError
-from artfs.fs import mountpoint
+from artfs.fs import control, mountpoint
+from artfs.fs.areas import Areas
 from artfs.fs.catalog import scan
 from artfs.fs.chunks import MEMORY_BYTES, ChunkSource
+from artfs.fs.notify import invalidate
 from artfs.fs.ops import Ops
 from artfs.fs.reader import Reader
-from artfs.fs.tree import Invalidation, Tree
+from artfs.fs.staging_ops import StagingOps
+from artfs.fs.tree import Tree
 from artfs.storage.store import Store, default_store_uri, open_store
 
 log = logging.getLogger(__name__)
@@ -127,30 +131,21 @@ def _options(allow_other: bool) -> set[str]:
     return options
 
 
-def _invalidate(stale: list[Invalidation]) -> None:
-    """Worker thread: drop kernel entries made stale by a catalog change (this may wait on requests)."""
-    for what, ino, name in stale:
-        try:
-            if what == "entry":
-                pyfuse3.invalidate_entry(ino, name.encode("utf-8", "surrogateescape"))
-            else:
-                pyfuse3.invalidate_inode(ino)
-        except OSError as e:
-            if e.errno != errno.ENOENT:  # ENOENT: the kernel had not cached it
-                log.debug("invalidate %s %d %r: %s", what, ino, name, e)
-
-
 class _Daemon:
     """The trio side of one mount: pyfuse3's loop plus the mount's periodic tasks."""
 
-    def __init__(self, config: MountConfig, repo: Repo, tree: Tree, chunks: ChunkSource, ops: Ops) -> None:
+    def __init__(self, config: MountConfig, repo: Repo, tree: Tree, chunks: ChunkSource, ops: Ops,
+                 areas: Areas) -> None:
         self.config = config
         self.repo = repo
         self.tree = tree
         self.chunks = chunks
         self.ops = ops
+        self.areas = areas
         self.signalled = False
         self._poll_failing = False
+        self._scanning = trio.Lock()  # one catalog scan applied at a time, in order
+        areas.rescan = self.rescan
 
     async def main(self, ready: Callable[[], None]) -> None:
         async with trio.open_nursery() as nursery:
@@ -159,6 +154,7 @@ class _Daemon:
             nursery.start_soon(self._flush_access)
             if self.config.poll > 0:
                 nursery.start_soon(self._poll)
+            await nursery.start(control.serve, self.areas.control_path, self.areas)
             nursery.start_soon(self._announce, ready)
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
             with trio.move_on_after(10):
@@ -195,7 +191,7 @@ class _Daemon:
         while True:
             await trio.sleep(self.config.poll)
             try:
-                catalog = await trio.to_thread.run_sync(scan, self.repo, self.tree.catalog)
+                await self.rescan()
             except ArtfsError as e:
                 if not self._poll_failing:
                     log.warning("cannot poll %s for new versions (will keep trying): %s", self.repo.store.uri, e)
@@ -207,11 +203,20 @@ class _Daemon:
             if self._poll_failing:
                 log.info("store %s reachable again", self.repo.store.uri)
                 self._poll_failing = False
+
+    async def rescan(self) -> None:
+        """Read the catalog now (the poll, and a seal that published); untouched stagings follow latest."""
+        async with self._scanning:
+            catalog = await trio.to_thread.run_sync(scan, self.repo, self.tree.catalog)
+            before = self.tree.catalog
             stale, changes = self.tree.apply(catalog)
             for line in changes:
                 log.info("%s", line)
             if stale:
-                await trio.to_thread.run_sync(_invalidate, stale)
+                await trio.to_thread.run_sync(invalidate, stale)
+            moved = {name for name in before.keys() | catalog.keys() if before.get(name) != catalog.get(name)}
+            if moved:
+                await self.areas.catalog_changed(moved)
 
 
 def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
@@ -228,8 +233,11 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
         deadline = _read_deadline(store)
         tree = Tree(repo, catalog, deadline=deadline)
         chunks = ChunkSource(store, repo.cache, memory_bytes=_memory_bytes())
-        ops = Ops(tree, Reader(chunks, repo.index, deadline))
-        daemon = _Daemon(config, repo, tree, chunks, ops)
+        reader = Reader(chunks, repo.index, deadline)
+        areas = Areas(tree, control.socket_path(repo.cache_dir, path))
+        areas.load_local()
+        ops = Ops(tree, reader, StagingOps(areas, tree, reader))
+        daemon = _Daemon(config, repo, tree, chunks, ops, areas)
         try:
             pyfuse3.init(ops, path, _options(config.allow_other))
         except RuntimeError as e:
@@ -243,6 +251,7 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
         finally:
             pyfuse3.close(unmount=unmount)
             _wait_fetches(chunks)
+            areas.close()
             log.info("unmounted %s; %s", path, ops.stats_line())
     finally:
         repo.close()

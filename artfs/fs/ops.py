@@ -1,105 +1,53 @@
-"""pyfuse3 Operations: FUSE requests mapped onto the tree (inodes) and the reader (bytes). Nothing else.
+"""pyfuse3 Operations: FUSE requests mapped onto the tree (inodes) and the reader (bytes), and, for
+inodes and handles of staging directories, onto StagingOps. Nothing else.
 
-Every handler turns failures into an errno: pyfuse3 lets any other exception escape its main loop and
-take the mount down. Expected failures (a missing name, an unreachable store) become ENOENT/EIO with one
-log line; anything else is a bug, logged with its traceback, and still only EIO for the caller.
-Every write of any kind is EROFS (a later staging/ directory will be the writable exception).
+Every handler turns failures into an errno (errnos.py): pyfuse3 lets any other exception escape its main
+loop and take the mount down. Writes are EROFS everywhere but in `staging/` directories, and at the
+root, where `mkdir NAME` creates a new artifact (and `rmdir` forgets one never sealed).
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import json
-import logging
 import os
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pyfuse3
-import trio
 from pyfuse3 import FUSEError
 
-from artfs.errors import ArtfsError, IntegrityError, NotFound
+from artfs.fs.areas import STAGING, is_staging
+from artfs.fs.errnos import handler_errors as _errors
+from artfs.fs.errnos import read_version
 from artfs.fs.reader import OpenFile, Reader
+from artfs.fs.staging_ops import FIRST_FH, StagingOps
 from artfs.fs.tree import ArtifactNode, EntryNode, Node, RootNode, Tree, VersionNode, is_dir
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 READDIR_PAGE = 512
 
 
-class _Limiter:
-    """Says an identical complaint once per `period` seconds, so an outage does not flood the log."""
-
-    def __init__(self, period: float = 10.0) -> None:
-        self.period = period
-        self._last: dict[str, float] = {}
-
-    def __call__(self, key: str) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.period:
-            return False
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = now
-        return True
-
-
-_say = _Limiter()
-
-
-def _errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Map every exception of a handler to a FUSEError (see the module docstring)."""
-
-    @functools.wraps(fn)
-    async def handler(self: Ops, *args: Any) -> T:
-        try:
-            return await fn(self, *args)
-        except FUSEError:
-            raise
-        except NotFound:
-            raise FUSEError(errno.ENOENT) from None
-        except trio.TooSlowError:
-            if _say(f"{fn.__name__}:slow"):
-                log.error("%s failed: no answer from the store within %.0f s", self._what(fn.__name__, args),
-                          self.tree.deadline)
-            raise FUSEError(errno.EIO) from None
-        except ArtfsError as e:
-            if _say(f"{fn.__name__}:{e}"):
-                log.error("%s failed: %s", self._what(fn.__name__, args), e)
-            raise FUSEError(errno.EIO) from None
-        except Exception:
-            log.exception("unexpected error in %s%r", fn.__name__, args[:2])
-            raise FUSEError(errno.EIO) from None
-
-    return handler
-
-
-def _erofs(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    @functools.wraps(fn)
-    async def handler(self: Ops, *args: Any) -> Any:
-        raise FUSEError(errno.EROFS)
-
-    return handler
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 class _Listing:
     """One open directory: positions for readdir's `start_id`, read from the index a page at a time."""
 
-    def __init__(self, tree: Tree, node: Node) -> None:
+    def __init__(self, tree: Tree, node: Node, extra: list[tuple[str, pyfuse3.EntryAttributes]] = ()) -> None:
         self.tree = tree
         self.node = node
         dots: list[tuple[str, Node]] = [(".", node), ("..", tree.parent_of(node))]
-        self.small = dots + tree.list_small(node) if isinstance(node, (RootNode, ArtifactNode)) else None
+        small: list[tuple[str, Node | pyfuse3.EntryAttributes]] | None = None
+        if isinstance(node, (RootNode, ArtifactNode)):
+            small = [*dots, *tree.list_small(node), *extra]
+        self.small = small
         self.dots = dots
         self.page: list[tuple[str, Node]] = []
         self.page_start = 0  # position (not counting the dots) of page[0]
 
-    def entries(self, pos: int) -> Iterator[tuple[int, str, Node]]:
+    def entries(self, pos: int) -> Iterator[tuple[int, str, Node | pyfuse3.EntryAttributes]]:
         """(next position, name, node) from position `pos` on."""
         if self.small is not None:
             for i in range(pos, len(self.small)):
@@ -127,15 +75,17 @@ class _Listing:
 
 
 class Ops(pyfuse3.Operations):
-    """The read-only filesystem: a version's files read lazily; EROFS on every write."""
+    """The filesystem: versions read lazily (EROFS on every write), staging directories read-write."""
 
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, tree: Tree, reader: Reader) -> None:
+    def __init__(self, tree: Tree, reader: Reader, staging: StagingOps) -> None:
         super().__init__()
         self.tree = tree
         self.reader = reader
+        self.staging = staging
+        self.deadline = tree.deadline
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, _Listing] = {}
         self._next_fh = 1
@@ -143,13 +93,15 @@ class Ops(pyfuse3.Operations):
 
     def _what(self, op: str, args: tuple[Any, ...]) -> str:
         """`lookup of animals:v1` — a request as a log line names it."""
+        if args and isinstance(args[0], int) and is_staging(args[0]):
+            return self.staging._what(op, args)
         try:
             node = self.tree.node(args[0]) if args and isinstance(args[0], int) else None
         except FUSEError:
             node = None
         where = self.tree.label(node) if node is not None else "?"
         if len(args) > 1 and isinstance(args[1], bytes):
-            where = f"{where}/{args[1].decode('utf-8', 'replace')}".lstrip("/")
+            where = f"{where}/{_name(args[1])}".lstrip("/")
         return f"{op} of {where}"
 
     def _fh(self) -> int:
@@ -160,8 +112,12 @@ class Ops(pyfuse3.Operations):
 
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(parent_inode):
+            return await self.staging.lookup(parent_inode, name)
         parent = self.tree.node(parent_inode)
-        node = await self.tree.lookup(parent, name.decode("utf-8", "surrogateescape"))
+        if isinstance(parent, ArtifactNode) and name == STAGING.encode() and self.staging.areas.exists(parent.name):
+            return await self.staging.lookup_root(parent)
+        node = await self.tree.lookup(parent, _name(name))
         if node is None:
             negative = self.tree.negative(parent)
             if negative is None:
@@ -170,26 +126,42 @@ class Ops(pyfuse3.Operations):
         return self.tree.attrs(node)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
-        """Nodes are kept for the mount's life: that is what keeps inode numbers stable."""
+        """The tree keeps its nodes for the mount's life (stable inode numbers); staging counts them."""
+        staged = [(ino, n) for ino, n in inode_list if is_staging(ino)]
+        if staged:
+            await self.staging.forget(staged)
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(inode):
+            return await self.staging.getattr(inode)
         node = self.tree.node(inode)
         if isinstance(node, VersionNode) and node.record is None:
             await self.tree.load_record(node)
         return self.tree.attrs(node)
 
     @_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(inode):
+            return await self.staging.setattr(inode, attr, fields)
+        raise FUSEError(errno.EROFS)
+
+    @_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        if is_staging(inode):
+            return await self.staging.readlink(inode)
         return self.tree.readlink(self.tree.node(inode))
 
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        """FUSE names no inode here: the space shown is the local disk staged data is written to."""
+        st = os.statvfs(self.staging.areas.repo.cache_dir)
         s = pyfuse3.StatvfsData()
-        s.f_bsize = s.f_frsize = 4096
-        s.f_blocks = s.f_bfree = s.f_bavail = 0
-        s.f_files = len(self.tree)
-        s.f_ffree = s.f_favail = 0
+        s.f_bsize = s.f_frsize = st.f_frsize
+        s.f_blocks, s.f_bfree, s.f_bavail = st.f_blocks, st.f_bfree, st.f_bavail
+        s.f_files = len(self.tree) + st.f_files
+        s.f_ffree = s.f_favail = st.f_ffree
         s.f_namemax = 255
         return s
 
@@ -197,30 +169,59 @@ class Ops(pyfuse3.Operations):
 
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if is_staging(inode):
+            return await self.staging.opendir(inode)
         node = self.tree.node(inode)
         if not is_dir(node):
             raise FUSEError(errno.ENOTDIR)
         if isinstance(node, VersionNode):
             await self.tree.load(node)
+        extra = []
+        if isinstance(node, ArtifactNode) and self.staging.areas.exists(node.name):
+            extra = [(STAGING, self.staging.root_placeholder(node.name))]
         fh = self._fh()
-        self._dirs[fh] = _Listing(self.tree, node)
+        self._dirs[fh] = _Listing(self.tree, node, extra)
         return fh
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if fh >= FIRST_FH:
+            return await self.staging.readdir(fh, start_id, token)
         listing = self._dirs[fh]
         for next_id, name, node in listing.entries(start_id):
-            attrs = self.tree.attrs(node)
+            attrs = node if isinstance(node, pyfuse3.EntryAttributes) else self.tree.attrs(node)
             if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"), attrs, next_id):
                 break
 
     async def releasedir(self, fh: int) -> None:
+        if fh >= FIRST_FH:
+            self.staging.releasedir(fh)
         self._dirs.pop(fh, None)
+
+    @_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(parent_inode):
+            return await self.staging.mkdir(parent_inode, name, mode)
+        if parent_inode != pyfuse3.ROOT_INODE:
+            raise FUSEError(errno.EROFS)
+        await self.staging.areas.create_artifact(_name(name))
+        return self.tree.attrs(self.tree.artifact_node(_name(name)))
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if is_staging(parent_inode):
+            return await self.staging.rmdir(parent_inode, name)
+        if parent_inode != pyfuse3.ROOT_INODE:
+            raise FUSEError(errno.EROFS)
+        await self.staging.areas.remove_artifact(_name(name))
 
     # --- files -------------------------------------------------------------------------------------
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if is_staging(inode):
+            return await self.staging.open(inode, flags)
         if flags & _WRITE_FLAGS:
             raise FUSEError(errno.EROFS)
         node = self.tree.node(inode)
@@ -236,53 +237,105 @@ class Ops(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+        if fh >= FIRST_FH:
+            return await self.staging.read(fh, off, size)
         f = self._files.get(fh)
         if f is None:
             raise FUSEError(errno.EBADF)
-        try:
-            return await self.reader.read(f, off, size)
-        except trio.TooSlowError:
-            if _say(f"slow:{f.label}"):
-                log.error("read of %s at %d failed: no answer from the store within %.0f s",
-                          f.label, off, self.reader.deadline)
-        except IntegrityError as e:
-            if _say(f"corrupt:{f.label}"):
-                log.error("read of %s at %d failed: %s", f.label, off, e)
-        except ArtfsError as e:
-            if _say(f"read:{f.label}:{type(e).__name__}"):
-                log.error("read of %s at %d failed: %s", f.label, off, e)
-        except Exception:
-            log.exception("unexpected error reading %s at %d", f.label, off)
-        raise FUSEError(errno.EIO)
+        return await read_version(self.reader, f, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        if fh >= FIRST_FH:
+            return await self.staging.write(fh, off, buf)
+        raise FUSEError(errno.EBADF)  # never: version files only open read-only
 
     async def release(self, fh: int) -> None:
+        if fh >= FIRST_FH:
+            self.staging.release(fh)
         self._files.pop(fh, None)
 
     async def flush(self, fh: int) -> None:
-        """ENOSYS once, and the kernel stops sending FLUSH on every close(): a round trip per file saved."""
+        """ENOSYS once, and the kernel stops sending FLUSH on every close(): a round trip per file saved.
+        Staging needs none either: a write is in the area's data file when it is answered."""
         raise FUSEError(errno.ENOSYS)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        pass
+        if fh >= FIRST_FH:
+            await self.staging.fsync(fh)
+
+    @_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        if is_staging(parent_inode):
+            return await self.staging.create(parent_inode, name, mode, flags)
+        raise FUSEError(errno.EROFS)
+
+    @_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(parent_inode):
+            return await self.staging.mknod(parent_inode, name, mode)
+        raise FUSEError(errno.EROFS)
+
+    @_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(parent_inode):
+            return await self.staging.symlink(parent_inode, name, target)
+        raise FUSEError(errno.EROFS)
+
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if is_staging(parent_inode):
+            return await self.staging.unlink(parent_inode, name)
+        raise FUSEError(errno.EROFS)
+
+    @_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if is_staging(parent_inode_old) and is_staging(parent_inode_new):
+            return await self.staging.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        # from a version into staging: EXDEV, so `mv` copies (and then fails to delete the source: EROFS)
+        raise FUSEError(errno.EXDEV if is_staging(parent_inode_new) else errno.EROFS)
+
+    @_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_staging(new_parent_inode):
+            return await self.staging.link(inode, new_parent_inode, new_name)
+        raise FUSEError(errno.EROFS)
 
     # --- extended attributes -----------------------------------------------------------------------
 
+    async def _xattrs(self, inode: int) -> dict[str, bytes]:
+        if is_staging(inode):
+            return await self.staging.xattrs(inode)
+        return self.tree.xattrs(self.tree.node(inode))
+
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        node = self.tree.node(inode)
-        key = name.decode("utf-8", "surrogateescape")
-        if key == "user.artfs.pid" and isinstance(node, RootNode):
+        key = _name(name)
+        if inode == pyfuse3.ROOT_INODE and key == "user.artfs.pid":
             return str(self.pid).encode()  # lets `artfs unmount` wait for this daemon to exit
-        if key == "user.artfs.stats" and isinstance(node, RootNode):
+        if inode == pyfuse3.ROOT_INODE and key == "user.artfs.stats":
             return self._stats().encode()
-        value = self.tree.xattrs(node).get(key)
+        value = (await self._xattrs(inode)).get(key)
         if value is None:
             raise FUSEError(pyfuse3.ENOATTR)
         return value
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return [k.encode() for k in self.tree.xattrs(self.tree.node(inode))]
+        return [k.encode() for k in await self._xattrs(inode)]
+
+    @_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        """Versions keep no extended attributes: ENOTSUP in staging (cp -a and rsync -X go on), else EROFS."""
+        raise FUSEError(errno.ENOTSUP if is_staging(inode) else errno.EROFS)
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise FUSEError(pyfuse3.ENOATTR if is_staging(inode) else errno.EROFS)
 
     def _stats(self) -> str:
         chunks = self.reader.chunks
@@ -293,41 +346,3 @@ class Ops(pyfuse3.Operations):
     def stats_line(self) -> str:
         """Counters as JSON (reads, hits, store requests…), for the log and `user.artfs.stats`."""
         return self._stats()
-
-    # --- every write: EROFS ------------------------------------------------------------------------
-
-    @_erofs
-    async def setattr(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def setxattr(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def removexattr(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def mknod(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def mkdir(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def unlink(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def rmdir(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def symlink(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def rename(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def link(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def create(self, *args: Any) -> None: ...
-
-    @_erofs
-    async def write(self, *args: Any) -> None: ...

@@ -2,6 +2,7 @@
 
     MOUNT/animals/v2/...      version contents: an inode per (version, path), from the manifest index
     MOUNT/animals/latest      symlink -> v2 (and one per custom alias)
+    MOUNT/animals/staging/    writable: its inodes are the staging area's (areas.py), not this tree's
 
 Inode numbers are allocated on first sight and never reused or dropped, so they stay stable for the
 mount's life (find, tar, rsync and `ls -i` compare them); a node keeps only what `getattr` needs, and
@@ -132,6 +133,7 @@ class Tree:
         self.deadline = deadline  # store calls for a lookup give up (EIO) after this many seconds
         self.index = repo.index
         self.catalog = catalog
+        self.local: set[str] = set()  # artifacts with a staging area here (some not published yet)
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.started_ns = time.time_ns()
@@ -258,7 +260,7 @@ class Tree:
         if name == "..":
             return self.parent_of(parent)
         if isinstance(parent, RootNode):
-            return self.artifact_node(name) if name in self.catalog else None
+            return self.artifact_node(name) if name in self.catalog or name in self.local else None
         if isinstance(parent, ArtifactNode):
             state = self.catalog.get(parent.name)
             if state is None:
@@ -286,7 +288,7 @@ class Tree:
     def list_small(self, node: Node) -> list[tuple[str, Node]]:
         """The whole listing of the root or an artifact directory (a snapshot, for one readdir)."""
         if isinstance(node, RootNode):
-            return [(name, self.artifact_node(name)) for name in sorted(self.catalog)]
+            return [(name, self.artifact_node(name)) for name in sorted(self.catalog.keys() | self.local)]
         assert isinstance(node, ArtifactNode)
         state = self.catalog.get(node.name)
         if state is None:
@@ -351,9 +353,10 @@ class Tree:
             versions = len(state.numbers) if state else 0
             latest = self._versions.get((node.name, state.latest)) if state else None
             mtime = _ns(latest.record.created) if latest and latest.record else self.started_ns
-            return self._attrs(node.ino, stat.S_IFDIR | 0o755, DIR_SIZE, mtime, 2 + versions, MUTABLE_TIMEOUT)
-        return self._attrs(ROOT, stat.S_IFDIR | 0o755, DIR_SIZE, self.started_ns, 2 + len(self.catalog),
-                           MUTABLE_TIMEOUT)
+            # 2 + subdirectories: the versions and staging/
+            return self._attrs(node.ino, stat.S_IFDIR | 0o755, DIR_SIZE, mtime, 3 + versions, MUTABLE_TIMEOUT)
+        return self._attrs(ROOT, stat.S_IFDIR | 0o755, DIR_SIZE, self.started_ns,
+                           2 + len(self.catalog.keys() | self.local), MUTABLE_TIMEOUT)
 
     def negative(self, parent: Node) -> pyfuse3.EntryAttributes | None:
         """A cacheable "no such name" inside a version (immutable); None where names may appear later."""
@@ -425,7 +428,8 @@ class Tree:
                 continue
             if before is None or after is None:
                 root_changed = True
-                stale.append(("entry", ROOT, name))
+                if name not in self.local:  # shown all along for its staging area otherwise
+                    stale.append(("entry", ROOT, name))
                 changes.append(f"{name}: {'new artifact' if before is None else 'gone'}")
             art = self._artifacts.get(name)
             before_n = set(before.numbers) if before else set()

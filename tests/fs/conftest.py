@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from artfs.core.commit import commit_tree
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
 from artfs.storage.store import open_store
+from tests.conftest import run_artfs
 
 MiB = 1 << 20
 BIG = 10 * MiB  # ~10 content-defined chunks: reads cross chunk boundaries
@@ -71,3 +75,58 @@ def animals(store_uri: str, dataset: Path, tmp_path: Path) -> tuple[str, Path]:
     """`animals:v0` = `dataset`, in the store under test: (store_uri, source dir)."""
     commit(store_uri, dataset, "animals", tmp_path / "writer-cache", message="first cut")
     return store_uri, dataset
+
+
+# --- staging ---
+
+
+def tree_of(root: Path) -> dict[str, tuple]:
+    """path → (kind, permission bits, content or target) of a directory (on disk or in a mount)."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", 0o777, os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), None)
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = ("file", stat.S_IMODE(st.st_mode), f.read())
+    return out
+
+
+def sha256_tree(root: Path) -> dict[str, str]:
+    """path → sha256 of every regular file, `-> target` of every symlink, under `root`."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                out[rel] = "-> " + os.readlink(full)
+            elif os.path.isfile(full):
+                with open(full, "rb") as f:
+                    out[rel] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
+
+
+def seal(staging: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> dict:
+    """`artfs seal STAGING --json ARGS`: the commit result (or, with check=False, the process)."""
+    res = run_artfs("seal", str(staging), "--json", *args, check=check, env=env)
+    return json.loads(res.stdout) if check else {"returncode": res.returncode, "stderr": res.stderr}
+
+
+@pytest.fixture
+def small_store(local_store_uri: str, tmp_path: Path) -> tuple[str, Path]:
+    """`animals:v0` in a local store: a few files (one of several chunks), a subdirectory, a symlink."""
+    src = tmp_path / "small-src"
+    (src / "images").mkdir(parents=True)
+    (src / "README.md").write_text("# animals\n")
+    (src / "images" / "dog.png").write_bytes(random.Random(5).randbytes(3 * MiB))
+    (src / "images" / "cat.png").write_bytes(b"cat" * 1000)
+    os.symlink("images/cat.png", src / "cover.png")
+    commit(local_store_uri, src, "animals", tmp_path / "writer-cache", message="first cut")
+    return local_store_uri, src

@@ -149,9 +149,9 @@ def test_big_tree_mounts_and_lists(mount_artfs, local_store_uri, tmp_path):
     commit(local_store_uri, plants, "plants", tmp_path / "w")
     m = mount_artfs(local_store_uri)
     assert sorted(os.listdir(m.path)) == ["animals", "plants"]
-    assert sorted(os.listdir(m.path / "animals")) == ["best", "latest", "v0", "v1"]
+    assert sorted(os.listdir(m.path / "animals")) == ["best", "latest", "staging", "v0", "v1"]
     assert os.readlink(m.path / "animals" / "best") == "v1"
-    assert os.stat(m.path / "animals").st_nlink == 4  # 2 + two version directories
+    assert os.stat(m.path / "animals").st_nlink == 5  # 2 + two version directories + staging
     assert (m.path / "plants" / "latest" / "a" / "b" / "c" / "deep.txt").read_text() == "deep\n"
 
 

@@ -31,7 +31,7 @@ def test_new_versions_aliases_and_artifacts_appear(mount_artfs, animals, tmp_pat
     eventually(lambda: os.readlink(art / "latest") == "v1")
     assert (art / "latest" / "README.md").read_bytes() == b"# animals, second cut\n"
     assert (art / "v0" / "README.md").read_bytes() == before  # old versions stay as they were
-    assert sorted(os.listdir(art)) == ["latest", "v0", "v1"]
+    assert sorted(os.listdir(art)) == ["latest", "staging", "v0", "v1"]
     assert os.getxattr(art / "latest", "user.artfs.message") == b"second cut"
 
     run_artfs("alias", "animals:v0", "best", "--store", store)

@@ -1,4 +1,5 @@
-"""Versions are immutable: every kind of write is EROFS; missing names are ENOENT."""
+"""Versions are immutable: every kind of write is EROFS (staging/ is tests/fs/test_staging_*.py); missing
+names are ENOENT."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_every_write_is_erofs(mount_artfs, animals):
         "create in a subdir": lambda: _open(v / "data" / "new.bin", "xb"),
         "mkdir": lambda: os.mkdir(v / "newdir"),
         "mkdir in an artifact": lambda: os.mkdir(art / "v7"),
-        "mkdir at the root": lambda: os.mkdir(m.path / "newartifact"),
+        "rename into a version": lambda: os.rename(art / "staging" / "README.md", v / "moved.md"),
+        "symlink in an artifact": lambda: os.symlink("v0", art / "v0-link"),
         "rename": lambda: os.rename(f, v / "renamed.md"),
         "rename a directory": lambda: os.rename(v / "data", v / "data2"),
         "rename a version": lambda: os.rename(v, art / "v9"),

@@ -48,7 +48,7 @@ def test_listing_and_attributes(mount_artfs, animals):
     m = mount_artfs(store)
     art = m.path / "animals"
     assert os.listdir(m.path) == ["animals"]
-    assert sorted(os.listdir(art)) == ["latest", "v0"]
+    assert sorted(os.listdir(art)) == ["latest", "staging", "v0"]
     assert os.readlink(art / "latest") == "v0"
     assert sh("readlink", art / "latest").strip() == "v0"
     listing = sh("ls", "-l", art)

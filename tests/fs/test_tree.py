@@ -57,7 +57,7 @@ def test_lookups_attributes_and_stable_inodes(repo):
         a = tree.attrs(f)
         assert stat.S_ISREG(a.st_mode) and a.st_size == 2 and a.entry_timeout > 3600
         assert stat.S_ISLNK(tree.attrs(latest).st_mode) and tree.attrs(latest).attr_timeout <= 1
-        assert tree.attrs(art).st_nlink == 4
+        assert tree.attrs(art).st_nlink == 5  # ., .., v0, v1, staging
         assert tree.negative(v0) is not None and tree.negative(art) is None
         assert [name for name, _ in tree.list_page(v0, None, 10)] == ["d", "top.txt"]
         assert [name for name, _ in tree.list_page(v0, "d", 10)] == ["top.txt"]

@@ -12,6 +12,6 @@ The three-way merge itself is artfs/core/merge.py.
 
 from artfs.core.merge import MergeConflict
 from artfs.core.staging.area import StagingArea
-from artfs.core.staging.nodes import RENAME_EXCHANGE, RENAME_NOREPLACE, Node, StatFs
+from artfs.core.staging.nodes import RENAME_EXCHANGE, RENAME_NOREPLACE, Node, StatFs, WouldBlock
 
-__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "MergeConflict", "Node", "StagingArea", "StatFs"]
+__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "MergeConflict", "Node", "StagingArea", "StatFs", "WouldBlock"]

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from artfs.core.commit import CommitResult
 from artfs.core.fetch import ChunkFetcher
@@ -25,10 +26,12 @@ from artfs.core.names import check_name
 from artfs.core.repo import Repo
 from artfs.core.staging.content import BaseFiles, ContentOps, DataFiles
 from artfs.core.staging.layout import ROOT_ID, Layout, connect
-from artfs.core.staging.nodes import StatFs
+from artfs.core.staging.nodes import StatFs, WouldBlock
 from artfs.core.staging.seal import seal, status
 from artfs.core.staging.tree import TreeOps
 from artfs.errors import IntegrityError, StoreError
+
+T = TypeVar("T")
 
 
 def areas_dir(repo: Repo) -> str:
@@ -58,6 +61,7 @@ class StagingArea(TreeOps, ContentOps):
         self._base: int | None = None
         self._mid: str | None = None
         self._dirty = False
+        self._quick = False
 
     @classmethod
     def open(cls, repo: Repo, name: str) -> StagingArea:
@@ -92,6 +96,20 @@ class StagingArea(TreeOps, ContentOps):
         except FileNotFoundError:
             return []
         return sorted(n for n in names if os.path.exists(os.path.join(areas_dir(repo), n, "CURRENT")))
+
+    def quick(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call a read-only method (getattr, lookup, readlink, base_entry; forget of a node still linked)
+        now, if that is cheap: the lock is free and nothing must be materialized or deleted. Otherwise
+        raise WouldBlock, having changed nothing, and the caller makes the call in a thread. Lets an
+        event loop answer most metadata requests in ~20 µs without ever waiting behind a writer."""
+        if not self._lock.acquire(blocking=False):
+            raise WouldBlock
+        try:
+            self._quick = True
+            return fn(*args)
+        finally:
+            self._quick = False
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:

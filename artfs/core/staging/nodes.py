@@ -29,6 +29,10 @@ NAME_MAX = 255
 COLS = "id, parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, has_data, target, digest"
 
 
+class WouldBlock(Exception):
+    """A `StagingArea.quick` call would wait for the lock or do more than a cheap read."""
+
+
 def enc(s: str) -> bytes:
     """Names and paths are stored as bytes: str from FUSE is surrogate-escaped, and bytes sort as a manifest."""
     return s.encode("utf-8", "surrogateescape")
@@ -123,6 +127,7 @@ class NodeTable:
     _mid: str | None
     _frozen: bool
     _dirty: bool
+    _quick: bool  # inside StagingArea.quick: only cheap reads allowed
     _node_locks: dict[int, threading.Lock]
     _wseq: dict[int, int]  # writes per node since open: a digest computed across one is stale
 

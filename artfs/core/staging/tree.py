@@ -29,6 +29,7 @@ from artfs.core.staging.nodes import (
     Node,
     NodeTable,
     Row,
+    WouldBlock,
     check_entry_name,
     dec,
     enc,
@@ -55,6 +56,8 @@ class TreeOps(NodeTable):
 
     def _materialize(self, row: Row) -> Row:
         """Insert a lazy dir's base children as nodes (files by reference, subdirs lazy), in one txn."""
+        if self._quick:
+            raise WouldBlock
         base_dir = dec(row.base_path)
         entries: list[Entry] = []
         after = None
@@ -271,6 +274,8 @@ class TreeOps(NodeTable):
             row = self._row(node_id)
             if row is None or row.parent is not None or row.id == ROOT_ID:
                 return
+            if self._quick:
+                raise WouldBlock
             with self._txn() as db:
                 db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
             self._data.remove(node_id)

@@ -1,0 +1,182 @@
+"""The daemon's control socket: `seal`, `status` and `discard` of its staging directories.
+
+The protocol (client side: artfs/control.py) is one JSON request line per connection, answered with
+`{"progress": done, "total": n}` lines while a seal works, then `{"ok": true, "result": {...}}` or
+`{"ok": false, "error": "...", "conflicts": [...]}`. The socket is `<cache_dir>/run/<hash>.sock` (mode
+0600 in a 0700 directory: only the mount's owner may seal through it) and is removed at unmount; a
+staging directory names it in `user.artfs.control`.
+
+A seal runs in a worker thread and cannot be interrupted halfway, so a request is shielded from
+cancellation: a client that hangs up, or an unmount, lets it finish and leaves the kernel's view
+consistent (areas.py invalidates what the new generation made stale).
+
+Test hook: with `$ARTFS_TEST_SEAL_GATE` set to a path, the daemon's first seal stops at its first progress
+step (the area frozen, nothing published yet), creates that file, and goes on once the file is deleted —
+so tests can write during a seal, or kill the daemon in the middle of one, without racing a clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import outcome
+import trio
+
+from artfs.core.merge import MergeConflict
+from artfs.errors import ArtfsError
+from artfs.fs.areas import Areas, SealProgress
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 1 << 20
+PROGRESS_EVERY = 0.25  # seconds between progress lines
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes, NUL included
+
+
+def socket_path(cache_dir: str, mountpoint: str) -> str:
+    """`<cache_dir>/run/<hash of the mount point>.sock`, or under $XDG_RUNTIME_DIR or /tmp when that is
+    longer than a unix socket address may be."""
+    tag = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    for base in (os.path.join(cache_dir, "run"), os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), "artfs"),
+                 f"/tmp/artfs-{os.getuid()}"):
+        path = os.path.join(base, f"{tag}.sock")
+        if os.path.isabs(path) and len(path.encode()) <= SUN_PATH_MAX:
+            return path
+    raise ArtfsError(f"no place for the control socket: {cache_dir} is too long a path")
+
+
+async def serve(path: str, areas: Areas, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on `path` until cancelled, then remove it."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o700)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a daemon killed with -9 (the mount point is ours: prepare() checked)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        task_status.started()
+        log.info("control socket %s", path)
+        await trio.serve_listeners(lambda stream: _serve_one(stream, areas), [trio.SocketListener(sock)])
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+async def _read_line(stream: trio.abc.Stream) -> bytes:
+    buf = bytearray()
+    while b"\n" not in buf:
+        data = await stream.receive_some(65536)
+        if not data:
+            break
+        buf += data
+        if len(buf) > MAX_REQUEST:
+            raise ArtfsError("request too long")
+    return bytes(buf.split(b"\n", 1)[0])
+
+
+async def _send(stream: trio.abc.Stream, message: dict) -> bool:
+    """False if the client has gone (the work goes on without it)."""
+    try:
+        await stream.send_all(json.dumps(message).encode() + b"\n")
+        return True
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+
+
+async def _serve_one(stream: trio.SocketStream, areas: Areas) -> None:
+    async with stream:
+        try:
+            with trio.fail_after(30):
+                line = await _read_line(stream)
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+        except (ValueError, ArtfsError, trio.TooSlowError, trio.BrokenResourceError) as e:
+            await _send(stream, {"ok": False, "error": f"bad request: {e}"})
+            return
+        with trio.CancelScope(shield=True):
+            reply = await _answer(stream, areas, request)
+            await _send(stream, reply)
+
+
+async def _answer(stream: trio.SocketStream, areas: Areas, request: dict) -> dict:
+    op, name = request.get("op"), request.get("artifact")
+    try:
+        if op == "seal":
+            result = await _seal(stream, areas, name, request)
+        elif op == "status":
+            result = await areas.status(name)
+        elif op == "discard":
+            result = await areas.discard(name)
+        else:
+            return {"ok": False, "error": f"unknown request {op!r} (seal, status or discard)"}
+    except MergeConflict as e:
+        log.warning("seal of %s refused: %s", name, e)
+        return {"ok": False, "error": str(e), "conflicts": e.paths}
+    except ArtfsError as e:
+        log.warning("%s of %s failed: %s", op, name, e)
+        return {"ok": False, "error": str(e)}
+    except Exception as e:
+        log.exception("%s of %s failed", op, name)
+        return {"ok": False, "error": f"{op} failed: {type(e).__name__}: {e}"}
+    return {"ok": True, "result": result}
+
+
+class _Gated(SealProgress):
+    """The test hook of the module docstring: the first step waits at the gate."""
+
+    def __init__(self, gate: str) -> None:
+        super().__init__()
+        self.gate: str | None = gate
+
+    def __call__(self, n: int) -> None:
+        if self.gate:
+            gate, self.gate = self.gate, None
+            _wait_at_gate(gate)
+        super().__call__(n)
+
+
+async def _seal(stream: trio.SocketStream, areas: Areas, name: str, request: dict) -> dict:
+    """The seal in a thread; its progress (bytes through the chunker) reported every PROGRESS_EVERY s."""
+    gate = os.environ.pop("ARTFS_TEST_SEAL_GATE", None)  # once per daemon
+    progress = _Gated(gate) if gate else SealProgress()
+    metadata = request.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ArtfsError("metadata must map keys to strings")
+    async with trio.open_nursery() as nursery:
+
+        async def report() -> None:
+            sent = -1
+            while True:
+                await trio.sleep(PROGRESS_EVERY)
+                if progress.done != sent:
+                    sent = progress.done
+                    if not await _send(stream, {"progress": sent, "total": progress.total}):
+                        return
+
+        nursery.start_soon(report)
+        # captured, so that a refusal (MergeConflict) reaches the caller as itself, not in an ExceptionGroup
+        result = await outcome.acapture(
+            areas.seal, name, str(request.get("message") or ""), list(request.get("aliases") or []),
+            request.get("type"), metadata, bool(request.get("force")), progress)
+        nursery.cancel_scope.cancel()
+    return result.unwrap()
+
+
+def _wait_at_gate(gate: str, limit: float = 120.0) -> None:
+    with open(gate, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + limit
+    while os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+

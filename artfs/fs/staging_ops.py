@@ -1,0 +1,405 @@
+"""FUSE operations inside staging directories, mapped onto the artifact's StagingArea. The core does the
+work; this module maps inodes (areas.py), handles and errnos, and picks where a read is served from.
+
+- **Timeouts are short** (1 s; a version's are a day): a staging tree changes. Every change made through
+  the mount is seen by the kernel anyway; what it cannot see (a seal, discard or refresh replacing the
+  whole tree) is invalidated explicitly by areas.py.
+- **keep_cache off**: an open drops the file's page cache, so nothing cached before a reset is served.
+- **Unchanged base files are read through the mount's Reader** (lazy, chunk-cached, prefetched) from
+  the base version's chunks. The first write or truncate of such a node switches its open handles to
+  the area (the core copies it up), before the write is answered.
+- **Nothing here blocks the loop**: every change runs in a worker thread (areas.run) — SQLite commits,
+  pwrite of up to 1 MiB (a small one too: the kernel may throttle any writer of dirty pages), copy-ups
+  that fetch chunks. Cheap reads (getattr, lookup, readlink, open without O_TRUNC) run on the loop
+  when the area's lock is free and nothing needs materializing (areas.peek), else in a thread too.
+- During a seal the core answers every change with EBUSY; reads go on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from functools import partial
+from typing import Any
+
+import pyfuse3
+from pyfuse3 import FUSEError
+
+from artfs.core.manifest import LINK
+from artfs.core.staging import Node, StagingArea
+from artfs.core.staging.layout import ROOT_ID
+from artfs.fs.areas import Area, Areas
+from artfs.fs.errnos import handler_errors, read_version
+from artfs.fs.reader import OpenFile, Reader
+from artfs.fs.tree import DIR_SIZE, ArtifactNode, Tree
+
+TIMEOUT = 1.0
+BLKSIZE = 1 << 20  # st_blksize: cp and friends then write in 1 MiB requests, a quarter of the round trips
+FIRST_FH = 1 << 48  # handles of staging files and directories; the read-only ones count up from 1
+
+
+class _File:
+    __slots__ = ("a", "area", "node", "base", "written")
+
+    def __init__(self, a: Area, area: StagingArea, node: int) -> None:
+        self.a = a
+        self.area = area
+        self.node = node
+        self.base: OpenFile | None = None  # reading an unchanged base file through the Reader
+        self.written = False  # the node's content changed since this handle was opened
+
+
+class _Dir:
+    __slots__ = ("a", "area", "node", "entries")
+
+    def __init__(self, a: Area, area: StagingArea, node: int) -> None:
+        self.a = a
+        self.area = area
+        self.node = node
+        self.entries: list[tuple[bytes, pyfuse3.EntryAttributes, bool]] | None = None
+
+
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _prepare_open(area: StagingArea, node_id: int, truncate: bool) -> Any:
+    """Worker thread: check it is a file, truncate (O_TRUNC), say whether it reads from the base."""
+    node = area.getattr(node_id)
+    if node.is_dir:
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if node.kind == LINK:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+    if truncate:
+        area.truncate(node_id, 0)
+        return None
+    return area.base_entry(node_id)
+
+
+def _unlink(area: StagingArea, parent: int, name: str, open_files: dict[int, int]) -> None:
+    """Worker thread: unlink, and drop the node's row and data at once when no handle has it open (an
+    open in progress counts): the kernel's later FORGET then finds nothing to delete, a cheap read."""
+    node = area.lookup(parent, name)
+    area.unlink(parent, name)
+    if node is not None and not open_files.get(node.id):
+        area.forget(node.id)
+
+
+def _listing(area: StagingArea, node_id: int) -> tuple[Node, Node | None, list[tuple[str, Node]]]:
+    """Worker thread: a directory, its parent (None for the staging root) and its entries."""
+    node = area.getattr(node_id)
+    if not node.is_dir:
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    parent = None if node_id == ROOT_ID else area.lookup(node_id, "..")
+    return node, parent, area.listdir(node_id)
+
+
+def _closed(a: Area, node_id: int) -> None:
+    left = a.open_files.get(node_id, 0) - 1
+    if left > 0:
+        a.open_files[node_id] = left
+    else:
+        a.open_files.pop(node_id, None)
+
+
+def _unlist(a: Area, node_id: int, fh: int) -> None:
+    """`fh` no longer reads `node_id` from the base."""
+    readers = a.base_readers.get(node_id)
+    if readers is not None:
+        readers.discard(fh)
+        if not readers:
+            del a.base_readers[node_id]
+
+
+class StagingOps:
+    """The handlers Ops delegates to for staging inodes and handles (see the module docstring)."""
+
+    def __init__(self, areas: Areas, tree: Tree, reader: Reader) -> None:
+        self.areas = areas
+        self.tree = tree
+        self.reader = reader
+        self.deadline = reader.deadline
+        self._files: dict[int, _File] = {}
+        self._dirs: dict[int, _Dir] = {}
+        self._next_fh = FIRST_FH
+
+    def _what(self, op: str, args: tuple[Any, ...]) -> str:
+        name = self.areas.name_of(args[0]) if args and isinstance(args[0], int) else None
+        return f"{op} in {name or '?'}/staging"
+
+    def _fh(self) -> int:
+        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        return fh
+
+    def attrs(self, a: Area, node: Node) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = a.ino(node.id)
+        e.entry_timeout = e.attr_timeout = TIMEOUT
+        e.st_mode = node.st_mode
+        e.st_nlink = node.nlink
+        e.st_uid = self.tree.uid
+        e.st_gid = self.tree.gid
+        e.st_size = DIR_SIZE if node.is_dir else node.size
+        e.st_blksize = BLKSIZE
+        e.st_blocks = 0 if node.kind == LINK else (e.st_size + 511) // 512
+        e.st_atime_ns = e.st_mtime_ns = node.mtime_ns
+        e.st_ctime_ns = node.ctime_ns
+        return e
+
+    def root_placeholder(self, name: str) -> pyfuse3.EntryAttributes:
+        """`staging` in an artifact's listing, without opening the area: timeout 0, so the kernel looks
+        it up (and the area opens) only when someone goes in."""
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = self.areas.of(name).root_ino
+        e.st_mode = stat.S_IFDIR | 0o755
+        e.st_nlink = 1
+        e.st_uid, e.st_gid = self.tree.uid, self.tree.gid
+        e.st_size = DIR_SIZE
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = self.tree.started_ns
+        return e
+
+    def _entry(self, a: Area, parent: int, name: str, node: Node) -> pyfuse3.EntryAttributes:
+        """A node handed to the kernel by name: counted, and remembered if it sits under the root."""
+        if parent == ROOT_ID:
+            a.root_names.add(name)
+        self.areas.remember(a.ino(node.id))
+        return self.attrs(a, node)
+
+    def _written(self, a: Area, node_id: int) -> None:
+        """Content changed: handles that read the base version's chunks (or are being opened) now read
+        the area."""
+        for fh in a.base_readers.pop(node_id, ()):
+            f = self._files.get(fh)
+            if f is not None:
+                f.base = None
+                f.written = True
+
+    async def _area(self, ino: int) -> tuple[Area, StagingArea, int]:
+        return await self.areas.locate(ino)
+
+    # --- names and attributes ----------------------------------------------------------------------
+
+    @handler_errors
+    async def lookup_root(self, art: ArtifactNode) -> pyfuse3.EntryAttributes:
+        a = self.areas.of(art.name)
+        area = await self.areas.open(a)
+        node = await self.areas.peek(area, area.getattr, ROOT_ID)
+        self.areas.remember(a.root_ino)
+        return self.attrs(a, node)
+
+    @handler_errors
+    async def lookup(self, parent: int, raw: bytes) -> pyfuse3.EntryAttributes:
+        a, area, pid = await self._area(parent)
+        name = _name(raw)
+        if pid == ROOT_ID and name == "..":
+            return self.tree.attrs(self.tree.artifact_node(a.name))
+        while True:
+            gen = area.generation
+            node = await self.areas.peek(area, area.lookup, pid, name)
+            if area.generation == gen or pid != ROOT_ID:
+                break  # else a seal replaced the tree meanwhile: the answer must be of the new one
+        if node is None:
+            raise FUSEError(errno.ENOENT)
+        if name in (".", ".."):
+            self.areas.remember(a.ino(node.id))
+            return self.attrs(a, node)
+        return self._entry(a, pid, name, node)
+
+    @handler_errors
+    async def getattr(self, ino: int) -> pyfuse3.EntryAttributes:
+        a, area, node_id = await self._area(ino)
+        return self.attrs(a, await self.areas.peek(area, area.getattr, node_id))
+
+    @handler_errors
+    async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields) -> pyfuse3.EntryAttributes:
+        """chmod, truncate, utimens. Ownership is not stored in a version: a chown the kernel allowed
+        (default_permissions) is accepted and changes nothing, as on rclone's mounts."""
+        a, area, node_id = await self._area(ino)
+        size = attr.st_size if fields.update_size else None
+        node = await self.areas.run(
+            lambda: area.setattr(node_id, mode=attr.st_mode & 0o7777 if fields.update_mode else None, size=size,
+                                 mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+                                 atime_ns=attr.st_atime_ns if fields.update_atime else None))
+        if size is not None:
+            self._written(a, node_id)
+        return self.attrs(a, node)
+
+    @handler_errors
+    async def readlink(self, ino: int) -> bytes:
+        _, area, node_id = await self._area(ino)
+        return (await self.areas.peek(area, area.readlink, node_id)).encode("utf-8", "surrogateescape")
+
+    # --- directories -------------------------------------------------------------------------------
+
+    @handler_errors
+    async def opendir(self, ino: int) -> int:
+        a, area, node_id = await self._area(ino)
+        node = await self.areas.peek(area, area.getattr, node_id)
+        if not node.is_dir:
+            raise FUSEError(errno.ENOTDIR)
+        fh = self._fh()
+        self._dirs[fh] = _Dir(a, area, node_id)
+        return fh
+
+    @handler_errors
+    async def readdir(self, fh: int, start: int, token: pyfuse3.ReaddirToken) -> None:
+        d = self._dirs.get(fh)
+        if d is None:
+            raise FUSEError(errno.EBADF)
+        if start == 0 or d.entries is None:  # (re)read at the start: rewinddir sees changes
+            while True:
+                gen = d.area.generation
+                node, parent, children = await self.areas.run(_listing, d.area, d.node)
+                if d.area.generation == gen or d.node != ROOT_ID:
+                    break
+            up = self.attrs(d.a, parent) if parent else self.tree.attrs(self.tree.artifact_node(d.a.name))
+            d.entries = [(b".", self.attrs(d.a, node), False), (b"..", up, False)]
+            d.entries += [(n.encode("utf-8", "surrogateescape"), self.attrs(d.a, c), True) for n, c in children]
+        for i in range(start, len(d.entries)):
+            raw, attrs, counted = d.entries[i]
+            if not pyfuse3.readdir_reply(token, raw, attrs, i + 1):
+                break
+            if counted:  # readdirplus: the kernel counts a lookup for every entry but . and ..
+                if d.node == ROOT_ID:
+                    d.a.root_names.add(_name(raw))
+                self.areas.remember(attrs.st_ino)
+
+    def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    # --- files -------------------------------------------------------------------------------------
+
+    def _register(self, a: Area, area: StagingArea, node_id: int) -> tuple[int, _File]:
+        """A handle, counted open and listed as a base reader before any await: an unlink meanwhile
+        keeps the node (see _unlink), a write meanwhile marks it `written` (see _written)."""
+        f = _File(a, area, node_id)
+        fh = self._fh()
+        self._files[fh] = f
+        a.open_files[node_id] = a.open_files.get(node_id, 0) + 1
+        a.base_readers.setdefault(node_id, set()).add(fh)
+        return fh, f
+
+    @handler_errors
+    async def open(self, ino: int, flags: int) -> pyfuse3.FileInfo:
+        a, area, node_id = await self._area(ino)
+        truncate = bool(flags & os.O_TRUNC) and bool(flags & (os.O_WRONLY | os.O_RDWR))
+        run = self.areas.run if truncate else partial(self.areas.peek, area)
+        fh, f = self._register(a, area, node_id)
+        try:
+            entry = await run(_prepare_open, area, node_id, truncate)
+        except BaseException:
+            self.release(fh)
+            raise
+        if truncate:
+            self._written(a, node_id)
+        if entry is not None and not f.written:
+            f.base = self.reader.open(f"{a.name}:v{area.base}/{entry.path} (staging)", area.base_manifest,
+                                      area.base_packs, entry)
+        else:
+            _unlist(a, node_id, fh)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+
+    @handler_errors
+    async def create(self, parent: int, raw: bytes, mode: int,
+                     flags: int) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        a, area, pid = await self._area(parent)
+        name = _name(raw)
+        node = await self.areas.run(area.create, pid, name, mode)
+        attrs = self._entry(a, pid, name, node)
+        fh, _ = self._register(a, area, node.id)
+        _unlist(a, node.id, fh)  # a new file has no base to read
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False), attrs
+
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+        f = self._files.get(fh)
+        if f is None:
+            raise FUSEError(errno.EBADF)
+        if f.base is not None:
+            return await read_version(self.reader, f.base, off, size)
+        return await self._read_area(f, off, size)
+
+    @handler_errors
+    async def _read_area(self, f: _File, off: int, size: int) -> bytes:
+        return await self.areas.run(f.area.read, f.node, off, size)
+
+    @handler_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        f = self._files.get(fh)
+        if f is None:
+            raise FUSEError(errno.EBADF)
+        n = await self.areas.run(f.area.write, f.node, off, buf)
+        self._written(f.a, f.node)
+        return n
+
+    @handler_errors
+    async def fsync(self, fh: int) -> None:
+        f = self._files.get(fh)
+        if f is None:
+            raise FUSEError(errno.EBADF)
+        await self.areas.run(f.area.fsync, f.node)
+
+    def release(self, fh: int) -> None:
+        f = self._files.pop(fh, None)
+        if f is not None:
+            _closed(f.a, f.node)
+            _unlist(f.a, f.node, fh)
+
+    # --- changing names ----------------------------------------------------------------------------
+
+    @handler_errors
+    async def mknod(self, parent: int, raw: bytes, mode: int) -> pyfuse3.EntryAttributes:
+        """A regular file (what mknod(2) without a type makes); FIFOs, sockets, devices: EPERM."""
+        a, area, pid = await self._area(parent)
+        node = await self.areas.run(area.create, pid, _name(raw), mode)
+        return self._entry(a, pid, _name(raw), node)
+
+    @handler_errors
+    async def mkdir(self, parent: int, raw: bytes, mode: int) -> pyfuse3.EntryAttributes:
+        a, area, pid = await self._area(parent)
+        node = await self.areas.run(area.mkdir, pid, _name(raw), mode & 0o7777)
+        return self._entry(a, pid, _name(raw), node)
+
+    @handler_errors
+    async def symlink(self, parent: int, raw: bytes, target: bytes) -> pyfuse3.EntryAttributes:
+        a, area, pid = await self._area(parent)
+        node = await self.areas.run(area.symlink, pid, _name(raw), _name(target))
+        return self._entry(a, pid, _name(raw), node)
+
+    @handler_errors
+    async def unlink(self, parent: int, raw: bytes) -> None:
+        a, area, pid = await self._area(parent)
+        await self.areas.run(_unlink, area, pid, _name(raw), a.open_files)
+
+    @handler_errors
+    async def rmdir(self, parent: int, raw: bytes) -> None:
+        _, area, pid = await self._area(parent)
+        await self.areas.run(area.rmdir, pid, _name(raw))
+
+    @handler_errors
+    async def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int) -> None:
+        """Within one staging directory; between two (or from a version) it is EXDEV, so `mv` copies."""
+        a, area, op = await self._area(old_parent)
+        b, _, np = await self._area(new_parent)
+        if a is not b:
+            raise FUSEError(errno.EXDEV)
+        await self.areas.run(area.rename, op, _name(old), np, _name(new), flags)
+        if np == ROOT_ID:
+            a.root_names.add(_name(new))
+        if op == ROOT_ID and flags & 2:  # RENAME_EXCHANGE puts a node under the old name too
+            a.root_names.add(_name(old))
+
+    async def link(self, ino: int, new_parent: int, raw: bytes) -> pyfuse3.EntryAttributes:
+        """A version has no hard links, so staging has none either."""
+        raise FUSEError(errno.EPERM)
+
+    # --- extended attributes -----------------------------------------------------------------------
+
+    async def xattrs(self, ino: int) -> dict[str, bytes]:
+        """Only the staging root has some: the control socket (see artfs/control.py)."""
+        a, _, node_id = await self.areas.locate(ino)
+        return self.areas.xattrs(a) if node_id == ROOT_ID else {}
+
+    async def forget(self, pairs: list[tuple[int, int]]) -> None:
+        await self.areas.forget(pairs)

@@ -1,0 +1,127 @@
+"""kill -9 of the mount daemon while files are being written into staging, and in the middle of a seal:
+after remounting (--force over the stale mount), no partial version, the staged changes are intact,
+and they seal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.conftest import artfs_cmd, run_artfs
+from tests.fs.conftest import seal, tree_of
+
+CHUNK = 1 << 20
+
+
+def _block(i: int) -> bytes:
+    """The i-th MiB of the file the writer streams: recognizable at every offset."""
+    return i.to_bytes(4, "big") * (CHUNK // 4)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    path = sys.argv[1]
+    with open(path, "wb", buffering=0) as f:
+        for i in range(100000):
+            f.write(i.to_bytes(4, "big") * (1 << 18))
+""")
+
+
+def _kill9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    break
+        except OSError:
+            break
+        time.sleep(0.02)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _versions(store: str) -> list[str]:
+    return [v["ref"] for v in json.loads(run_artfs("ls", "animals", "--json", "--store", store).stdout)]
+
+
+def test_kill_9_while_writing(mount_artfs, small_store, tmp_path):
+    store, _ = small_store
+    cache = tmp_path / "cache"
+    m = mount_artfs(store, cache_dir=cache)
+    st = m.path / "animals" / "staging"
+    (st / "done.txt").write_text("written before the crash\n")
+    (st / "images" / "cat.png").write_bytes(b"a new cat")
+    os.unlink(st / "README.md")
+    os.mkdir(st / "out")
+    before = tree_of(st)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(st / "out" / "stream.bin")],
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while _size(st / "out" / "stream.bin") < 30 * CHUNK:
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.01)
+        _kill9(m.pid)
+    finally:
+        writer.kill()
+        writer.wait()
+    m.closed = True  # dead: the new mount below takes its place
+    m2 = mount_artfs(store, "--force", cache_dir=cache, path=m.path)
+    st = m2.path / "animals" / "staging"
+    assert _versions(store) == ["animals:v0"]  # nothing was published
+    data = (st / "out" / "stream.bin").read_bytes()
+    assert len(data) >= 30 * CHUNK
+    whole = len(data) // CHUNK  # what reached the data file is the file: every full MiB is right
+    assert all(data[i * CHUNK : (i + 1) * CHUNK] == _block(i) for i in range(whole))
+    after = tree_of(st)
+    del after["out/stream.bin"]
+    assert after == before
+    status = run_artfs("status", str(st)).stdout.splitlines()
+    assert sorted(status) == ["A done.txt", "A out", "A out/stream.bin", "D README.md", "M images/cat.png"]
+    expected = tree_of(st)
+    assert seal(st)["ref"] == "animals:v1"
+    assert tree_of(m2.path / "animals" / "v1") == expected
+
+
+def test_kill_9_in_the_middle_of_a_seal(mount_artfs, small_store, tmp_path):
+    store, _ = small_store
+    cache, gate = tmp_path / "cache", tmp_path / "gate"
+    m = mount_artfs(store, cache_dir=cache, env={"ARTFS_TEST_SEAL_GATE": str(gate)})
+    st = m.path / "animals" / "staging"
+    (st / "big.bin").write_bytes(os.urandom(20 * CHUNK))
+    (st / "images" / "dog.png").write_bytes(b"small dog")
+    expected = tree_of(st)
+    sealing = subprocess.Popen(artfs_cmd("seal", str(st)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not gate.exists():
+            assert time.monotonic() < deadline and sealing.poll() is None, sealing.communicate()
+            time.sleep(0.02)
+        _kill9(m.pid)  # the area is frozen, the seal under way, nothing published yet
+        _, err = sealing.communicate(timeout=60)
+    finally:
+        if sealing.poll() is None:
+            sealing.kill()
+    assert sealing.returncode != 0 and "closed the connection" in err
+    m.closed = True
+    m2 = mount_artfs(store, "--force", cache_dir=cache, path=m.path)
+    st = m2.path / "animals" / "staging"
+    assert _versions(store) == ["animals:v0"]
+    assert sorted(os.listdir(m2.path / "animals")) == ["latest", "staging", "v0"]
+    assert tree_of(st) == expected
+    assert seal(st, "-m", "after the crash")["ref"] == "animals:v1"
+    assert tree_of(m2.path / "animals" / "v1") == expected
+    assert run_artfs("status", str(st)).stdout == ""
