@@ -31,6 +31,7 @@ from artfs.core.staging import RENAME_EXCHANGE, RENAME_NOREPLACE, MergeConflict,
 from artfs.errors import ArtfsError, InvalidName
 from artfs.storage.store import open_store
 from tests.core.conftest import fresh_repo
+from tests.core.test_commit import write_tree
 
 MiB = 1024 * 1024
 ROOT = 1
@@ -38,19 +39,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-# --- helpers ---------------------------------------------------------------------------------------
-
-
-def write_tree(root, files: dict[str, bytes], dirs=(), links=None) -> None:
-    for d in dirs:
-        os.makedirs(os.path.join(root, d), exist_ok=True)
-    for rel, data in files.items():
-        full = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
-    for rel, target in (links or {}).items():
-        os.symlink(target, os.path.join(root, rel))
+# --- helpers (write_tree is shared with test_commit) ---------------------------------------------
 
 
 def real_tree(root: str) -> dict[str, tuple]:
