@@ -12,16 +12,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-# staging directories of a mount, through its daemon (see artfs/control.py)
-from artfs.control import discard as discard
-from artfs.control import seal as seal
-from artfs.control import status as status
 from artfs.core.commit import CommitResult, commit_tree
 from artfs.core.export import ExportResult, export_version
 from artfs.core.names import parse_ref
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
-from artfs.storage.store import open_store
+
+# staging directories of a mount, through its daemon (see artfs/staging_client.py)
+from artfs.staging_client import discard as discard
+from artfs.staging_client import seal as seal
+from artfs.staging_client import status as status
+from artfs.storage.open import open_store
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 import artfs.api as api
-from tests.core.test_commit import tree_of, write_tree
+from tests.support.trees import snapshot, write_tree
 
 
 def test_api_put_get_alias(tmp_path, local_store_uri):
@@ -10,5 +10,5 @@ def test_api_put_get_alias(tmp_path, local_store_uri):
     assert api.resolve("resnet:candidate", store=local_store_uri).type == "model"
     api.set_alias("resnet:v0", "best", store=local_store_uri)
     out = api.get("resnet:best", str(tmp_path / "out"), store=local_store_uri)
-    assert out.files == 2 and tree_of(str(src)) == tree_of(str(tmp_path / "out"))
+    assert out.files == 2 and snapshot(str(src), mtimes=True) == snapshot(str(tmp_path / "out"), mtimes=True)
     assert [v.version for v in api.versions("resnet", store=local_store_uri)] == [0]

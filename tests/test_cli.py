@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.core.test_commit import tree_of, write_tree
+from tests.support.trees import snapshot, write_tree
 
 
 def artfs(*args, env=None, check=True, cwd=None):
@@ -76,7 +76,7 @@ def test_put_get_ls_log_diff_info_files(store, src, tmp_path):
     assert [f["path"] for f in files] == ["images", "images/cat.png", "labels.csv"]
 
     artfs("get", "animals:v1", str(tmp_path / "out"), "--store", store)
-    assert tree_of(str(src)) == tree_of(str(tmp_path / "out"))
+    assert snapshot(str(src), mtimes=True) == snapshot(str(tmp_path / "out"), mtimes=True)
     artfs("get", "animals:best", "--store", store, cwd=tmp_path)
     assert (tmp_path / "animals-v0" / "labels.csv").read_bytes() == b"cat,1\n"
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from artfs.core.chunker import MappedFile, cut, digest
 from artfs.core.manifest import DIR, LINK, Entry, ManifestWriter
 from artfs.core.names import check_alias, check_name, check_path, check_symlink_target
-from artfs.core.packs import ChunkRef, PackBuilder, pack_key
+from artfs.core.packs import ChunkRef, PackBuilder
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
+from artfs.core.store_keys import pack_key
 from artfs.errors import ArtfsError, InvalidName
 
 UPLOADS_IN_FLIGHT = 4

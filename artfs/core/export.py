@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from artfs.core.fetch import ChunkFetcher, plan_spans
+from artfs.core.content import ChunkReader, FileLayout, plan_spans
 from artfs.core.manifest import DIR, FILE, LINK
 from artfs.core.packs import ChunkRef
 from artfs.core.records import VersionRecord
@@ -57,11 +57,11 @@ def export_version(
     tmp = os.path.join(parent, f".{os.path.basename(dest)}.artfs-partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp, 0o700)
-    fetcher = ChunkFetcher(repo.store, repo.cache)
+    reader = ChunkReader(repo.store, repo.cache)
     try:
         header, entries = repo.entries(rec)
         dirs: list[tuple[str, int, int]] = []
-        batch = _Batch(tmp, header.packs, fetcher, progress, workers)
+        batch = _Batch(tmp, header.packs, reader, progress, workers)
         for e in entries:
             full = os.path.join(tmp, e.path)
             if e.kind == DIR:
@@ -85,15 +85,15 @@ def export_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(dest, header.files, header.bytes, fetcher.fetched_bytes, fetcher.requests)
+    return ExportResult(dest, header.files, header.bytes, reader.fetched_bytes, reader.requests)
 
 
 class _Batch:
     """Files whose chunks are fetched together: spans across files, so small files share GETs."""
 
-    def __init__(self, root: str, packs: list[str], fetcher: ChunkFetcher,
+    def __init__(self, root: str, packs: list[str], reader: ChunkReader,
                  progress: Callable[[int], None] | None, workers: int) -> None:
-        self.root, self.packs, self.fetcher = root, packs, fetcher
+        self.root, self.packs, self.reader = root, packs, reader
         self.progress, self.workers = progress, workers
         self.files: list[tuple[str, int, int]] = []
         self.targets: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
@@ -109,15 +109,13 @@ class _Batch:
         finally:
             os.close(fd)
         self.files.append((full, e.mode, e.mtime_ns))
-        pos = 0
-        for ref in e.refs(self.packs):
+        for pos, ref in FileLayout.of_entry(e, self.packs).pieces():
             if ref.digest not in self.targets:
                 self.refs.append(ref)
             self.targets[ref.digest].append((full, pos))
-            pos += ref.raw_len
         self.bytes += e.size
 
-    def _write(self, digest: bytes, data: bytes) -> None:
+    def _write(self, digest: bytes, data: bytes | memoryview) -> None:
         for full, pos in self.targets[digest]:
             fd = os.open(full, os.O_WRONLY)
             try:
@@ -129,16 +127,7 @@ class _Batch:
                     self.progress(len(data))
 
     def _span(self, span: list[ChunkRef]) -> None:
-        cache = self.fetcher.cache
-        cached = {}
-        if cache is not None:
-            for r in span:
-                data = cache.get(r.digest)
-                if data is None:
-                    break
-                cached[r.digest] = data
-        got = cached if len(cached) == len(span) else self.fetcher.fetch_span(span, populate=False)
-        for digest, data in got.items():
+        for digest, data in self.reader.read_span(span).items():
             self._write(digest, data)
 
     def run(self) -> None:

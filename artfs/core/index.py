@@ -8,7 +8,8 @@
 - `records`: immutable store objects (version records) by key, so they are fetched once.
 
 Shared by the CLI and the mount daemon (LMDB serializes writers across processes). It is rebuildable
-from the store at any time, so it is written with sync off.
+from the store at any time, so it is written with sync off. The environment is opened by the rule of
+storage/lmdb_env.py (one per path per process, never across fork), like the chunk cache's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import logging
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 import lmdb
 import msgspec
@@ -27,12 +32,34 @@ import xxhash
 from artfs.core.manifest import DIR, Entry, Header
 from artfs.core.manifest_file import ManifestFile, read_manifest, read_manifest_frames
 from artfs.core.packs import ChunkRef
+from artfs.storage import lmdb_env
 
 log = logging.getLogger(__name__)
 
 _CHUNK = struct.Struct("<16sQIII")
 _ROOT = Entry("", DIR, 0o755, 0, 0)
 _BATCH = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class _Databases:
+    """The index's environment and its databases, replaced together (after fork)."""
+
+    env: lmdb.Environment
+    tree: Any  # lmdb._Database, which the stubs keep private
+    manifests: Any
+    chunks: Any
+    records: Any
+
+
+def _databases(env: lmdb.Environment) -> _Databases:
+    return _Databases(
+        env, env.open_db(b"tree"), env.open_db(b"manifests"), env.open_db(b"chunks"), env.open_db(b"records")
+    )
+
+
+_OPTIONS = lmdb_env.Options("the store index", max_dbs=8, readahead=False)
+_TREE, _MANIFESTS, _CHUNKS, _RECORDS = (attrgetter(db) for db in ("tree", "manifests", "chunks", "records"))
 
 
 def _parent_hash(parent: str) -> bytes:
@@ -53,36 +80,18 @@ class StoreIndex:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         with open(os.path.join(os.path.dirname(self.path), "store-uri"), "w") as f:
             f.write(store_uri + "\n")
-        self._map_size = map_size
-        self._pid = -1
         self._building: dict[str, ManifestFile] = {}  # mid → its file, answering until the index is built
         self._building_lock = threading.Lock()
-        self._open()
-
-    def _open(self) -> None:
-        self.env = lmdb.open(
-            self.path, map_size=self._map_size, max_dbs=8, max_readers=512,
-            sync=False, metasync=False, readahead=False,
-        )
-        self._tree = self.env.open_db(b"tree")
-        self._manifests = self.env.open_db(b"manifests")
-        self._chunks = self.env.open_db(b"chunks")
-        self._records = self.env.open_db(b"records")
-        self._pid = os.getpid()
-
-    def _env(self) -> lmdb.Environment:
-        if self._pid != os.getpid():  # never use an environment across fork()
-            self._open()
-        return self.env
+        self._shared = lmdb_env.acquire(os.path.realpath(self.path), map_size, _OPTIONS, _databases)
+        self._release = weakref.finalize(self, lmdb_env.release, self._shared)  # if dropped unclosed
 
     def close(self) -> None:
-        self.env.close()
+        self._release()
 
     # --- manifests -------------------------------------------------------------------------------
 
     def _built(self, mid: str) -> Header | None:
-        with self._env().begin(db=self._manifests) as txn:
-            raw = txn.get(bytes.fromhex(mid))
+        raw = self._shared.get(bytes.fromhex(mid), _MANIFESTS)
         return msgspec.msgpack.decode(raw, type=Header) if raw is not None else None
 
     def header(self, mid: str) -> Header | None:
@@ -127,8 +136,8 @@ class StoreIndex:
         batch: list[tuple[bytes, bytes]] = []
 
         def flush() -> None:
-            with self._env().begin(write=True, db=self._tree) as txn:
-                txn.cursor().putmulti(batch, dupdata=False, overwrite=True)
+            with self._shared.transaction(write=True) as (txn, db):
+                txn.cursor(db=db.tree).putmulti(batch, dupdata=False, overwrite=True)
             batch.clear()
 
         for e, raw in frames:
@@ -136,23 +145,22 @@ class StoreIndex:
             if len(batch) >= _BATCH:
                 flush()
         flush()
-        with self._env().begin(write=True) as txn:
-            txn.put(key_mid, msgspec.msgpack.encode(header), db=self._manifests)
+        with self._shared.transaction(write=True) as (txn, db):
+            txn.put(key_mid, msgspec.msgpack.encode(header), db=db.manifests)
         return header
 
     def build_chunks(self, mid: str, manifest_path: str) -> None:
         """Record where a manifest's chunks live, so commits dedup against it (only commits need this)."""
         done_key = bytes.fromhex(mid) + b"/chunks"
-        with self._env().begin(db=self._manifests) as txn:
-            if txn.get(done_key) is not None:
-                return
+        if self._shared.get(done_key, _MANIFESTS) is not None:
+            return
         header, entries = read_manifest(manifest_path, mid)
         packs = [bytes.fromhex(p) for p in header.packs]
         batch: list[tuple[bytes, bytes]] = []
 
         def flush() -> None:
-            with self._env().begin(write=True, db=self._chunks) as txn:
-                txn.cursor().putmulti(batch, dupdata=False, overwrite=True)
+            with self._shared.transaction(write=True) as (txn, db):
+                txn.cursor(db=db.chunks).putmulti(batch, dupdata=False, overwrite=True)
             batch.clear()
 
         for e in entries:
@@ -161,8 +169,8 @@ class StoreIndex:
             if len(batch) >= _BATCH:
                 flush()
         flush()
-        with self._env().begin(write=True, db=self._manifests) as txn:
-            txn.put(done_key, b"1")
+        with self._shared.transaction(write=True) as (txn, db):
+            txn.put(done_key, b"1", db=db.manifests)
 
     def lookup(self, mid: str, path: str) -> Entry | None:
         """The entry at `path` ('' is the root directory), or None."""
@@ -171,8 +179,7 @@ class StoreIndex:
         building = self._building.get(mid)  # first: once it is gone, the index is complete
         if building is not None:
             return building.lookup(path)
-        with self._env().begin(db=self._tree) as txn:
-            raw = txn.get(_tree_key(bytes.fromhex(mid), path))
+        raw = self._shared.get(_tree_key(bytes.fromhex(mid), path), _TREE)
         return msgspec.msgpack.decode(raw, type=Entry) if raw is not None else None
 
     def listdir(self, mid: str, path: str, after: str | None = None, limit: int | None = None) -> list[Entry]:
@@ -189,8 +196,8 @@ class StoreIndex:
         start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
         out: list[Entry] = []
         decode = msgspec.msgpack.Decoder(Entry).decode
-        with self._env().begin(db=self._tree, buffers=True) as txn:
-            cur = txn.cursor()
+        with self._shared.transaction(buffers=True) as (txn, db):
+            cur = txn.cursor(db=db.tree)
             if not cur.set_range(start):
                 return out
             for key, value in cur:
@@ -206,33 +213,32 @@ class StoreIndex:
     # --- chunks ----------------------------------------------------------------------------------
 
     def known_chunk(self, digest: bytes) -> ChunkRef | None:
-        with self._env().begin(db=self._chunks) as txn:
-            raw = txn.get(digest)
+        raw = self._shared.get(digest, _CHUNKS)
         if raw is None:
             return None
         pack, off, stored, raw_len, flags = _CHUNK.unpack(raw)
         return ChunkRef(digest, pack.hex(), off, stored, raw_len, flags)
 
     def add_chunks(self, refs: Iterable[ChunkRef]) -> None:
-        with self._env().begin(write=True, db=self._chunks) as txn:
+        with self._shared.transaction(write=True) as (txn, db):
             for r in refs:
-                txn.put(r.digest, _CHUNK.pack(bytes.fromhex(r.pack), r.offset, r.stored_len, r.raw_len, r.flags))
+                txn.put(r.digest, _CHUNK.pack(bytes.fromhex(r.pack), r.offset, r.stored_len, r.raw_len, r.flags),
+                        db=db.chunks)
 
     def forget_pack_chunks(self, pack: str) -> None:
         """Drop chunk locations pointing at a pack that turned out to be missing (e.g. deleted by GC)."""
         raw_pack = bytes.fromhex(pack)
-        with self._env().begin(write=True, db=self._chunks) as txn:
-            doomed = [bytes(k) for k, v in txn.cursor() if v[:16] == raw_pack]
+        with self._shared.transaction(write=True) as (txn, db):
+            doomed = [bytes(k) for k, v in txn.cursor(db=db.chunks) if v[:16] == raw_pack]
             for k in doomed:
-                txn.delete(k)
+                txn.delete(k, db=db.chunks)
 
     # --- immutable records -----------------------------------------------------------------------
 
     def record(self, key: str) -> bytes | None:
-        with self._env().begin(db=self._records) as txn:
-            return txn.get(key.encode())
+        return self._shared.get(key.encode(), _RECORDS)
 
     def put_record(self, key: str, data: bytes) -> None:
-        with self._env().begin(write=True, db=self._records) as txn:
-            txn.put(key.encode(), data)
+        with self._shared.transaction(write=True) as (txn, db):
+            txn.put(key.encode(), data, db=db.records)
 

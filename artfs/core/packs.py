@@ -46,10 +46,6 @@ class ChunkRef:
         return self.offset + self.stored_len
 
 
-def pack_key(pack_id: str) -> str:
-    return f"packs/{pack_id[:2]}/{pack_id}"
-
-
 def new_pack_id() -> str:
     return secrets.token_hex(16)
 

@@ -1,10 +1,6 @@
 """Artifacts, versions and aliases in a store, and the atomic publish protocol.
 
-Store layout (all keys relative to the store's root):
-    packs/<id[:2]>/<id>                      chunk packs (see packs.py)
-    manifests/<id[:2]>/<id>                  manifests, named by the xxh3-128 of their bytes
-    artifacts/<name>/versions/<n:010d>.json  version records, each claimed with create-if-absent
-    artifacts/<name>/aliases/<seq:010d>.json alias moves, an append-only log claimed the same way
+The keys this reads and writes are described and built in store_keys.py (the store layout).
 
 Publishing is atomic because of the order: packs, then the manifest, then the version number is claimed
 with create-if-absent. Until the claim succeeds nothing is visible; a crash before it leaves only
@@ -33,6 +29,17 @@ from artfs.core.records import (
     decode_version,
     encode,
 )
+from artfs.core.store_keys import (
+    ARTIFACTS,
+    VERSIONS,
+    alias_key,
+    aliases_prefix,
+    manifest_key,
+    parse_record_key,
+    record_numbers,
+    version_key,
+    versions_prefix,
+)
 from artfs.errors import ArtfsError, Conflict, IntegrityError, NotFound, StoreNotFound
 from artfs.storage.cache import ChunkCache, default_cache_dir
 from artfs.storage.store import Store
@@ -40,27 +47,6 @@ from artfs.storage.store import Store
 
 class VersionTaken(Conflict):
     """The exact version number asked for was claimed by another writer first."""
-
-
-def manifest_key(mid: str) -> str:
-    return f"manifests/{mid[:2]}/{mid}"
-
-
-def version_key(name: str, number: int) -> str:
-    return f"artifacts/{name}/versions/{number:010d}.json"
-
-
-def alias_key(name: str, seq: int) -> str:
-    return f"artifacts/{name}/aliases/{seq:010d}.json"
-
-
-def _numbers(keys: Iterator[str], prefix: str) -> list[int]:
-    out = []
-    for key in keys:
-        stem = key[len(prefix) :]
-        if stem.endswith(".json") and stem[:-5].isdigit() and len(stem) == 15:
-            out.append(int(stem[:-5]))
-    return sorted(out)
 
 
 class Repo:
@@ -92,15 +78,15 @@ class Repo:
 
     def artifacts(self) -> list[str]:
         names = set()
-        for key in self.store.list("artifacts/"):
-            parts = key.split("/")
-            if len(parts) >= 4 and parts[2] == "versions":
-                names.add(parts[1])
+        for key in self.store.list(ARTIFACTS):
+            parsed = parse_record_key(key)
+            if parsed is not None and parsed.kind == VERSIONS:
+                names.add(parsed.artifact)
         return sorted(names)
 
     def version_numbers(self, name: str) -> list[int]:
-        prefix = f"artifacts/{name}/versions/"
-        return _numbers(self.store.list(prefix), prefix)
+        prefix = versions_prefix(name)
+        return record_numbers(self.store.list(prefix), prefix)
 
     def version(self, name: str, number: int) -> VersionRecord:
         key = version_key(name, number)
@@ -126,9 +112,9 @@ class Repo:
         return numbers
 
     def alias_log(self, name: str) -> list[AliasEvent]:
-        prefix = f"artifacts/{name}/aliases/"
+        prefix = aliases_prefix(name)
         events = []
-        for seq in _numbers(self.store.list(prefix), prefix):
+        for seq in record_numbers(self.store.list(prefix), prefix):
             key = alias_key(name, seq)
             data = self.index.record(key)
             if data is None:
@@ -291,9 +277,9 @@ class Repo:
         return rec
 
     def _append_alias_event(self, name: str, alias: str, version: int | None) -> AliasEvent:
-        prefix = f"artifacts/{name}/aliases/"
+        prefix = aliases_prefix(name)
         while True:
-            seqs = _numbers(self.store.list(prefix), prefix)
+            seqs = record_numbers(self.store.list(prefix), prefix)
             seq = seqs[-1] + 1 if seqs else 0
             ev = AliasEvent(seq=seq, alias=alias, version=version, time=time.time(), creator=creator())
             if self.store.create_if_absent(alias_key(name, seq), encode(ev)):

@@ -30,7 +30,6 @@ from artfs.core.manifest import FILE
 from artfs.core.names import check_alias, check_name
 from artfs.core.staging import StagingArea, WouldBlock
 from artfs.core.staging.layout import ROOT_ID
-from artfs.core.staging.seal import walk
 from artfs.errors import ArtfsError, InvalidName
 from artfs.fs.errnos import core_errors
 from artfs.fs.notify import invalidate
@@ -60,10 +59,10 @@ class SealProgress:
         self.done += n
 
 
-def _seal(area: StagingArea, progress: SealProgress | None, *args: Any) -> Any:
+def _measure_and_seal(area: StagingArea, progress: SealProgress | None, *args: Any) -> Any:
     """Worker thread: measure the tree for the progress bar, then seal."""
     if progress is not None:
-        progress.total = sum(e.size for e, _ in walk(area) if e.kind == FILE)
+        progress.total = sum(e.size for e, _ in area.walk() if e.kind == FILE)
     return area.seal(*args, progress=progress)
 
 
@@ -267,7 +266,7 @@ class Areas:
         a, area = await self._named(name)
         try:
             result = await trio.to_thread.run_sync(
-                _seal, area, progress, message, aliases, type_, metadata or {}, force)
+                _measure_and_seal, area, progress, message, aliases, type_, metadata or {}, force)
         except OSError as e:
             raise ArtfsError(_busy(name) if e.errno == errno.EBUSY else f"seal of {name} failed: {e}") from None
         finally:

@@ -5,7 +5,7 @@
   (FACTS.md: a thread hop costs more than the lookup); big ones are copied by worker threads, because
   LMDB's pages may be cold and fault in 4 KiB at a time, which must not stall the loop.
 - **Fetched chunks are not copied.** A chunk fetched from the store is a view of its GET's buffer (see
-  ChunkFetcher.fetch_span) in memory, in the reply to the kernel and on its way to LMDB, and the daemon
+  core/content.py's ChunkReader.fetch_span) in memory, in the reply to the kernel and on its way to LMDB, and the daemon
   keeps freed buffers for the next fetch (`keep_freed_memory`): fresh memory costs a fault per page.
 - **Single flight.** `_flights` maps every chunk being fetched or loaded to its flight; whoever needs it
   waits for that flight instead of fetching again. Checking and registering happen with no await in
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 import trio
 
-from artfs.core.fetch import ChunkFetcher, plan_spans
+from artfs.core.content import Chunk, ChunkReader, plan_spans
 from artfs.core.packs import ChunkRef
 from artfs.errors import ArtfsError
 from artfs.storage.cache import ChunkCache
@@ -46,7 +46,6 @@ INLINE_MAX = 256 * 1024  # cached chunks up to this size are read on the loop (c
 LOAD_BATCH = 4 * MiB  # chunks copied out of the cache per worker-thread call
 WRITE_BATCH = 32 * MiB  # fetched chunks written to the cache per LMDB transaction (at most)
 CACHE_QUEUE = 4  # fetched spans waiting for the cache writer before fetches wait
-Chunk = bytes | memoryview  # a chunk's bytes: fetched ones are views of their GET's buffer
 
 
 def keep_freed_memory(trim: int = 256 * MiB, mmap_threshold: int = 32 * MiB) -> bool:
@@ -117,7 +116,7 @@ class ChunkSource:
     def __init__(self, store: Store, cache: ChunkCache, memory_bytes: int = MEMORY_BYTES,
                  demand_slots: int = DEMAND_SLOTS, prefetch_slots: int = PREFETCH_SLOTS) -> None:
         self.cache = cache
-        self.fetcher = ChunkFetcher(store, cache)
+        self.fetcher = ChunkReader(store, cache)
         self.memory = _Memory(memory_bytes)
         self.stats: Counter[str] = Counter()
         self._flights: dict[bytes, _Flight] = {}

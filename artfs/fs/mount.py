@@ -30,18 +30,20 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
+from artfs.core.catalog import scan
 from artfs.core.repo import Repo
 from artfs.errors import ArtfsError
-from artfs.fs import control, mountpoint
+from artfs.fs import control_server as control
+from artfs.fs import mountpoint
 from artfs.fs.areas import Areas
-from artfs.fs.catalog import scan
 from artfs.fs.chunks import MEMORY_BYTES, ChunkSource
 from artfs.fs.notify import invalidate
 from artfs.fs.ops import Ops
 from artfs.fs.reader import Reader
 from artfs.fs.staging_ops import StagingOps
 from artfs.fs.tree import Tree
-from artfs.storage.store import Store, default_store_uri, open_store
+from artfs.storage.open import default_store_uri, open_store
+from artfs.storage.store import Store
 
 log = logging.getLogger(__name__)
 

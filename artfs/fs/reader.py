@@ -8,17 +8,18 @@
 - **Directory order.** Small files opened in name order in one directory (a dataset loader) prefetch the
   next files' chunks, whole spans of the packs that hold them: commits pack files in path order, so
   thousands of small files cost a handful of ranged GETs.
-- Where the chunks come from (memory, cache, store; single flight) is chunks.py's business.
+- A file's layout (chunk offsets, bisect, assembling a read) is core/content.py's; where its chunks come
+  from (memory, cache, store; single flight) is chunks.py's.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import OrderedDict, deque
-from itertools import accumulate
 
 import trio
 
+from artfs.core.content import FileLayout
 from artfs.core.index import StoreIndex
 from artfs.core.manifest import FILE, Entry
 from artfs.core.packs import ChunkRef
@@ -26,7 +27,7 @@ from artfs.fs.chunks import ChunkSource, MiB
 
 FIRST_WINDOW = 2 * MiB
 MAX_WINDOW = 64 * MiB
-PART = 16 * MiB  # prefetch unit: one ranged GET (see the module docstring); ≤ fetch.MAX_SPAN
+PART = 16 * MiB  # prefetch unit: one ranged GET (see the module docstring); ≤ content.MAX_SPAN
 SEQ_BACK = 1 * MiB
 SEQ_FORWARD = 2 * MiB  # beyond the end of the last read, or anywhere already being prefetched
 DIR_FIRST = 2 * MiB  # lookahead of the first cold open in a directory; doubles while opens go in name order
@@ -38,18 +39,20 @@ DIR_SCANS = 256
 
 
 class OpenFile:
-    """One open file: its chunks with cumulative offsets (bisected on read) and its readahead state."""
+    """One open file: its layout (bisected on read) and its readahead state."""
 
-    __slots__ = ("label", "refs", "starts", "size", "last_end", "window", "scheduled")
+    __slots__ = ("label", "layout", "last_end", "window", "scheduled")
 
-    def __init__(self, label: str, refs: list[ChunkRef], size: int) -> None:
+    def __init__(self, label: str, layout: FileLayout) -> None:
         self.label = label
-        self.refs = refs
-        self.starts = [0, *accumulate(r.raw_len for r in refs)]
-        self.size = size
+        self.layout = layout
         self.last_end = 0
         self.window = 0
         self.scheduled = 0
+
+    @property
+    def size(self) -> int:
+        return self.layout.size
 
 
 class _DirScan:
@@ -78,11 +81,10 @@ class Reader:
 
     def open(self, label: str, mid: str, packs: list[str], entry: Entry) -> OpenFile:
         """Prepare a file for reading; a cold small file starts fetching now, with its next neighbours."""
-        refs = entry.refs(packs)
-        f = OpenFile(label, refs, entry.size)
-        if refs and entry.size <= DIR_SMALL:
-            self._directory_order(mid, packs, entry, refs)
-        return f
+        layout = FileLayout.of_entry(entry, packs)
+        if layout.refs and entry.size <= DIR_SMALL:
+            self._directory_order(mid, packs, entry, layout.refs)
+        return OpenFile(label, layout)
 
     async def read(self, f: OpenFile, off: int, size: int) -> bytes | memoryview:
         """Bytes [off, off+size) of the file (short at the end). Raises trio.TooSlowError at the deadline.
@@ -92,12 +94,12 @@ class Reader:
         pages fault in). That is safe because it is filled after this method's last await, and pyfuse3
         copies the reply into the kernel before control returns to trio; other callers copy at once.
         """
-        end = min(off + size, f.size)
+        layout = f.layout
+        end = layout.clip(off, size)
         if off >= end:
             return b""
-        refs, starts = f.refs, f.starts
-        first = bisect_right(starts, off) - 1
-        last = bisect_left(starts, end)  # chunks first..last-1 cover [off, end)
+        refs = layout.refs
+        first, last = layout.covering(off, end)
         now = self.chunks.now
         got = [now(refs[k]) for k in range(first, last)]
         self._readahead(f, off, end)
@@ -110,18 +112,9 @@ class Reader:
                    for k, data in zip(range(first, last), got, strict=True)]
         self.chunks.stats["reads"] += 1
         self.chunks.stats["read_bytes"] += end - off
-        if last - first == 1:
-            return memoryview(got[0])[off - starts[first] : end - starts[first]]  # type: ignore[index]
-        if len(self._scratch) < end - off:
+        if last - first > 1 and len(self._scratch) < end - off:
             self._scratch = bytearray(end - off)
-        out = memoryview(self._scratch)[: end - off]
-        pos = 0
-        for k, data in zip(range(first, last), got, strict=True):
-            lo = max(off, starts[k]) - starts[k]
-            hi = min(end, starts[k + 1]) - starts[k]
-            out[pos : pos + hi - lo] = memoryview(data)[lo:hi]  # type: ignore[arg-type]
-            pos += hi - lo
-        return out
+        return layout.assemble(first, got, off, end, self._scratch)  # type: ignore[arg-type]
 
     def _readahead(self, f: OpenFile, off: int, end: int) -> None:
         """Grow the window on sequential reads and keep chunks up to `last_end + window` fetched or coming,
@@ -133,15 +126,15 @@ class Reader:
             f.window = 0
             f.last_end = f.scheduled = end
             return
-        starts = f.starts
+        refs, starts = f.layout.refs, f.layout.starts
         target = min(f.size, f.last_end + f.window)
         f.scheduled = max(f.scheduled, f.last_end)
         while f.scheduled < target and (target - f.scheduled >= min(PART, f.window // 2) or target == f.size):
             lo = bisect_right(starts, f.scheduled) - 1
             hi = lo + 1
-            while hi < len(f.refs) and starts[hi] < target and starts[hi + 1] - starts[lo] <= PART:
+            while hi < len(refs) and starts[hi] < target and starts[hi + 1] - starts[lo] <= PART:
                 hi += 1
-            self.chunks.prefetch(f.refs[lo:hi], load_cached=True)
+            self.chunks.prefetch(refs[lo:hi], load_cached=True)
             f.scheduled = starts[hi]
 
     def _directory_order(self, mid: str, packs: list[str], entry: Entry, refs: list[ChunkRef]) -> None:

@@ -27,7 +27,7 @@ import pyfuse3
 from pyfuse3 import FUSEError
 
 from artfs.core.manifest import LINK
-from artfs.core.staging import Node, StagingArea
+from artfs.core.staging import StagedNode, StagingArea
 from artfs.core.staging.layout import ROOT_ID
 from artfs.fs.areas import Area, Areas
 from artfs.fs.errnos import handler_errors, read_version
@@ -86,7 +86,7 @@ def _unlink(area: StagingArea, parent: int, name: str, open_files: dict[int, int
         area.forget(node.id)
 
 
-def _listing(area: StagingArea, node_id: int) -> tuple[Node, Node | None, list[tuple[str, Node]]]:
+def _listing(area: StagingArea, node_id: int) -> tuple[StagedNode, StagedNode | None, list[tuple[str, StagedNode]]]:
     """Worker thread: a directory, its parent (None for the staging root) and its entries."""
     node = area.getattr(node_id)
     if not node.is_dir:
@@ -132,7 +132,7 @@ class StagingOps:
         fh, self._next_fh = self._next_fh, self._next_fh + 1
         return fh
 
-    def attrs(self, a: Area, node: Node) -> pyfuse3.EntryAttributes:
+    def attrs(self, a: Area, node: StagedNode) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = a.ino(node.id)
         e.entry_timeout = e.attr_timeout = TIMEOUT
@@ -159,7 +159,7 @@ class StagingOps:
         e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = self.tree.started_ns
         return e
 
-    def _entry(self, a: Area, parent: int, name: str, node: Node) -> pyfuse3.EntryAttributes:
+    def _entry(self, a: Area, parent: int, name: str, node: StagedNode) -> pyfuse3.EntryAttributes:
         """A node handed to the kernel by name: counted, and remembered if it sits under the root."""
         if parent == ROOT_ID:
             a.root_names.add(name)

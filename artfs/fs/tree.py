@@ -27,11 +27,11 @@ import time
 import pyfuse3
 import trio
 
+from artfs.core.catalog import Catalog
 from artfs.core.manifest import DIR, FILE, LINK, Entry, Header
 from artfs.core.names import parse_version
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
-from artfs.fs.catalog import Catalog
 
 ROOT = pyfuse3.ROOT_INODE
 IMMUTABLE_TIMEOUT = 24 * 3600.0

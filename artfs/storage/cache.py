@@ -17,12 +17,10 @@ Why it is built this way:
 - **One exact total.** The byte total lives in the environment and changes in the same write transaction as
   the entries, so every process sees the same exact number. A put that takes the total past the inserting
   cache's own limit evicts least-recently-used entries, in that transaction, down to 90% of that limit.
-- **One environment per process, short transactions, never across fork.** LMDB forbids opening its files
-  twice in a process, so ChunkCache objects on one directory share one `_SharedEnv`. Each call uses its own
-  transaction and copies the value out before it ends: a long-lived reader would pin old pages and make the
-  file grow. The transactions of this process in flight are counted (the "gate"), so closing, remapping
-  and `fork()` can wait for them to end; a forked child then closes the inherited environment (safe only
-  with no transaction in flight) and reopens it on first use.
+- **One environment per process, short transactions, never across fork.** The environment is opened by the
+  rule of lmdb_env.py, which the per-store index follows too: ChunkCache objects on one directory share
+  one environment, every call runs its own short transaction inside the gate (a count of the transactions
+  in flight), and a forked child reopens the environment on first use.
 
 Layout (four named databases):
     data   digest -> chunk bytes
@@ -48,6 +46,7 @@ from typing import Any
 import lmdb
 
 from artfs.errors import ArtfsError
+from artfs.storage import lmdb_env
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def _max_bytes_from_env() -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Handles:
-    """An open environment and its databases, replaced together (after fork)."""
+    """The cache's environment and its databases, replaced together (after fork)."""
 
     env: lmdb.Environment
     data: Any  # lmdb._Database, which the stubs keep private
@@ -116,175 +115,25 @@ class _Handles:
     stats: Any
 
 
-class _SharedEnv:
-    """The one LMDB environment of a cache directory in this process, and the gate: a count of this
-    process's transactions in flight, so remapping, closing and forking can wait until there are none.
-
-    Readers take no lock: `enter` appends to `inflight` and then reads `handles`; `_quiesce` clears
-    `handles` and then waits for `inflight` to empty. Under the GIL one of the two always sees the other.
-    """
-
-    def __init__(self, path: str, map_size: int) -> None:
-        self.path = path
-        self.map_size = map_size
-        self.users = 0
-        self.closed = False
-        self.handles: _Handles | None = None
-        self._held: _Handles | None = None  # hidden while the process forks
-        self._reset_locks()
-        self.handles = self._open()
-
-    def _reset_locks(self) -> None:
-        """Fresh at open and in a forked child, where threads of the parent may have held the old ones."""
-        self.inflight: list[None] = []
-        self.open_lock = threading.Lock()  # (re)opening, remapping, closing
-        self.write_lock = threading.Lock()  # one write txn per process; taken before the gate, never inside
-
-    def _open(self) -> _Handles:
-        try:
-            env = lmdb.open(
-                self.path,
-                subdir=True,
-                mode=0o700,
-                map_size=self.map_size,
-                max_dbs=4,
-                max_readers=512,
-                max_spare_txns=0,  # a cached read txn keeps a reader slot that a forked child would clobber
-                sync=False,
-                metasync=False,
-                # Chunks are ~1 MiB values read whole: with readahead off, cold pages fault in 4 KiB at a
-                # time (~40 MB/s per thread, measured); on, 590-740 MB/s.
-                readahead=True,
-                lock=True,
-            )
-        except lmdb.Error as e:
-            raise ArtfsError(f"cannot open the chunk cache at {self.path}: {e}") from None
-        try:
-            env.reader_check()  # free slots of crashed processes: they pin old pages and grow the file
-            return _Handles(
-                env, env.open_db(b"data"), env.open_db(b"meta"), env.open_db(b"lru"), env.open_db(b"stats")
-            )
-        except lmdb.Error as e:
-            env.close()
-            raise ArtfsError(f"cannot open the chunk cache at {self.path}: {e}") from None
-
-    def enter(self) -> _Handles:
-        """Count a transaction in flight and return the handles to run it on; pair with `exit`."""
-        while True:
-            self.inflight.append(None)
-            handles = self.handles
-            if handles is not None:
-                return handles
-            self.inflight.pop()
-            self._wait_for_handles()
-
-    def exit(self) -> None:
-        self.inflight.pop()
-
-    def _wait_for_handles(self) -> None:
-        """Slow path of `enter`: wait out a remap, or reopen after fork."""
-        with self.open_lock:
-            if self.handles is not None:
-                return
-            if self.closed:
-                raise ValueError("the chunk cache is closed")
-            self.handles = self._open()
-
-    def _quiesce(self) -> _Handles | None:
-        """Hide the handles from new callers and wait until no transaction is in flight. Call with
-        `open_lock` held and outside the gate; then publish the handles again, or close them."""
-        handles, self.handles = self.handles, None
-        while self.inflight:  # read txns last microseconds; a writer may take longer
-            time.sleep(0.0002)
-        return handles
-
-    def remap(self, size: int = 0) -> None:
-        """Remap to `size`, or with 0 to the size recorded in the file, which another process may have
-        grown (MapResizedError, MapFullError). Remapping under a live transaction would pull pages from
-        under it, hence the quiesce."""
-        with self.open_lock:
-            handles = self._quiesce()
-            if handles is not None:
-                handles.env.set_mapsize(size)
-                self.map_size = handles.env.info()["map_size"]
-                self.handles = handles
-
-    def close(self) -> None:
-        with self.write_lock, self.open_lock:
-            self.closed = True
-            handles = self._quiesce()
-            if handles is not None:
-                handles.env.close()
-
-    def hold_for_fork(self) -> None:
-        """Before fork: wait until no transaction is in flight, and start none until after it."""
-        self.open_lock.acquire()
-        self._held = self._quiesce()
-
-    def resume_after_fork(self) -> None:
-        self.handles, self._held = self._held, None
-        self.open_lock.release()
-
-    def drop_after_fork(self) -> None:
-        """In the child, right after fork (one thread): close the parent's environment, to reopen on first
-        use, and renew the locks, which the parent's other threads may have held.
-
-        Closing is safe only because `hold_for_fork` left no transaction in flight: mdb_env_close clears
-        just the reader slots of the calling pid, and fcntl locks are not inherited; but ending an inherited
-        transaction would clear the parent's reader slot, which lives in shared memory.
-        """
-        handles, self._held = self._held, None
-        self._reset_locks()
-        if handles is not None:
-            handles.env.close()
+def _databases(env: lmdb.Environment) -> _Handles:
+    return _Handles(env, env.open_db(b"data"), env.open_db(b"meta"), env.open_db(b"lru"), env.open_db(b"stats"))
 
 
-_REGISTRY_LOCK = threading.Lock()
-_ENVS: dict[str, _SharedEnv] = {}  # realpath of the environment -> its one environment in this process
+# Chunks are ~1 MiB values read whole: with readahead off, cold pages fault in 4 KiB at a time (~40 MB/s per
+# thread, measured); on, 590-740 MB/s.
+_OPTIONS = lmdb_env.Options("the chunk cache", max_dbs=4, readahead=True)
+
+_SharedEnv = lmdb_env.SharedEnv
+_ENVS = lmdb_env.OPEN  # every open environment of this process by real path, the cache's among them
 _LIVE: weakref.WeakSet[ChunkCache] = weakref.WeakSet()  # caches whose locks a forked child must renew
 
 
-def _acquire_env(path: str, map_size: int) -> _SharedEnv:
-    with _REGISTRY_LOCK:
-        shared = _ENVS.get(path)
-        if shared is None:
-            shared = _ENVS[path] = _SharedEnv(path, map_size)
-        elif shared.map_size < map_size:
-            shared.remap(map_size)
-        shared.users += 1
-        return shared
-
-
-def _release_env(shared: _SharedEnv) -> None:
-    with _REGISTRY_LOCK:  # held while closing, so nobody reopens the files before they are closed
-        shared.users -= 1
-        if shared.users == 0:
-            del _ENVS[shared.path]
-            shared.close()
-
-
-def _before_fork() -> None:
-    _REGISTRY_LOCK.acquire()
-    for shared in _ENVS.values():
-        shared.hold_for_fork()
-
-
-def _after_fork_in_parent() -> None:
-    for shared in _ENVS.values():
-        shared.resume_after_fork()
-    _REGISTRY_LOCK.release()
-
-
-def _after_fork_in_child() -> None:
-    global _REGISTRY_LOCK
-    _REGISTRY_LOCK = threading.Lock()
-    for shared in _ENVS.values():
-        shared.drop_after_fork()
+def _renew_pending_locks() -> None:
     for cache in _LIVE:
         cache._reset_pending()
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_renew_pending_locks)
 
 
 class ChunkCache:
@@ -306,8 +155,10 @@ class ChunkCache:
             raise ArtfsError(f"cannot create the cache directory {self.cache_dir}: {e.strerror}") from None
         self._reset_pending()
         map_size = max(2 * self.max_bytes + _MAP_HEADROOM, _MIN_MAP_SIZE)
-        self._shared: _SharedEnv | None = _acquire_env(os.path.realpath(self.path), map_size)
-        self._release = weakref.finalize(self, _release_env, self._shared)  # if dropped unclosed
+        self._shared: _SharedEnv[_Handles] | None = lmdb_env.acquire(
+            os.path.realpath(self.path), map_size, _OPTIONS, _databases
+        )
+        self._release = weakref.finalize(self, lmdb_env.release, self._shared)  # if dropped unclosed
         _LIVE.add(self)
 
     def _reset_pending(self) -> None:
@@ -315,7 +166,7 @@ class ChunkCache:
         self._pending: dict[bytes, int] = {}  # digest -> last access (ns), not yet written
         self._pending_since = 0
 
-    def _env(self) -> _SharedEnv:
+    def _env(self) -> _SharedEnv[_Handles]:
         shared = self._shared
         if shared is None:
             raise ValueError("the chunk cache is closed")

@@ -1,4 +1,4 @@
-"""The Store interface and `open_store(uri)`.
+"""The Store interface (the implementations: local.py, s3.py; opening one from a URI: open.py).
 
 A store is a flat key/value space of immutable-or-rarely-rewritten objects. Keys are '/'-separated
 relative strings (`packs/ab/ab12…`, `artifacts/animals/versions/0000000003.json`). Every method is
@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
-from artfs.errors import InvalidName
+from artfs.errors import StoreNotFound
 
 
 class Store(ABC):
@@ -55,12 +55,8 @@ class Store(ABC):
     def exists(self, key: str) -> bool:
         try:
             self.get_range(key, 0, 0)
-        except Exception as e:  # noqa: BLE001 - narrowed below
-            from artfs.errors import StoreNotFound
-
-            if isinstance(e, StoreNotFound):
-                return False
-            raise
+        except StoreNotFound:
+            return False
         return True
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
@@ -69,31 +65,3 @@ class Store(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
 
-
-def default_store_uri() -> str:
-    """`$ARTFS_STORE`, else the embedded default directory `~/.local/share/artfs/store`."""
-    env = os.environ.get("ARTFS_STORE")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "artfs", "store")
-
-
-def open_store(uri: str | None = None, *, endpoint_url: str | None = None) -> Store:
-    """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries."""
-    from artfs.storage.retry import RetryingStore
-
-    uri = uri or default_store_uri()
-    if uri.startswith("s3://"):
-        from artfs.storage.s3 import S3Store
-
-        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url))
-    if uri.startswith("file://"):
-        path = uri[len("file://") :]
-    elif "://" in uri:
-        raise InvalidName(f"unsupported store URI {uri!r} (use s3://bucket/prefix, file:///path or a path)")
-    else:
-        path = uri
-    from artfs.storage.local import LocalStore
-
-    return RetryingStore(LocalStore(os.path.abspath(os.path.expanduser(path))))

@@ -3,7 +3,6 @@
 import os
 import random
 import shutil
-import stat
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,37 +11,8 @@ from hypothesis import strategies as st
 from artfs.core.commit import commit_tree
 from artfs.core.export import export_version
 from artfs.errors import ArtfsError, IntegrityError
-from tests.core.conftest import fresh_repo
-
-
-def tree_of(root: str) -> dict[str, tuple]:
-    """Everything a version must preserve: kinds, contents, link targets, exec bits, file mtimes."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            st_ = os.lstat(full)
-            if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("link", os.readlink(full))
-            elif stat.S_ISDIR(st_.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st_.st_mode))
-            else:
-                with open(full, "rb") as f:
-                    out[rel] = ("file", f.read(), stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
-    return out
-
-
-def write_tree(root, files: dict[str, bytes], dirs=(), links=None) -> None:
-    for d in dirs:
-        os.makedirs(os.path.join(root, d), exist_ok=True)
-    for rel, data in files.items():
-        full = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
-    for rel, target in (links or {}).items():
-        os.symlink(target, os.path.join(root, rel))
+from tests.support.repos import fresh_repo
+from tests.support.trees import snapshot, write_tree
 
 
 def test_round_trip_small_tree(repo, tmp_path):
@@ -55,7 +25,7 @@ def test_round_trip_small_tree(repo, tmp_path):
     assert res.files == 3 and res.bytes == 3005
     assert repo.aliases("animals") == {"best": 0}
     export_version(repo, repo.resolve("animals:best"), str(tmp_path / "out"))
-    assert tree_of(str(src)) == tree_of(str(tmp_path / "out"))
+    assert snapshot(str(src), mtimes=True) == snapshot(str(tmp_path / "out"), mtimes=True)
 
 
 name_chars = st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",))
@@ -95,7 +65,7 @@ def test_round_trip_arbitrary_trees(repo, tmp_path_factory, tree):
     name = f"prop-{base.name}"  # one artifact per example: an equal earlier tree would dedup to its version
     res = commit_tree(repo, str(src), name)
     export_version(repo, res.record, str(base / "out"))
-    assert tree_of(str(src)) == tree_of(str(base / "out"))
+    assert snapshot(str(src), mtimes=True) == snapshot(str(base / "out"), mtimes=True)
     shutil.rmtree(base)
 
 
@@ -106,7 +76,7 @@ def test_many_chunk_file_and_deep_paths(repo, tmp_path):
     res = commit_tree(repo, str(src), "big")
     assert res.new_chunks >= 3
     export_version(repo, res.record, str(tmp_path / "out"))
-    assert tree_of(str(src)) == tree_of(str(tmp_path / "out"))
+    assert snapshot(str(src), mtimes=True) == snapshot(str(tmp_path / "out"), mtimes=True)
 
 
 def test_identical_tree_makes_no_version(repo, tmp_path):
@@ -156,7 +126,7 @@ def test_compressible_data_is_compressed(repo, tmp_path):
     res = commit_tree(repo, str(src), "zip")
     assert res.uploaded_bytes < 1024 * 1024
     export_version(repo, res.record, str(tmp_path / "out"))
-    assert tree_of(str(src)) == tree_of(str(tmp_path / "out"))
+    assert snapshot(str(src), mtimes=True) == snapshot(str(tmp_path / "out"), mtimes=True)
 
 
 def test_small_files_share_packs(repo, tmp_path):

@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from artfs.core.commit import Committer, commit_tree
-from artfs.core.repo import VersionTaken, version_key
+from artfs.core.repo import VersionTaken
+from artfs.core.store_keys import version_key
 from artfs.errors import IntegrityError, InvalidName, NotFound
-from tests.core.test_commit import write_tree
+from tests.support.trees import write_tree
 
 
 def _put(repo, tmp_path, name, files, **kw):
@@ -99,7 +100,7 @@ _WRITER = """
 import sys
 from artfs.core.commit import commit_tree
 from artfs.core.repo import Repo
-from artfs.storage.store import open_store
+from artfs.storage.open import open_store
 uri, src, cache = sys.argv[1:4]
 repo = Repo(open_store(uri), cache_dir=cache)
 print(commit_tree(repo, src, "shared").record.version)
@@ -122,7 +123,7 @@ def test_four_concurrent_writers_get_distinct_versions(s3_store_uri, tmp_path):
         results.append(int(out.strip()))
     assert sorted(results) == [0, 1, 2, 3]
     from artfs.core.repo import Repo
-    from artfs.storage.store import open_store
+    from artfs.storage.open import open_store
 
     reader = Repo(open_store(s3_store_uri), cache_dir=str(tmp_path / "reader"))
     try:
@@ -132,9 +133,9 @@ def test_four_concurrent_writers_get_distinct_versions(s3_store_uri, tmp_path):
             _, entries = reader.entries(rec)
             entry = next(e for e in entries if e.path == "who")
             ref = entry.refs(reader.ensure_index(rec).packs)[0]
-            from artfs.core.fetch import ChunkFetcher
+            from artfs.core.content import ChunkReader
 
-            whos.add(ChunkFetcher(reader.store).read_chunk(ref))
+            whos.add(ChunkReader(reader.store).read_chunk(ref))
         assert whos == {f"writer {i}".encode() for i in range(4)}
     finally:
         reader.close()

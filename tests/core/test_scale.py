@@ -7,7 +7,7 @@ from artfs.core.commit import Committer
 from artfs.core.manifest import FILE, Entry
 from artfs.core.packs import REF
 from artfs.core.repo import Repo
-from artfs.storage.store import open_store
+from artfs.storage.open import open_store
 
 N = 200_000
 

@@ -3,7 +3,6 @@ discard, concurrent seals (3-way merge), crash safety, big files and upload econ
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
@@ -27,11 +26,27 @@ from artfs.core.export import export_version
 from artfs.core.manifest import DIR, FILE, LINK, Entry, content_digest, path_key
 from artfs.core.merge import merge_trees
 from artfs.core.repo import Repo
-from artfs.core.staging import RENAME_EXCHANGE, RENAME_NOREPLACE, MergeConflict, Node, StagingArea
+from artfs.core.staging import RENAME_EXCHANGE, RENAME_NOREPLACE, MergeConflict, StagingArea
+from artfs.core.staging import StagedNode as Node
 from artfs.errors import ArtfsError, InvalidName
-from artfs.storage.store import open_store
-from tests.core.conftest import fresh_repo
-from tests.core.test_commit import write_tree
+from artfs.storage.open import open_store
+from tests.support.repos import fresh_repo
+from tests.support.staging_model import (
+    DATA,
+    LINK_PATHS,
+    MODES,
+    MTIMES,
+    OFFSETS,
+    PATHS,
+    READ_SIZES,
+    SIZES,
+    TARGETS,
+    assert_same_errno,
+    initial_tree,
+    pick_path,
+)
+from tests.support.syscalls import errno_of, renameat2
+from tests.support.trees import snapshot, write_tree
 
 MiB = 1024 * 1024
 ROOT = 1
@@ -39,25 +54,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-# --- helpers (write_tree is shared with test_commit) ---------------------------------------------
-
-
-def real_tree(root: str) -> dict[str, tuple]:
-    """path → (kind, permission bits, content or target) of a directory on disk."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            st_ = os.lstat(full)
-            if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("symlink", 0o777, os.readlink(full))
-            elif stat.S_ISDIR(st_.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st_.st_mode), None)
-            else:
-                with open(full, "rb") as f:
-                    out[rel] = ("file", stat.S_IMODE(st_.st_mode), f.read())
-    return out
+# --- helpers ---------------------------------------------------------------------------------------
 
 
 def walk(s: StagingArea, node_id: int = ROOT, prefix: str = ""):
@@ -87,7 +84,7 @@ def version_tree(repo: Repo, name: str, version: int | None = None) -> dict[str,
     out = tempfile.mkdtemp(prefix="artfs-export-")
     try:
         export_version(repo, rec, os.path.join(out, "v"))
-        return real_tree(os.path.join(out, "v"))
+        return snapshot(os.path.join(out, "v"))
     finally:
         shutil.rmtree(out)
 
@@ -128,23 +125,6 @@ def node_at(s: StagingArea, path: str) -> Node:
     return n
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def renameat2(src: str, dst: str, flags: int) -> None:
-    if _libc.renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), src)
-
-
-def errno_of(fn) -> int | None:
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return None
-
-
 def open_area(repo: Repo, name: str) -> StagingArea:
     return StagingArea.open(repo, name)
 
@@ -167,23 +147,6 @@ def base_version(repo: Repo, tmp_path, name: str = "animals", files=None, dirs=(
 
 
 # --- the model-based test --------------------------------------------------------------------------
-
-NAMES = ["a", "b", "c"]
-LINK_NAMES = ["l1", "l2"]  # symlinks only ever live under these names, so no path ever walks through one
-PATHS = [p for d in (1, 2, 3) for p in ("/".join(t) for t in __import__("itertools").product(NAMES, repeat=d))]
-LINK_PATHS = [f"{p}/{ln}" if p else ln for p in [""] + [p for p in PATHS if p.count("/") < 2] for ln in LINK_NAMES]
-TARGETS = ["a", "b/c", "nowhere", "./c"]  # relative, never '..': a rename can not make them escape
-OFFSETS = [0, 1, 100, 4096, 300_000, 3 * MiB - 7]
-SIZES = [0, 1, 50, 5000, MiB]
-MODES = [0o644, 0o600, 0o755, 0o700, 0o750]
-DATA = st.one_of(st.binary(max_size=100), st.integers(1, 3).map(lambda k: bytes([k]) * 70_000 * k))
-
-
-def initial_tree(root: str) -> None:
-    write_tree(root, {"a": random.Random(1).randbytes(5000), "b/c": random.Random(2).randbytes(3 * MiB),
-                      "b/b/a": b"small", "b/a": b""}, dirs=["c", "b/b/c"], links={"b/l1": "c", "l2": "nowhere"})
-    os.chmod(os.path.join(root, "b/a"), 0o755)
-
 
 class StagingModel(RuleBasedStateMachine):
     """Random operations on a staging area and on a plain directory must agree: trees, contents, errnos.
@@ -210,30 +173,12 @@ class StagingModel(RuleBasedStateMachine):
     def m(self, path: str) -> str:
         return os.path.join(self.model, path)
 
-    def both(self, real, staged) -> None:
-        e_real, e_staged = errno_of(real), errno_of(staged)
-        assert e_real == e_staged, f"errno {e_real and errno.errorcode[e_real]} in a directory, " \
-                                   f"{e_staged and errno.errorcode[e_staged]} in staging"
+    both = staticmethod(assert_same_errno)
 
     # --- operations ---
 
     def pick(self, d, pool: list[str], new: bool = False, dirs_only: bool = False) -> str:
-        """A path from `pool`, biased so that operations meet entries: mostly an existing one, or with
-        `new` mostly a free name in an existing directory; sometimes anything (for the errnos)."""
-        live, dirs = set(), {""}
-        for dirpath, dirnames, filenames in os.walk(self.model):
-            rel = os.path.relpath(dirpath, self.model)
-            rel = "" if rel == "." else rel + "/"
-            live.update(rel + n for n in dirnames + filenames)
-            dirs.update(rel + n for n in dirnames)
-        how = d.draw(st.integers(0, 5))
-        if how == 0:
-            choices = pool
-        elif new != (how == 1):
-            choices = [p for p in pool if p not in live and p.rpartition("/")[0] in dirs]
-        else:
-            choices = [p for p in pool if p in (dirs if dirs_only else live)]
-        return d.draw(st.sampled_from(choices or pool))
+        return pick_path(d, self.model, pool, new, dirs_only)
 
     @rule(d=st.data())
     def create(self, d):
@@ -267,7 +212,7 @@ class StagingModel(RuleBasedStateMachine):
 
         self.both(real, lambda: self.s.write(node_at(self.s, path).id, offset, data))
 
-    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), size=st.sampled_from([1, 10, 5000, MiB]))
+    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), size=st.sampled_from(READ_SIZES))
     def read(self, d, offset, size):
         path = self.pick(d, PATHS)
         got = {}
@@ -317,12 +262,12 @@ class StagingModel(RuleBasedStateMachine):
     def rename_symlink(self, d, noreplace):
         self._rename(self.pick(d, LINK_PATHS), self.pick(d, LINK_PATHS, new=d.draw(st.booleans())), noreplace)
 
-    @rule(d=st.data(), mode=st.sampled_from(MODES))
+    @rule(d=st.data(), mode=st.sampled_from([*MODES, 0o750]))
     def chmod(self, d, mode):
         path = self.pick(d, PATHS)
         self.both(lambda: os.chmod(self.m(path), mode), lambda: self.s.setattr(node_at(self.s, path).id, mode=mode))
 
-    @rule(d=st.data(), mtime=st.sampled_from([0, 10**9, 1_700_000_000_123_456_789]))
+    @rule(d=st.data(), mtime=st.sampled_from(MTIMES))
     def utime(self, d, mtime):
         path = self.pick(d, PATHS)
         self.both(lambda: os.utime(self.m(path), ns=(mtime, mtime)),
@@ -330,7 +275,7 @@ class StagingModel(RuleBasedStateMachine):
 
     @rule()
     def status(self):
-        assert self.s.status() == expected_status(real_tree(self.base), real_tree(self.model))
+        assert self.s.status() == expected_status(snapshot(self.base), snapshot(self.model))
 
     @rule()
     def reopen(self):
@@ -353,14 +298,14 @@ class StagingModel(RuleBasedStateMachine):
             # and staging is now latest again. Bring the model's modes back to latest's.
             assert self.repo.version_numbers("m") == before
             latest = version_tree(self.repo, "m")
-            mine = real_tree(self.model)
+            mine = snapshot(self.model)
             assert {p: (k, c) for p, (k, _, c) in latest.items()} == {p: (k, c) for p, (k, _, c) in mine.items()}
             for p, (kind, mode, _) in latest.items():
                 if kind != "symlink":
                     os.chmod(self.m(p), mode)
         else:
             assert res.record.version == before[-1] + 1 and res.record.parent == before[-1]
-            assert version_tree(self.repo, "m") == real_tree(self.model)
+            assert version_tree(self.repo, "m") == snapshot(self.model)
             _, entries = self.repo.entries(res.record)
             assert {e.path: e.mtime_ns for e in entries} == mtimes  # mtimes come from the nodes
         assert self.s.base == self.repo.version_numbers("m")[-1] and self.s.status() == []
@@ -369,7 +314,7 @@ class StagingModel(RuleBasedStateMachine):
 
     @invariant()
     def trees_agree(self):
-        assert staged_tree(self.s) == real_tree(self.model)
+        assert staged_tree(self.s) == snapshot(self.model)
 
 
 StagingModel.TestCase.settings = settings(
@@ -385,7 +330,7 @@ TestStagingModel = StagingModel.TestCase
 def test_starts_as_latest_and_copies_up_on_write(lrepo, tmp_path):
     src = base_version(lrepo, tmp_path, files={"big.bin": random.Random(3).randbytes(5 * MiB), "s": b"x"})
     with open_area(lrepo, "animals") as s:
-        assert s.base == 0 and staged_tree(s) == real_tree(src)
+        assert s.base == 0 and staged_tree(s) == snapshot(src)
         big = s.lookup(ROOT, "big.bin")
         assert s.base_entry(big.id) is not None
         s.write(big.id, 3 * MiB + 5, b"PATCH")
@@ -498,7 +443,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     from artfs.core.repo import Repo
     from artfs.core.staging import StagingArea
-    from artfs.storage.store import open_store
+    from artfs.storage.open import open_store
     store, cache, mode = sys.argv[1:4]
     repo = Repo(open_store(store), cache_dir=cache)
     s = StagingArea.open(repo, "animals")
@@ -584,7 +529,7 @@ def test_discard(lrepo, tmp_path):
         gen = s.generation
         s.discard()
         assert s.generation == gen + 1 and s.status() == [] and not s.dirty
-        assert staged_tree(s) == real_tree(src)
+        assert staged_tree(s) == snapshot(src)
         assert os.listdir(os.path.dirname(s._data_path(1))) == []
         assert s.lookup(ROOT, "images").id > max(int(n) for n in old_data)  # inode numbers are never reused
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _in_mount_table, _pid_alive, artfs_cmd, run_artfs
-from tests.fs.conftest import commit, write_dataset
+from tests.support.cli import artfs_cmd, run_artfs
+from tests.support.processes import is_mounted, wait_pid_gone
+from tests.support.repos import commit
+from tests.support.trees import write_dataset
 
 
 @pytest.fixture
@@ -25,10 +27,7 @@ def local_animals(local_store_uri: str, tmp_path: Path) -> str:
 
 
 def _wait_dead(pid: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still alive"
-        time.sleep(0.05)
+    assert wait_pid_gone(pid, timeout), f"pid {pid} still alive"
 
 
 def _mount_fails(tmp_path: Path, mountpoint: Path, store: str, *args: str, env: dict | None = None) -> str:
@@ -55,7 +54,7 @@ def test_bad_mount_points(tmp_path, local_animals):
     msg = _mount_fails(tmp_path, empty, bad_store, "--endpoint-url", "http://127.0.0.1:9",
                        env={"ARTFS_STORE_DEADLINE": "1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"})
     assert "cannot read the store" in msg
-    assert not _in_mount_table(str(empty))
+    assert not is_mounted(str(empty))
 
 
 def test_already_mounted_and_busy(mount_artfs, local_animals):
@@ -66,7 +65,7 @@ def test_already_mounted_and_busy(mount_artfs, local_animals):
         res = run_artfs("unmount", str(m.path), check=False)
         assert res.returncode == 1 and "busy" in res.stderr
     run_artfs("unmount", str(m.path))
-    assert not _in_mount_table(str(m.path))
+    assert not is_mounted(str(m.path))
     _wait_dead(m.pid)  # `artfs unmount` waits for the daemon
 
 
@@ -88,7 +87,7 @@ def test_unmount_cleans_a_stale_mount(mount_artfs, local_animals):
     os.kill(m.pid, signal.SIGKILL)
     _wait_dead(m.pid)
     run_artfs("unmount", str(m.path))
-    assert not _in_mount_table(str(m.path))
+    assert not is_mounted(str(m.path))
     assert os.listdir(m.path) == []
 
 
@@ -97,7 +96,7 @@ def test_sigterm_unmounts_cleanly(mount_artfs, local_animals):
     assert (m.path / "animals" / "latest" / "hello.txt").read_text() == "hello\n"
     os.kill(m.pid, signal.SIGTERM)
     _wait_dead(m.pid)
-    assert not _in_mount_table(str(m.path))
+    assert not is_mounted(str(m.path))
     assert "SIGTERM: unmounting" in m.log_text() and "unmounted" in m.log_text()
 
 
@@ -118,13 +117,13 @@ def test_foreground_until_ctrl_c(local_animals, tmp_path):
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "mounted" in err and "SIGINT: unmounting" in err  # the foreground logs to stderr too
-        assert not _in_mount_table(str(mnt))
+        assert not is_mounted(str(mnt))
         assert " ERROR " not in (tmp_path / "fg.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if _in_mount_table(str(mnt)):
+        if is_mounted(str(mnt)):
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
 
 

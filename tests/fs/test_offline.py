@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fs.conftest import commit
-from tests.s3server import S3Server, s3_env
+from tests.support.repos import commit
+from tests.support.s3server import S3Server, s3_env
 
 
 def _drop_page_cache(path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import run_artfs
+from tests.support.cli import run_artfs
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.fs.conftest import BIG
+from tests.support.trees import BIG
 
 
 def test_seek_and_read_across_chunks(mount_artfs, animals):

@@ -1,12 +1,11 @@
 """The read path without FUSE: single flight, prefetch, directory-order lookahead, failures, deadlines.
 
-A counting wrapper around a real local store shows how many ranged GETs each access pattern costs.
+A counting wrapper (FaultyStore) around a real local store shows how many ranged GETs each access pattern costs.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,49 +13,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from artfs.core.commit import commit_tree
 from artfs.core.repo import Repo
 from artfs.errors import StoreUnavailable
 from artfs.fs.chunks import ChunkSource
 from artfs.fs.reader import OpenFile, Reader
-from artfs.storage.store import Store, open_store
+from artfs.storage.store import Store
+from tests.support.faults import FaultyStore
+from tests.support.repos import commit, fresh_repo
 
 MiB = 1 << 20
-
-
-class CountingStore(Store):
-    """Delegates to a store; counts get_range calls; can be slowed down or made to fail."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.uri = inner.uri
-        self.ranges: list[tuple[str, int, int]] = []
-        self.delay = 0.0
-        self.fail: Exception | None = None
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        time.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        with self._lock:
-            self.ranges.append((key, offset, length))
-        return self.inner.get_range(key, offset, length)
-
-    def put(self, key: str, data: bytes) -> None:
-        self.inner.put(key, data)
-
-    def create_if_absent(self, key: str, data: bytes) -> bool:
-        return self.inner.create_if_absent(key, data)
-
-    def list(self, prefix: str) -> Iterator[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +38,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo(source: Path, tmp_path: Path) -> Iterator[Repo]:
     store_path = str(tmp_path / "store")
-    writer = Repo(open_store(store_path), cache_dir=str(tmp_path / "writer"))
-    commit_tree(writer, str(source), "ds")
-    writer.close()
-    r = Repo(open_store(store_path), cache_dir=str(tmp_path / "reader"))  # a cold cache
+    commit(store_path, source, "ds", tmp_path / "writer")
+    r = fresh_repo(store_path, tmp_path / "reader")  # a cold cache
     yield r
     r.close()
 
@@ -118,7 +81,7 @@ async def read_all(reader: Reader, f: OpenFile, size: int = MiB) -> bytes:
 
 
 def test_concurrent_reads_share_one_fetch(repo, source):
-    store = CountingStore(repo.store)
+    store = FaultyStore(repo.store)
     store.delay = 0.2
     off = 20 * MiB  # far from where a new reader starts: a random read, so no prefetch GET joins in
     expected = (source / "big.bin").read_bytes()[off : off + 4096]
@@ -140,7 +103,7 @@ def test_concurrent_reads_share_one_fetch(repo, source):
 
 
 def test_sequential_read_prefetches_in_big_spans(repo, source):
-    store = CountingStore(repo.store)
+    store = FaultyStore(repo.store)
 
     async def body(reader, chunks, open_file):
         assert await read_all(reader, open_file("big.bin"), 128 * 1024) == (source / "big.bin").read_bytes()
@@ -151,7 +114,7 @@ def test_sequential_read_prefetches_in_big_spans(repo, source):
 
 
 def test_random_reads_do_not_prefetch(repo, source):
-    store = CountingStore(repo.store)
+    store = FaultyStore(repo.store)
     data = (source / "big.bin").read_bytes()
     offsets = [20 * MiB, 2 * MiB, 11 * MiB + 77, 23 * MiB]
 
@@ -167,7 +130,7 @@ def test_random_reads_do_not_prefetch(repo, source):
 
 
 def test_small_files_in_name_order_cost_a_handful_of_gets(repo, source):
-    store = CountingStore(repo.store)
+    store = FaultyStore(repo.store)
     names = sorted(p.name for p in (source / "small").iterdir())
 
     async def body(reader, chunks, open_file):
@@ -180,7 +143,7 @@ def test_small_files_in_name_order_cost_a_handful_of_gets(repo, source):
 
 
 def test_store_failure_is_raised_and_not_remembered(repo, source):
-    store = CountingStore(repo.store)
+    store = FaultyStore(repo.store)
     store.fail = StoreUnavailable("store is down")
 
     async def body(reader, chunks, open_file):
@@ -194,7 +157,7 @@ def test_store_failure_is_raised_and_not_remembered(repo, source):
 
 
 def test_a_slow_store_hits_the_deadline_and_the_fetch_still_lands(repo, source):
-    store = CountingStore(repo.store)
+    store = FaultyStore(repo.store)
     store.delay = 1.0
 
     async def body(reader, chunks, open_file):

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from artfs.core.commit import commit_tree
-from artfs.core.fetch import DENSE, ChunkFetcher, plan_spans
+from artfs.core.content import DENSE, ChunkReader, plan_spans
 from artfs.core.repo import Repo
 from artfs.fs.chunks import ChunkSource, keep_freed_memory
 from artfs.fs.reader import Reader
-from artfs.storage.store import open_store
+from tests.support.repos import commit, fresh_repo
 
 MiB = 1 << 20
 
@@ -35,10 +34,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo(source: Path, tmp_path: Path) -> Iterator[Repo]:
     store = str(tmp_path / "store")
-    writer = Repo(open_store(store), cache_dir=str(tmp_path / "writer"))
-    commit_tree(writer, str(source), "ds")
-    writer.close()
-    r = Repo(open_store(store), cache_dir=str(tmp_path / "reader"))
+    commit(store, source, "ds", tmp_path / "writer")
+    r = fresh_repo(store, tmp_path / "reader")
     yield r
     r.close()
 
@@ -56,7 +53,7 @@ def test_dense_span_is_served_as_views_of_one_buffer(repo, source):
     data = (source / "big.bin").read_bytes()
     span = plan_spans(refs)[0]
     assert len(span) > 1
-    got = ChunkFetcher(repo.store).fetch_span(span, populate=False)
+    got = ChunkReader(repo.store).fetch_span(span, populate=False)
     pos = sum(r.raw_len for r in refs[: refs.index(span[0])])
     owners = set()
     for r in span:
@@ -81,7 +78,7 @@ def test_sparse_span_copies_its_chunks_out(repo, source):
     assert len(span) > 1
     blob_len = max(r.end for r in span) - span[0].offset
     assert sum(r.stored_len for r in span) < DENSE * blob_len
-    got = ChunkFetcher(repo.store).fetch_span(span, populate=False)
+    got = ChunkReader(repo.store).fetch_span(span, populate=False)
     for r in span:
         assert isinstance(got[r.digest], bytes)
         assert len(got[r.digest]) == r.raw_len
@@ -89,7 +86,7 @@ def test_sparse_span_copies_its_chunks_out(repo, source):
 
 def test_read_chunk_is_bytes(repo, source):
     _, _, _, refs = _layout(repo, "big.bin")
-    chunk = ChunkFetcher(repo.store).read_chunk(refs[1], populate=False)
+    chunk = ChunkReader(repo.store).read_chunk(refs[1], populate=False)
     assert type(chunk) is bytes
     assert chunk == (source / "big.bin").read_bytes()[refs[0].raw_len : refs[0].raw_len + refs[1].raw_len]
 

@@ -3,7 +3,6 @@ commands (seal, status, discard), new artifacts, EBUSY during a seal, EROFS outs
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -14,27 +13,11 @@ from pathlib import Path
 import pytest
 
 import artfs.api
-from artfs.control import SealConflict
 from artfs.errors import ArtfsError
-from tests.conftest import artfs_cmd, run_artfs
-from tests.fs.conftest import seal, tree_of
-
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def renameat2(src: Path, dst: Path, flags: int) -> None:
-    if _libc.renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), str(src))
-
-
-def errno_of(fn) -> int | None:
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return None
+from artfs.staging_client import SealConflict
+from tests.support.cli import artfs_cmd, run_artfs, seal
+from tests.support.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, errno_of, renameat2
+from tests.support.trees import snapshot
 
 
 def wait_for(path: Path, timeout: float = 60) -> None:
@@ -53,7 +36,7 @@ def test_staging_starts_as_latest_and_writes_like_a_directory(mount_artfs, small
     store, src = small_store
     m = mount_artfs(store)
     st = m.path / "animals" / "staging"
-    assert tree_of(st) == tree_of(src)  # a copy-on-write view of latest
+    assert snapshot(st) == snapshot(src)  # a copy-on-write view of latest
     assert os.getxattr(st, "user.artfs.artifact") == b"animals"
     assert os.getxattr(st, "user.artfs.base") == b"animals:v0"
     assert os.path.exists(os.getxattr(st, "user.artfs.control"))
@@ -123,12 +106,12 @@ def test_staging_starts_as_latest_and_writes_like_a_directory(mount_artfs, small
     assert errno_of(lambda: os.setxattr(st / "a.txt", "user.x", b"1")) == errno.ENOTSUP
     assert errno_of(lambda: os.rename(st / "a.txt", m.path / "animals" / "v0" / "a.txt")) == errno.EROFS
     assert errno_of(lambda: os.rename(m.path / "animals" / "v0" / "README.md", st / "r.md")) == errno.EXDEV
-    before = tree_of(st)
+    before = snapshot(st)
     res = seal(st, "-m", "through the mount", "--alias", "best")
     assert res["ref"] == "animals:v1" and res["artifact"] == "animals"
     assert os.readlink(m.path / "animals" / "best") == "v1"
-    assert tree_of(m.path / "animals" / "v1") == before
-    assert tree_of(st) == before  # staging is now a fresh view of v1
+    assert snapshot(m.path / "animals" / "v1") == before
+    assert snapshot(st) == before  # staging is now a fresh view of v1
     assert os.getxattr(st, "user.artfs.base") == b"animals:v1"
     assert os.stat(m.path / "animals" / "v1" / "a.txt").st_mtime_ns == 1_500_000_000 * 10**9
 
@@ -154,7 +137,7 @@ def test_status_discard_and_unchanged_seal(mount_artfs, small_store):
     assert artfs.api.status(str(st))["changes"] == as_json["changes"]
     out = run_artfs("discard", str(st))
     assert "animals:v0" in out.stdout
-    assert tree_of(st) == tree_of(src) and artfs.api.status(str(st))["changes"] == []
+    assert snapshot(st) == snapshot(src) and artfs.api.status(str(st))["changes"] == []
     assert sorted(os.listdir(m.path / "animals")) == ["latest", "staging", "v0"]  # nothing published
     (st / "x.txt").write_text("x")
     artfs.api.discard(str(st))
@@ -182,16 +165,16 @@ def test_mkdir_makes_a_new_artifact_published_at_first_seal(mount_artfs, small_s
     (new / "staging" / "weights").mkdir()
     (new / "staging" / "weights" / "model.bin").write_bytes(os.urandom(100_000))
     (new / "staging" / "config.json").write_text("{}")
-    expected = tree_of(new / "staging")
+    expected = snapshot(new / "staging")
     # it lives only in this cache until sealed, and survives a restart of the daemon
     m.close()
     m = mount_artfs(store, cache_dir=tmp_path / "cache", path=m.path)
-    assert tree_of(new / "staging") == expected
+    assert snapshot(new / "staging") == expected
     res = seal(new / "staging", "--type", "model", "-m", "first weights")
     assert res["ref"] == "resnet:v0"
     assert sorted(os.listdir(new)) == ["latest", "staging", "v0"]
     assert os.getxattr(new / "v0", "user.artfs.type") == b"model"
-    assert tree_of(new / "v0") == expected and tree_of(new / "staging") == expected
+    assert snapshot(new / "v0") == expected and snapshot(new / "staging") == expected
     assert errno_of(lambda: os.rmdir(new)) == errno.EROFS
 
 

@@ -9,8 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import artfs_cmd
-from tests.fs.conftest import commit, seal, tree_of
+from tests.support.cli import artfs_cmd, seal
+from tests.support.repos import commit
+from tests.support.trees import snapshot
 
 
 def _seal_both(a: Path, b: Path) -> list[tuple[int, str, str]]:
@@ -61,7 +62,7 @@ def test_two_mounts_seal_the_same_artifact(mount_artfs, s3_store_uri, tmp_path):
     # each staging is now a fresh view of what it published; let both follow the merged latest
     _wait_for(mb.path / "animals" / "v2")
     deadline = time.monotonic() + 30
-    while tree_of(sa) != tree_of(v2) or tree_of(sb) != tree_of(v2):
+    while snapshot(sa) != snapshot(v2) or snapshot(sb) != snapshot(v2):
         assert time.monotonic() < deadline, "an untouched staging did not follow latest"
         time.sleep(0.2)
 

@@ -13,8 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.conftest import artfs_cmd, run_artfs
-from tests.fs.conftest import seal, tree_of
+from tests.support.cli import artfs_cmd, run_artfs, seal
+from tests.support.processes import wait_pid_gone
+from tests.support.trees import snapshot
 
 CHUNK = 1 << 20
 
@@ -35,15 +36,7 @@ WRITER = textwrap.dedent("""
 
 def _kill9(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rpartition(")")[2].split()[0] == "Z":
-                    break
-        except OSError:
-            break
-        time.sleep(0.02)
+    wait_pid_gone(pid, 20)
 
 
 def _size(path: Path) -> int:
@@ -66,7 +59,7 @@ def test_kill_9_while_writing(mount_artfs, small_store, tmp_path):
     (st / "images" / "cat.png").write_bytes(b"a new cat")
     os.unlink(st / "README.md")
     os.mkdir(st / "out")
-    before = tree_of(st)
+    before = snapshot(st)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(st / "out" / "stream.bin")],
                               stderr=subprocess.DEVNULL)
     try:
@@ -86,14 +79,14 @@ def test_kill_9_while_writing(mount_artfs, small_store, tmp_path):
     assert len(data) >= 30 * CHUNK
     whole = len(data) // CHUNK  # what reached the data file is the file: every full MiB is right
     assert all(data[i * CHUNK : (i + 1) * CHUNK] == _block(i) for i in range(whole))
-    after = tree_of(st)
+    after = snapshot(st)
     del after["out/stream.bin"]
     assert after == before
     status = run_artfs("status", str(st)).stdout.splitlines()
     assert sorted(status) == ["A done.txt", "A out", "A out/stream.bin", "D README.md", "M images/cat.png"]
-    expected = tree_of(st)
+    expected = snapshot(st)
     assert seal(st)["ref"] == "animals:v1"
-    assert tree_of(m2.path / "animals" / "v1") == expected
+    assert snapshot(m2.path / "animals" / "v1") == expected
 
 
 def test_kill_9_in_the_middle_of_a_seal(mount_artfs, small_store, tmp_path):
@@ -103,7 +96,7 @@ def test_kill_9_in_the_middle_of_a_seal(mount_artfs, small_store, tmp_path):
     st = m.path / "animals" / "staging"
     (st / "big.bin").write_bytes(os.urandom(20 * CHUNK))
     (st / "images" / "dog.png").write_bytes(b"small dog")
-    expected = tree_of(st)
+    expected = snapshot(st)
     sealing = subprocess.Popen(artfs_cmd("seal", str(st)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -121,7 +114,7 @@ def test_kill_9_in_the_middle_of_a_seal(mount_artfs, small_store, tmp_path):
     st = m2.path / "animals" / "staging"
     assert _versions(store) == ["animals:v0"]
     assert sorted(os.listdir(m2.path / "animals")) == ["latest", "staging", "v0"]
-    assert tree_of(st) == expected
+    assert snapshot(st) == expected
     assert seal(st, "-m", "after the crash")["ref"] == "animals:v1"
-    assert tree_of(m2.path / "animals" / "v1") == expected
+    assert snapshot(m2.path / "animals" / "v1") == expected
     assert run_artfs("status", str(st)).stdout == ""

@@ -9,11 +9,8 @@ the same start every time, which shrinking needs. $ARTFS_MOUNT_MODEL_EXAMPLES se
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import itertools
 import os
-import random
 import shutil
 from pathlib import Path
 
@@ -22,48 +19,24 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import artfs.api
-from tests.conftest import Mount
-from tests.fs.conftest import seal, tree_of
-
-MiB = 1 << 20
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-NAMES = ["a", "b", "c"]
-LINK_NAMES = ["l1", "l2"]  # symlinks only ever live under these names, so no path walks through one
-PATHS = ["/".join(t) for d in (1, 2, 3) for t in itertools.product(NAMES, repeat=d)]
-LINK_PATHS = [f"{p}/{ln}" if p else ln for p in ["", *[p for p in PATHS if p.count("/") < 2]] for ln in LINK_NAMES]
-TARGETS = ["a", "b/c", "nowhere", "./c"]  # relative, never '..': no rename makes them escape the tree
-OFFSETS = [0, 1, 100, 4096, 300_000, 3 * MiB - 7]
-SIZES = [0, 1, 50, 5000, MiB]
-MODES = [0o644, 0o600, 0o755, 0o700]
-DATA = st.one_of(st.binary(max_size=100), st.integers(1, 3).map(lambda k: bytes([k]) * 70_000 * k))
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def renameat2(src: str, dst: str, flags: int) -> None:
-    if _libc.renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), src)
-
-
-def errno_of(fn) -> int | None:
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return None
-
-
-def initial_tree(root: Path) -> None:
-    """A file of several chunks, small and empty ones, an executable, nested dirs, two symlinks."""
-    for d in ("c", "b/b/c"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    for rel, data in {"a": random.Random(1).randbytes(5000), "b/c": random.Random(2).randbytes(3 * MiB),
-                      "b/b/a": b"small", "b/a": b""}.items():
-        (root / rel).write_bytes(data)
-    os.symlink("c", root / "b" / "l1")
-    os.symlink("nowhere", root / "l2")
-    os.chmod(root / "b" / "a", 0o755)
+from tests.support.cli import seal
+from tests.support.mounts import Mount
+from tests.support.staging_model import (
+    DATA,
+    LINK_PATHS,
+    MODES,
+    MTIMES,
+    OFFSETS,
+    PATHS,
+    READ_SIZES,
+    SIZES,
+    TARGETS,
+    assert_same_errno,
+    initial_tree,
+    pick_path,
+)
+from tests.support.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+from tests.support.trees import snapshot
 
 
 class MountModel(RuleBasedStateMachine):
@@ -83,48 +56,30 @@ class MountModel(RuleBasedStateMachine):
         self.model = self.tmp / f"model{n}"
         self.model.mkdir()
         initial_tree(self.model)
-        assert tree_of(self.st) == tree_of(self.model)
+        assert snapshot(self.st) == snapshot(self.model)
 
     def teardown(self) -> None:
         try:
             res = seal(self.st, "-m", "model")
             art = self.mount.path / self.name
-            mine = tree_of(self.model)
+            mine = snapshot(self.model)
             if res["unchanged"]:  # the digest covers content and exec bits, not other mode bits
-                assert tree_of(art / "v0") == tree_of(self.st)
-                assert {p: (k, c) for p, (k, _, c) in tree_of(art / "v0").items()} == \
+                assert snapshot(art / "v0") == snapshot(self.st)
+                assert {p: (k, c) for p, (k, _, c) in snapshot(art / "v0").items()} == \
                        {p: (k, c) for p, (k, _, c) in mine.items()}
             else:
                 assert res["ref"] == f"{self.name}:v1"
-                assert tree_of(art / "v1") == mine
-                assert tree_of(self.st) == mine  # a fresh view of v1
+                assert snapshot(art / "v1") == mine
+                assert snapshot(self.st) == mine  # a fresh view of v1
         finally:
             shutil.rmtree(self.model)
 
     def both(self, op) -> None:
         """`op(root)` in the plain directory and in staging: the same errno (or none) from both."""
-        e_real, e_staged = errno_of(lambda: op(str(self.model))), errno_of(lambda: op(str(self.st)))
-        assert e_real == e_staged, \
-            f"errno {e_real and errno.errorcode[e_real]} in a directory, {e_staged and errno.errorcode[e_staged]} " \
-            "in staging"
+        assert_same_errno(lambda: op(str(self.model)), lambda: op(str(self.st)))
 
     def pick(self, d, pool: list[str], new: bool = False, dirs_only: bool = False) -> str:
-        """A path from `pool`, biased so that operations meet entries: mostly an existing one, or with
-        `new` mostly a free name in an existing directory; sometimes anything (for the errnos)."""
-        live, dirs = set(), {""}
-        for dirpath, dirnames, filenames in os.walk(self.model):
-            rel = os.path.relpath(dirpath, self.model)
-            rel = "" if rel == "." else rel + "/"
-            live.update(rel + n for n in dirnames + filenames)
-            dirs.update(rel + n for n in dirnames)
-        how = d.draw(st.integers(0, 5))
-        if how == 0:
-            choices = pool
-        elif new != (how == 1):
-            choices = [p for p in pool if p not in live and p.rpartition("/")[0] in dirs]
-        else:
-            choices = [p for p in pool if p in (dirs if dirs_only else live)]
-        return d.draw(st.sampled_from(choices or pool))
+        return pick_path(d, self.model, pool, new, dirs_only)
 
     # --- operations ---
 
@@ -159,7 +114,7 @@ class MountModel(RuleBasedStateMachine):
 
         self.both(op)
 
-    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), size=st.sampled_from([1, 10, 5000, MiB]))
+    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), size=st.sampled_from(READ_SIZES))
     def read(self, d, offset, size):
         p = self.pick(d, PATHS)
         got = {}
@@ -220,14 +175,14 @@ class MountModel(RuleBasedStateMachine):
         p = self.pick(d, PATHS)
         self.both(lambda r: os.chmod(f"{r}/{p}", mode))
 
-    @rule(d=st.data(), mtime=st.sampled_from([0, 10**9, 1_700_000_000_123_456_789]))
+    @rule(d=st.data(), mtime=st.sampled_from(MTIMES))
     def utime(self, d, mtime):
         p = self.pick(d, PATHS)
         self.both(lambda r: os.utime(f"{r}/{p}", ns=(mtime, mtime)))
 
     @invariant()
     def trees_agree(self):
-        assert tree_of(self.st) == tree_of(self.model)
+        assert snapshot(self.st) == snapshot(self.model)
 
 
 def test_staging_behaves_like_a_directory(mount_artfs, small_store, tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import run_artfs
-from tests.fs.conftest import seal, sha256_tree, write_dataset
+from tests.support.cli import run_artfs, seal
+from tests.support.trees import file_digests, write_dataset
 
 
 def _run(*cmd: str, cwd: Path | None = None) -> None:
@@ -67,16 +67,16 @@ def test_ordinary_tools_write_into_staging(mount_artfs, small_store, tmp_path):
     db.close()
 
     for copy in ("cp", "rsync", "tar"):
-        assert sha256_tree(st / copy) == sha256_tree(src), copy
+        assert file_digests(st / copy) == file_digests(src), copy
     for rel in ("README.md", "data/big.bin", "run.sh"):  # rsync -a and tar keep mtimes and modes
         for copy in ("rsync", "tar"):
             assert os.lstat(st / copy / rel).st_mtime_ns == os.lstat(src / rel).st_mtime_ns, (copy, rel)
             assert os.lstat(st / copy / rel).st_mode == os.lstat(src / rel).st_mode, (copy, rel)
-    staged = sha256_tree(st)
+    staged = file_digests(st)
     res = seal(st, "-m", "tools")
     assert res["ref"] == "animals:v1"
     v1 = m.path / "animals" / "v1"
-    assert sha256_tree(v1) == staged
+    assert file_digests(v1) == staged
     assert os.lstat(v1 / "rsync" / "data" / "big.bin").st_mtime_ns == os.lstat(src / "data" / "big.bin").st_mtime_ns
     assert np.array_equal(np.load(v1 / "arr.npy"), arr)
     assert np.load(v1 / "mm.npy").sum() == 1.5 * (500 * 500 - 1)
@@ -89,4 +89,4 @@ def test_ordinary_tools_write_into_staging(mount_artfs, small_store, tmp_path):
     assert log[:2] == ["commit", "2"]
     out = tmp_path / "export"
     run_artfs("get", "animals:v1", str(out), "--store", store)
-    assert sha256_tree(out) == staged
+    assert file_digests(out) == staged

@@ -3,13 +3,13 @@ readlink, getfattr, `artfs info`."""
 
 from __future__ import annotations
 
-import filecmp
 import os
 import stat
 import subprocess
 from pathlib import Path
 
-from tests.conftest import run_artfs
+from tests.support.cli import run_artfs
+from tests.support.trees import entries, snapshot
 
 
 def sh(*args: str | Path, cwd: Path | None = None) -> str:
@@ -18,29 +18,12 @@ def sh(*args: str | Path, cwd: Path | None = None) -> str:
 
 def tree(root: Path) -> dict[str, os.stat_result]:
     """Every path under root (not following symlinks) → lstat."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = Path(dirpath) / name
-            out[str(full.relative_to(root))] = full.lstat()
-    return out
+    return {rel: st for rel, _, st in entries(root)}
 
 
 def assert_same_tree(a: Path, b: Path, mtimes: bool = True) -> None:
-    ta, tb = tree(a), tree(b)
-    assert sorted(ta) == sorted(tb)
-    for rel, sa in ta.items():
-        sb = tb[rel]
-        assert stat.S_IFMT(sa.st_mode) == stat.S_IFMT(sb.st_mode), rel
-        if stat.S_ISLNK(sa.st_mode):
-            assert os.readlink(a / rel) == os.readlink(b / rel), rel
-            continue
-        assert stat.S_IMODE(sa.st_mode) == stat.S_IMODE(sb.st_mode), rel
-        if stat.S_ISREG(sa.st_mode):
-            assert sa.st_size == sb.st_size, rel
-            assert filecmp.cmp(a / rel, b / rel, shallow=False), rel
-            if mtimes:
-                assert sa.st_mtime_ns == sb.st_mtime_ns, rel
+    """Kinds, link targets, modes, contents and (with `mtimes`) file mtimes."""
+    assert snapshot(a, mtimes=mtimes) == snapshot(b, mtimes=mtimes)
 
 
 def test_listing_and_attributes(mount_artfs, animals):

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from artfs.core.catalog import ArtifactState, scan
 from artfs.core.commit import commit_tree
 from artfs.core.repo import Repo
-from artfs.fs.catalog import ArtifactState, scan
 from artfs.fs.tree import ROOT, AliasNode, EntryNode, Tree, VersionNode
-from artfs.storage.store import open_store
+from artfs.storage.open import open_store
 
 
 @pytest.fixture

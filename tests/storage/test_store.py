@@ -24,10 +24,12 @@ from artfs.errors import (
 )
 from artfs.storage import s3 as s3_module
 from artfs.storage.local import LocalStore
+from artfs.storage.open import open_store
 from artfs.storage.retry import RetryingStore
 from artfs.storage.s3 import S3Store, parse_s3_uri
-from artfs.storage.store import Store, open_store
-from tests.s3server import S3Server, s3_env
+from artfs.storage.store import Store
+from tests.support.faults import FaultyStore
+from tests.support.s3server import S3Server, s3_env
 
 
 @pytest.fixture
@@ -362,40 +364,12 @@ def test_s3_error_translation(error: Exception, expected: type) -> None:
 # --- the retry wrapper ---
 
 
-class FlakyStore(LocalStore):
-    """Fails the first `failures` calls of each operation with TransientStoreError (or `error`)."""
-
-    def __init__(self, root: str, failures: int, error: Exception | None = None, land: bool = False) -> None:
-        super().__init__(root)
-        self.failures, self.error, self.land = failures, error, land
-        self.calls = 0
-
-    def _maybe_fail(self) -> None:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise self.error or TransientStoreError(f"flaky failure {self.calls}")
-
-    def get(self, key: str) -> bytes:
-        self._maybe_fail()
-        return super().get(key)
-
-    def list(self, prefix: str) -> Iterator[str]:
-        self._maybe_fail()
-        return super().list(prefix)
-
-    def create_if_absent(self, key: str, data: bytes) -> bool:
-        if self.land and self.calls < self.failures:  # the write lands, but its answer is lost
-            super().create_if_absent(key, data)
-        self._maybe_fail()
-        return super().create_if_absent(key, data)
-
-
 def _retrying(inner: Store, **kw) -> RetryingStore:
     return RetryingStore(inner, base_delay=0.001, max_delay=0.01, **kw)
 
 
 def test_retry_then_succeed(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=3)
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=3)
     inner.put("k", b"v")
     store = _retrying(inner)
     assert store.get("k") == b"v"
@@ -404,14 +378,14 @@ def test_retry_then_succeed(tmp_path) -> None:
 
 
 def test_retry_gives_up(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=100)
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=100)
     with pytest.raises(StoreUnavailable, match=r"unreachable after 4 attempts: flaky failure 4"):
         _retrying(inner, attempts=4).get("k")
     assert inner.calls == 4
 
 
 def test_retry_deadline(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=10**6)
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=10**6)
     store = RetryingStore(inner, attempts=10**6, base_delay=0.05, max_delay=0.05, deadline=0.3)
     start = time.monotonic()
     with pytest.raises(StoreUnavailable):
@@ -422,34 +396,34 @@ def test_retry_deadline(tmp_path) -> None:
 def test_retry_env_overrides(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ARTFS_STORE_RETRIES", "2")
     monkeypatch.setenv("ARTFS_STORE_DEADLINE", "0.5")
-    store = _retrying(FlakyStore(str(tmp_path), failures=100), attempts=9, deadline=99)
+    store = _retrying(FaultyStore(LocalStore(str(tmp_path)), fail_first=100), attempts=9, deadline=99)
     assert (store.attempts, store.deadline) == (2, 0.5)
     with pytest.raises(StoreUnavailable, match="after 2 attempts"):
         store.get("k")
 
 
 def test_non_transient_errors_pass_through(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=100, error=StoreUnavailable("denied"))
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=100, error=StoreUnavailable("denied"))
     with pytest.raises(StoreUnavailable, match="^denied$"):
         _retrying(inner).get("k")
     assert inner.calls == 1
     with pytest.raises(StoreNotFound):
-        _retrying(FlakyStore(str(tmp_path), failures=0)).get("missing")
+        _retrying(FaultyStore(LocalStore(str(tmp_path)), fail_first=0)).get("missing")
 
 
 def test_retry_list(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=2)
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=2)
     inner.put("a/1", b"")
     assert list(_retrying(inner).list("a/")) == ["a/1"]
 
 
 def test_retry_create_if_absent_finds_its_own_write(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=2, land=True)
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=2, land=True)
     assert _retrying(inner).create_if_absent("claim", b"ours") is True
     assert inner.get("claim") == b"ours"
 
 
 def test_retry_create_if_absent_loses_to_another_writer(tmp_path) -> None:
-    inner = FlakyStore(str(tmp_path), failures=2)
+    inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=2)
     LocalStore(str(tmp_path)).put("claim", b"theirs")
     assert _retrying(inner).create_if_absent("claim", b"ours") is False

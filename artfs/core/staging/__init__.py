@@ -1,17 +1,22 @@
 """The staging area: a persistent, writable copy-on-write tree over an artifact's latest version, and
 sealing it into the next version.
 
-    area.py     StagingArea: the state, open/refresh/discard, generations in use (FUSE-shaped, no FUSE)
-    tree.py     names: lookup, listdir, create, mkdir, symlink, unlink, rmdir, rename, forget
-    content.py  bytes: read, write, truncate, setattr, fsync; data files; base files from chunks
-    nodes.py    shared plain data (Node, StatFs), errno rules for names, row access
-    layout.py   where it lives on disk; generations, switched atomically on seal/discard
-    seal.py     the staged tree as manifest entries; status; seal (candidate → publish or merge → reset)
-The three-way merge itself is artfs/core/merge.py.
+    area.py        StagingArea: built from the parts below; open/refresh/discard/reset, generations in
+                   use, and the public surface sealing uses (FUSE-shaped, no FUSE)
+    namespace.py   Namespace: lookup, listdir, create, mkdir, symlink, unlink, rmdir, rename, forget, walk
+    files.py       Files: attributes and bytes (read, write, truncate, setattr, fsync, copy-up); DataFiles
+    base_files.py  BaseFiles: unchanged files of the base version, read from its chunks (core/content.py)
+    nodes.py       NodeTable: the rows of the live generation, the area lock and modes; plain data
+                   (StagedNode, StatFs, Row) and the errno rules for names
+    layout.py      where it lives on disk; generations, switched atomically on seal/discard
+    seal.py        status; seal_area (candidate → publish or merge → reset), over `SealableArea`
+Each module imports only those listed below it. The three-way merge itself is artfs/core/merge.py.
 """
 
 from artfs.core.merge import MergeConflict
 from artfs.core.staging.area import StagingArea
-from artfs.core.staging.nodes import RENAME_EXCHANGE, RENAME_NOREPLACE, Node, StatFs, WouldBlock
+from artfs.core.staging.nodes import RENAME_EXCHANGE, RENAME_NOREPLACE, StagedNode, StatFs, WouldBlock
 
-__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "MergeConflict", "Node", "StagingArea", "StatFs", "WouldBlock"]
+__all__ = [
+    "RENAME_EXCHANGE", "RENAME_NOREPLACE", "MergeConflict", "StagedNode", "StagingArea", "StatFs", "WouldBlock",
+]

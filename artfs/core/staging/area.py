@@ -1,8 +1,11 @@
 """StagingArea: a writable tree over a base version, persistent, shaped for FUSE (a node id is an inode).
 
-It is assembled from TreeOps (tree.py: names) and ContentOps (content.py: bytes); this module owns the
-state they share and the lifecycle: open, the generation in use (layout.py), refresh, discard, and the
-entry points of seal and status (seal.py).
+It is built from three parts, each owning its state and given its collaborators:
+NodeTable (nodes.py: the rows of the live generation, the area lock, the frozen/quick modes), Files
+(files.py: attributes and bytes, data files, base files) and Namespace (namespace.py: names, and the
+walk of the whole tree). This module owns the lifecycle: open, the generation in use (layout.py),
+refresh, discard, reset, and the entry points of seal and status (seal.py, through a small public
+surface: freeze/thaw, walk, data_path/data_digest, reset).
 
 Thread-safe and synchronous: one RLock guards the database and the descriptor cache, and is never held
 across a store fetch. Methods may block on the store (a lookup into a lazy directory reads the local
@@ -14,22 +17,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from artfs.core.commit import CommitResult
-from artfs.core.fetch import ChunkFetcher
+from artfs.core.content import ChunkReader
+from artfs.core.manifest import Entry
 from artfs.core.names import check_name
 from artfs.core.repo import Repo
-from artfs.core.staging.content import BaseFiles, ContentOps, DataFiles
-from artfs.core.staging.layout import ROOT_ID, Layout, connect
-from artfs.core.staging.nodes import StatFs, WouldBlock
-from artfs.core.staging.seal import seal, status
-from artfs.core.staging.tree import TreeOps
-from artfs.errors import IntegrityError, StoreError
+from artfs.core.staging.base_files import BaseFiles
+from artfs.core.staging.files import DataFiles, Files
+from artfs.core.staging.layout import Layout
+from artfs.core.staging.namespace import Namespace
+from artfs.core.staging.nodes import NodeTable, StagedNode, StatFs, WouldBlock
+from artfs.core.staging.seal import area_status, seal_area
+from artfs.errors import StoreError
 
 T = TypeVar("T")
 
@@ -39,7 +42,7 @@ def areas_dir(repo: Repo) -> str:
     return os.path.join(os.path.dirname(repo.index.path), "staging")
 
 
-class StagingArea(TreeOps, ContentOps):
+class StagingArea:
     """The staging tree of one artifact in one store, owned by one process (a lock file says so).
 
     Node ids are inodes: the root is 1, and ids are never reused, not even across seals and discards
@@ -49,19 +52,11 @@ class StagingArea(TreeOps, ContentOps):
         self.repo = repo
         self.name = name
         self._layout = layout
-        self._lock = threading.RLock()
-        self._node_locks: dict[int, threading.Lock] = {}
-        self._frozen = False
-        self._fetcher = ChunkFetcher(repo.store, repo.cache)
-        self._wseq: dict[int, int] = {}  # writes per node since open: a digest computed across one is stale
         self._gen = -1
-        self._db: sqlite3.Connection | None = None
-        self._data: DataFiles | None = None
-        self._bases: BaseFiles | None = None
-        self._base: int | None = None
-        self._mid: str | None = None
-        self._dirty = False
-        self._quick = False
+        self._chunks = ChunkReader(repo.store, repo.cache)
+        self._nodes = NodeTable(name)
+        self._files = Files(self._nodes, repo)
+        self._namespace = Namespace(self._nodes, self._files, repo)
 
     @classmethod
     def open(cls, repo: Repo, name: str) -> StagingArea:
@@ -75,7 +70,7 @@ class StagingArea(TreeOps, ContentOps):
             gen = layout.current()
             if gen is None:
                 layout.remove_others(-1)
-                area._reset(area._latest(), new_gen=0)
+                area._reset(area.latest(), new_gen=0)
             else:
                 area._load(gen)
                 layout.remove_others(gen)
@@ -102,24 +97,25 @@ class StagingArea(TreeOps, ContentOps):
         now, if that is cheap: the lock is free and nothing must be materialized or deleted. Otherwise
         raise WouldBlock, having changed nothing, and the caller makes the call in a thread. Lets an
         event loop answer most metadata requests in ~20 µs without ever waiting behind a writer."""
-        if not self._lock.acquire(blocking=False):
+        nodes = self._nodes
+        if not nodes.lock.acquire(blocking=False):
             raise WouldBlock
         try:
-            self._quick = True
+            nodes.quick = True
             return fn(*args)
         finally:
-            self._quick = False
-            self._lock.release()
+            nodes.quick = False
+            nodes.lock.release()
 
     def close(self) -> None:
-        with self._lock:
+        with self._nodes.lock:
             self._close_gen()
             self._layout.close()
 
     def destroy(self) -> None:
         """Close the area and delete it with everything staged (for an artifact that was never sealed)."""
-        with self._lock:
-            self._writable()
+        with self._nodes.lock:
+            self._nodes.check_writable()
             self.close()
             shutil.rmtree(self._layout.root, ignore_errors=True)
 
@@ -129,35 +125,22 @@ class StagingArea(TreeOps, ContentOps):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _close_gen(self) -> None:
-        if self._data is not None:
-            self._data.close()
-            self._data = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    # --- generations -----------------------------------------------------------------------------
 
-    def _latest(self) -> int | None:
-        numbers = self.repo.version_numbers(self.name)
-        return numbers[-1] if numbers else None
+    def _close_gen(self) -> None:
+        self._files.close()
+        self._nodes.close()
 
     def _load(self, gen: int) -> None:
         """Open generation `gen`; drop what a crash left half-done (unlinked nodes, stray data files)."""
-        db = connect(self._layout.db_path(gen))
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("artifact") != self.name:
-            db.close()
-            raise IntegrityError(f"staging area {self._layout.root} belongs to {meta.get('artifact')!r}")
-        db.execute("DELETE FROM nodes WHERE parent IS NULL AND id != ?", (ROOT_ID,))
-        self._db, self._gen = db, gen
-        self._base, self._mid, self._dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
-        self._data = DataFiles(self._layout.data_dir(gen))
-        self._data.purge({i for (i,) in db.execute("SELECT id FROM nodes WHERE has_data = 1")})
-        self._bases = None
-        if self._base is not None:
-            header = self.repo.ensure_index(self.repo.version(self.name, self._base))
-            self._bases = BaseFiles(self._fetcher, header.packs)
-        self._wseq.clear()
+        nodes = self._nodes
+        nodes.open(self._layout.db_path(gen))
+        self._gen = gen
+        bases = None
+        if nodes.base is not None:
+            header = self.repo.ensure_index(self.repo.version(self.name, nodes.base))
+            bases = BaseFiles(self._chunks, header.packs)
+        self._files.attach(DataFiles(self._layout.data_dir(gen)), bases)
 
     def _reset(self, base: int | None, new_gen: int | None = None) -> None:
         """Replace the whole staged tree with a fresh view of `base`: build the new generation beside the
@@ -165,44 +148,75 @@ class StagingArea(TreeOps, ContentOps):
         rec = self.repo.version(self.name, base) if base is not None else None
         if rec is not None:
             self.repo.ensure_index(rec)
-        with self._lock:
+        with self._nodes.lock:
             gen = self._gen + 1 if new_gen is None else new_gen
-            first_id = 0
-            if self._db is not None:
-                first_id = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()[0]
+            first_id = self._nodes.last_id()
             self._layout.create(gen, base, rec.manifest if rec else None, first_id, time.time_ns())
             self._close_gen()
             self._layout.switch(gen)
             self._load(gen)
-            self._node_locks.clear()
         self._layout.remove_others(gen)
+
+    def latest(self) -> int | None:
+        """The artifact's latest version number in the store now (None: no version yet)."""
+        numbers = self.repo.version_numbers(self.name)
+        return numbers[-1] if numbers else None
 
     def refresh(self) -> bool:
         """Follow latest while nothing is staged (staging "starts as latest"). True if it moved."""
-        with self._lock:
-            if self._dirty or self._frozen:
+        nodes = self._nodes
+        with nodes.lock:
+            if nodes.dirty or nodes.frozen:
                 return False
-            base = self._base
-        latest = self._latest()
+            base = nodes.base
+        latest = self.latest()
         if latest == base:
             return False
         if latest is not None:  # fetch and index the manifest before taking the lock
             self.repo.ensure_index(self.repo.version(self.name, latest))
-        with self._lock:
-            if self._dirty or self._frozen or self._base != base:
+        with nodes.lock:
+            if nodes.dirty or nodes.frozen or nodes.base != base:
                 return False
             self._reset(latest)
         return True
 
     def discard(self) -> None:
         """Drop every staged change: back to a fresh view of the current latest."""
-        with self._lock:
-            self._writable()
-            self._frozen = True
+        self.freeze()
         try:
-            self._reset(self._latest())
+            self._reset(self.latest())
         finally:
-            self._frozen = False
+            self.thaw()
+
+    # --- what sealing uses (seal.py) -------------------------------------------------------------
+
+    def freeze(self) -> None:
+        """Refuse every change (EBUSY) until thaw(): a seal or discard is replacing the tree. EBUSY
+        here too if one already is."""
+        with self._nodes.lock:
+            self._nodes.check_writable()
+            self._nodes.frozen = True
+
+    def thaw(self) -> None:
+        self._nodes.frozen = False
+
+    def reset(self, base: int | None) -> None:
+        """Replace the staged tree with a fresh view of version `base` (None: empty), as a new generation."""
+        self._reset(base)
+
+    def walk(self) -> Iterator[tuple[Entry, int | None]]:
+        """The staged tree in manifest order, as (entry, data id); see Namespace.walk."""
+        return self._namespace.walk()
+
+    def data_path(self, data_id: int) -> str:
+        """Where the staged content of a walk entry with this data id is (a file on local disk)."""
+        return self._files.data_path(data_id)
+
+    _data_path = data_path  # the name tests/core/test_staging.py uses
+
+    def data_digest(self, data_id: int) -> bytes:
+        """That content's digest, as a manifest computes it (cached until the next write)."""
+        return self._files.data_digest(data_id)
 
     def seal(
         self, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
@@ -210,20 +224,22 @@ class StagingArea(TreeOps, ContentOps):
         progress: Callable[[int], None] | None = None,
     ) -> CommitResult:
         """Publish the staged tree as the next version (merging onto a newer latest); see seal.py."""
-        return seal(self, message, aliases, type_, metadata, force, progress)
+        return seal_area(self, message, aliases, type_, metadata, force, progress)
 
     def status(self) -> list[tuple[str, str]]:
         """[(added|modified|deleted, path)] against the base, in path order; see seal.py."""
-        return status(self)
+        return area_status(self)
+
+    # --- state -----------------------------------------------------------------------------------
 
     @property
     def base(self) -> int | None:
         """The version this tree started from; None for an artifact with no version yet."""
-        return self._base
+        return self._nodes.base
 
     @property
     def frozen(self) -> bool:
-        return self._frozen
+        return self._nodes.frozen
 
     @property
     def generation(self) -> int:
@@ -233,20 +249,98 @@ class StagingArea(TreeOps, ContentOps):
     @property
     def dirty(self) -> bool:
         """Whether anything was changed since the last reset (cheap; `status()` says what)."""
-        return self._dirty
+        return self._nodes.dirty
 
     @property
     def base_manifest(self) -> str | None:
         """The base version's manifest id (its index serves lookups and directory-order prefetch)."""
-        return self._mid
+        return self._nodes.manifest
 
     @property
     def base_packs(self) -> list[str]:
         """The base manifest's pack table, for resolving refs of `base_entry()`."""
-        return self._bases.packs if self._bases else []
+        return self._files.base_packs
 
     def statfs(self) -> StatFs:
-        with self._lock:
+        with self._nodes.lock:
             st = os.statvfs(self._layout.root)
-            files = self._db.execute("SELECT count(*) FROM nodes").fetchone()[0]
+            files = self._nodes.count()
         return StatFs(st.f_frsize, st.f_blocks, st.f_bfree, st.f_bavail, files + st.f_ffree, st.f_ffree)
+
+    # --- names (namespace.py) --------------------------------------------------------------------
+
+    def lookup(self, parent_id: int, name: str) -> StagedNode | None:
+        """The node `name` in directory `parent_id`, or None (materializes the directory)."""
+        return self._namespace.lookup(parent_id, name)
+
+    def getattr(self, node_id: int) -> StagedNode:
+        return self._namespace.getattr(node_id)
+
+    def listdir(self, node_id: int) -> list[tuple[str, StagedNode]]:
+        """A directory's entries sorted by name (bytes), without '.' and '..'."""
+        return self._namespace.listdir(node_id)
+
+    def readlink(self, node_id: int) -> str:
+        return self._namespace.readlink(node_id)
+
+    def path_of(self, node_id: int) -> str:
+        """The node's path in the tree ('' for the root). ENOENT once unlinked."""
+        return self._namespace.path_of(node_id)
+
+    def create(self, parent_id: int, name: str, mode: int = 0o644) -> StagedNode:
+        """A new empty regular file. Special files (FIFOs, devices, sockets): EPERM."""
+        return self._namespace.create(parent_id, name, mode)
+
+    mknod = create
+
+    def mkdir(self, parent_id: int, name: str, mode: int = 0o755) -> StagedNode:
+        return self._namespace.mkdir(parent_id, name, mode)
+
+    def symlink(self, parent_id: int, name: str, target: str) -> StagedNode:
+        """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
+        return self._namespace.symlink(parent_id, name, target)
+
+    def link(self, node_id: int, new_parent_id: int, new_name: str) -> StagedNode:
+        """Hard links cannot be stored in a version: EPERM."""
+        return self._namespace.link(node_id, new_parent_id, new_name)
+
+    def unlink(self, parent_id: int, name: str) -> None:
+        self._namespace.unlink(parent_id, name)
+
+    def rmdir(self, parent_id: int, name: str) -> None:
+        self._namespace.rmdir(parent_id, name)
+
+    def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0) -> None:
+        """rename(2)/renameat2, with RENAME_NOREPLACE and RENAME_EXCHANGE."""
+        self._namespace.rename(old_parent, old_name, new_parent, new_name, flags)
+
+    def forget(self, node_id: int) -> None:
+        """The kernel forgot an inode: if it was unlinked, its row and data go now."""
+        self._namespace.forget(node_id)
+
+    # --- bytes (files.py) ------------------------------------------------------------------------
+
+    def setattr(
+        self, node_id: int, mode: int | None = None, size: int | None = None, mtime_ns: int | None = None,
+        atime_ns: int | None = None,
+    ) -> StagedNode:
+        """chmod / truncate / utimens (atime is accepted and reads back as mtime)."""
+        return self._files.setattr(node_id, mode, size, mtime_ns, atime_ns)
+
+    def base_entry(self, node_id: int) -> Entry | None:
+        """The base version's entry for an unchanged file (serve it with the mount's chunk reader and
+        `base_packs`); None once the file has its own data."""
+        return self._files.base_entry(node_id)
+
+    def read(self, node_id: int, offset: int, size: int) -> bytes:
+        return self._files.read(node_id, offset, size)
+
+    def write(self, node_id: int, offset: int, data: bytes | memoryview) -> int:
+        """pwrite into the file (copying a base file up first). Returns bytes written."""
+        return self._files.write(node_id, offset, data)
+
+    def truncate(self, node_id: int, size: int) -> None:
+        self._files.truncate(node_id, size)
+
+    def fsync(self, node_id: int) -> None:
+        self._files.fsync(node_id)

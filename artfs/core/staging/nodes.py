@@ -1,8 +1,7 @@
-"""What the parts of a staging area share: plain data (a node's attributes, statfs numbers, a node row),
-the errno rules for names, and NodeTable, the row access under the area lock.
+"""The bottom of a staging area: plain data (a node's attributes, statfs numbers, a node row), the errno
+rules for names, and NodeTable, the rows of the live generation under the area lock.
 
-StagingArea (area.py) is assembled from TreeOps (tree.py: names) and ContentOps (content.py: bytes),
-both NodeTables; area.py owns the state they share and the lifecycle."""
+NodeTable is the one part every other part is given (files.py, namespace.py); it imports none of them."""
 
 from __future__ import annotations
 
@@ -14,14 +13,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from artfs.core.manifest import DIR, FILE, LINK
-from artfs.core.staging.layout import ROOT_ID
-
-if TYPE_CHECKING:
-    from artfs.core.repo import Repo
-    from artfs.core.staging.content import BaseFiles, DataFiles
+from artfs.core.staging.layout import ROOT_ID, connect
+from artfs.errors import IntegrityError
 
 RENAME_NOREPLACE = 1  # as <linux/fs.h>
 RENAME_EXCHANGE = 2
@@ -80,8 +76,8 @@ class Row(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
-    """An inode's attributes, as getattr returns them."""
+class StagedNode:
+    """A staged inode's attributes, as getattr returns them (the mount's own inodes are fs/tree.py's)."""
 
     id: int
     kind: int  # manifest.FILE, DIR or LINK
@@ -115,26 +111,55 @@ class StatFs:
 
 
 class NodeTable:
-    """Row access for the operations: every method here expects the area lock to be held."""
+    """The node rows of the live generation (its SQLite database and its meta), with the lock and the
+    modes that guard the whole area: every part of a StagingArea is given this one object.
 
-    repo: Repo
-    name: str
-    _lock: threading.RLock
-    _db: sqlite3.Connection
-    _data: DataFiles
-    _bases: BaseFiles | None
-    _base: int | None
-    _mid: str | None
-    _frozen: bool
-    _dirty: bool
-    _quick: bool  # inside StagingArea.quick: only cheap reads allowed
-    _node_locks: dict[int, threading.Lock]
-    _wseq: dict[int, int]  # writes per node since open: a digest computed across one is stale
+    Every method but open/close expects `lock` held. The modes outlive generations: a discard stays
+    `frozen` while it builds the next one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.RLock()  # the area lock: the database and the data files' descriptors
+        self.frozen = False  # a seal or discard is replacing the tree: every change gets EBUSY
+        self.quick = False  # inside StagingArea.quick: only cheap reads allowed
+        self.db: sqlite3.Connection | None = None
+        self.base: int | None = None  # the version the live generation is a view of
+        self.manifest: str | None = None  # that version's manifest id (its index serves lazy directories)
+        self.dirty = False  # changed since the generation was created (persisted in meta)
+
+    def open(self, path: str) -> None:
+        """Open a generation's database and drop rows of unlinked nodes (nothing holds them after a restart)."""
+        db = connect(path)
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("artifact") != self.name:
+            db.close()
+            raise IntegrityError(f"staging area {os.path.dirname(os.path.dirname(path))} belongs to "
+                                 f"{meta.get('artifact')!r}")
+        db.execute("DELETE FROM nodes WHERE parent IS NULL AND id != ?", (ROOT_ID,))
+        self.db = db
+        self.base, self.manifest, self.dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def last_id(self) -> int:
+        """The highest node id ever given (0 before any generation): the next generation starts above it."""
+        if self.db is None:
+            return 0
+        return self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()[0]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM nodes").fetchone()[0]
+
+    def ids_with_data(self) -> set[int]:
+        return {i for (i,) in self.db.execute("SELECT id FROM nodes WHERE has_data = 1")}
 
     @contextmanager
-    def _txn(self) -> Iterator[sqlite3.Connection]:
+    def txn(self) -> Iterator[sqlite3.Connection]:
         """One transaction: all of it or none of it is in the database, even after kill -9."""
-        db = self._db
+        db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -146,46 +171,41 @@ class NodeTable:
                 raise oserror(errno.ENOSPC, f"staging of {self.name}: {e}") from e
             raise
 
-    def _row(self, node_id: int) -> Row | None:
-        r = self._db.execute(f"SELECT {COLS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    def row(self, node_id: int) -> Row | None:
+        r = self.db.execute(f"SELECT {COLS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
         return Row._make(r) if r else None
 
-    def _get(self, node_id: int) -> Row:
-        row = self._row(node_id)
+    def get(self, node_id: int) -> Row:
+        row = self.row(node_id)
         if row is None:
             raise oserror(errno.ENOENT, f"node {node_id}")
         return row
 
-    def _child(self, parent_id: int, raw: bytes) -> Row | None:
-        r = self._db.execute(f"SELECT {COLS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, raw)).fetchone()
+    def child(self, parent_id: int, raw: bytes) -> Row | None:
+        r = self.db.execute(f"SELECT {COLS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, raw)).fetchone()
         return Row._make(r) if r else None
 
-    def _children(self, parent_id: int, after: bytes | None = None, limit: int = -1) -> list[Row]:
-        rows = self._db.execute(
+    def children(self, parent_id: int, after: bytes | None = None, limit: int = -1) -> list[Row]:
+        rows = self.db.execute(
             f"SELECT {COLS} FROM nodes WHERE parent = ? AND name > ? ORDER BY name LIMIT ?",
             (parent_id, after if after is not None else b"", limit),
         ).fetchall()
         return [Row._make(r) for r in rows]
 
-    def _node(self, row: Row) -> Node:
-        size, mtime, ctime = row.size, row.mtime_ns, row.ctime_ns
-        if row.has_data:
-            st = os.fstat(self._data.fd(row.id))
-            size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
-        nlink = 1 if row.parent is not None or row.id == ROOT_ID else 0
-        target = dec(row.target) if row.kind == LINK else None
-        return Node(row.id, row.kind, row.mode, size, mtime, ctime, nlink, target)
-
-    def _writable(self) -> None:
-        if self._frozen:
+    def check_writable(self) -> None:
+        if self.frozen:
             raise oserror(errno.EBUSY, f"staging of {self.name} is being sealed")
 
-    def _changed(self, db: sqlite3.Connection) -> None:
+    def check_not_quick(self) -> None:
+        """Before work that is not a cheap read (materializing, deleting): not inside StagingArea.quick."""
+        if self.quick:
+            raise WouldBlock
+
+    def changed(self, db: sqlite3.Connection) -> None:
         """Record that the tree differs from a fresh view (refresh() only follows latest until then)."""
-        if not self._dirty:
+        if not self.dirty:
             db.execute("UPDATE meta SET value = 1 WHERE key = 'dirty'")
-            self._dirty = True
+            self.dirty = True
 
-    def _touch(self, db: sqlite3.Connection, dir_id: int, now: int) -> None:
+    def touch(self, db: sqlite3.Connection, dir_id: int, now: int) -> None:
         db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (now, now, dir_id))
-

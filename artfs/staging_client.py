@@ -6,6 +6,7 @@ in the extended attribute `user.artfs.control` and its artifact in `user.artfs.a
 is one JSON line, and the daemon answers with JSON lines: `{"progress": done, "total": n}` while it
 works, then `{"ok": true, "result": {...}}` or `{"ok": false, "error": "...", "conflicts": [...]}`.
 Plain sockets and JSON, so a shell script, training code and the CLI all use the same thing.
+The daemon's side is artfs/fs/control_server.py.
 """
 
 from __future__ import annotations

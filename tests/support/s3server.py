@@ -5,7 +5,7 @@ A separate process rather than moto's in-process mock, because artfs talks to S3
 
     with S3Server() as s3:
         s3.create_bucket("demo")
-        env = s3_env(s3.endpoint)      # for subprocesses
+        env = s3_env(s3.endpoint)      # for subprocesses (drop FOREIGN_AWS_VARS from theirs)
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 MAIN = Path(__file__).with_name("s3server_main.py")
+
+
+# Settings a developer's shell may hold that would send boto3 elsewhere than the test server.
+FOREIGN_AWS_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION")
 
 
 def s3_env(endpoint: str) -> dict[str, str]:

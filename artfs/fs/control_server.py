@@ -1,6 +1,6 @@
 """The daemon's control socket: `seal`, `status` and `discard` of its staging directories.
 
-The protocol (client side: artfs/control.py) is one JSON request line per connection, answered with
+The protocol (client side: artfs/staging_client.py) is one JSON request line per connection, answered with
 `{"progress": done, "total": n}` lines while a seal works, then `{"ok": true, "result": {...}}` or
 `{"ok": false, "error": "...", "conflicts": [...]}`. The socket is `<cache_dir>/run/<hash>.sock` (mode
 0600 in a 0700 directory: only the mount's owner may seal through it) and is removed at unmount; a

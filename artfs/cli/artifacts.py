@@ -1,82 +1,32 @@
-"""The `artfs` command: parse arguments, call the core, print (tables, --json, progress bars).
+"""`artfs put`, `get`, `ls`, `files`, `info`, `log`, `diff`, `alias`: artifacts and versions in the store.
 
-Every expected failure is an ArtfsError and becomes one line on stderr and exit status 1; click's own
-usage errors exit 2. A traceback means a bug.
+They need no mount: open the store, call the core, print.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator
 
 import click
 
+from artfs.cli.common import (
+    endpoint_option,
+    human,
+    json_option,
+    open_repo,
+    print_json,
+    progress,
+    store_option,
+    table,
+    when,
+)
 from artfs.core.names import check_alias, parse_meta, parse_ref
 from artfs.errors import ArtfsError
 
-store_option = click.option(
-    "--store", "store_uri", envvar="ARTFS_STORE", default=None, metavar="URI",
-    help="s3://bucket/prefix, file:///path or a path (default: $ARTFS_STORE, else ~/.local/share/artfs/store).",
-)
-endpoint_option = click.option(
-    "--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, metavar="URL",
-    help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
-
-def _repo(store_uri: str | None, endpoint_url: str | None):
-    from artfs.core.repo import Repo
-    from artfs.storage.store import open_store
-
-    return Repo(open_store(store_uri, endpoint_url=endpoint_url))
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _print_json(obj: object) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
-
-
-@contextlib.contextmanager
-def _progress(total: int | None, desc: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """A byte-counting progress bar on a terminal; nothing otherwise."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
-        yield bar.update
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="artfs")
-def cli() -> None:
-    """artfs: versioned ML artifacts (datasets, models) as ordinary directories."""
-
-
-@cli.command()
+@click.command()
 @click.argument("src", type=click.Path(file_okay=False, path_type=str))
 @click.argument("name")
 @click.option("--type", "type_", default=None, help="Artifact type (dataset, model, …); default dataset.")
@@ -97,26 +47,26 @@ def put(src, name, type_, message, aliases, meta, store_uri, endpoint_url, as_js
     metadata = parse_meta(meta)
     if not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         show = not as_json and sys.stderr.isatty()
-        with _progress(scan_size(src) if show else None, f"put {name}", show) as bar:
+        with progress(scan_size(src) if show else None, f"put {name}", show) as bar:
             result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar)
     finally:
         repo.close()
     if as_json:
-        _print_json(result.as_json())
+        print_json(result.as_json())
         return
     if result.record is None:
         click.echo(f"{name}: unchanged, identical to latest; no new version ({result.files} files, "
-                   f"{_human(result.bytes)})" + (f"; aliases set on latest: {', '.join(aliases)}" if aliases else ""))
+                   f"{human(result.bytes)})" + (f"; aliases set on latest: {', '.join(aliases)}" if aliases else ""))
         return
     click.echo(result.ref)
-    click.echo(f"  {result.files} files, {_human(result.bytes)}; uploaded {_human(result.uploaded_bytes)}, "
+    click.echo(f"  {result.files} files, {human(result.bytes)}; uploaded {human(result.uploaded_bytes)}, "
                f"{result.reused_chunks} chunks already stored, {result.new_chunks} new")
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @click.argument("dest", required=False)
 @store_option
@@ -127,20 +77,20 @@ def get(ref, dest, store_uri, endpoint_url, as_json) -> None:
     from artfs.core.export import export_version
 
     parsed = parse_ref(ref)
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         rec = repo.resolve(parsed)
         dest = dest or f"{rec.artifact}-v{rec.version}"
         show = not as_json
-        with _progress(rec.bytes, f"get {rec.ref}", show) as bar:
+        with progress(rec.bytes, f"get {rec.ref}", show) as bar:
             result = export_version(repo, rec, dest, bar)
     finally:
         repo.close()
     if as_json:
-        _print_json({"ref": rec.ref, "dest": result.dest, "files": result.files, "bytes": result.bytes,
+        print_json({"ref": rec.ref, "dest": result.dest, "files": result.files, "bytes": result.bytes,
                      "fetched_bytes": result.fetched_bytes, "requests": result.requests})
     else:
-        click.echo(f"{rec.ref} -> {result.dest} ({result.files} files, {_human(result.bytes)})")
+        click.echo(f"{rec.ref} -> {result.dest} ({result.files} files, {human(result.bytes)})")
 
 
 def _version_json(rec, aliases: list[str]) -> dict:
@@ -157,14 +107,14 @@ def _aliases_by_version(repo, name: str, latest: int) -> dict[int, list[str]]:
     return out
 
 
-@cli.command(name="ls")
+@click.command(name="ls")
 @click.argument("name", required=False)
 @store_option
 @endpoint_option
 @json_option
 def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
     """List artifacts, or the versions of artifact NAME."""
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         if name is None:
             rows = []
@@ -173,10 +123,10 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
                 rows.append({"name": art, "type": recs[-1].type, "versions": len(recs),
                              "latest": recs[-1].ref, "bytes": recs[-1].bytes, "updated": recs[-1].created})
             if as_json:
-                _print_json(rows)
+                print_json(rows)
             elif rows:
-                _table([[r["name"], r["type"], str(r["versions"]), r["latest"], _human(r["bytes"]),
-                         _when(r["updated"])] for r in rows],
+                table([[r["name"], r["type"], str(r["versions"]), r["latest"], human(r["bytes"]),
+                         when(r["updated"])] for r in rows],
                        ["NAME", "TYPE", "VERSIONS", "LATEST", "SIZE", "UPDATED"])
             return
         parsed = parse_ref(name)
@@ -184,16 +134,16 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
         by_version = _aliases_by_version(repo, parsed.name, numbers[-1])
         recs = repo.versions(parsed.name)
         if as_json:
-            _print_json([_version_json(r, by_version.get(r.version, [])) for r in recs])
+            print_json([_version_json(r, by_version.get(r.version, [])) for r in recs])
             return
-        _table([[f"v{r.version}", ",".join(by_version.get(r.version, [])), str(r.files), _human(r.bytes),
-                 _when(r.created), r.message] for r in reversed(recs)],
+        table([[f"v{r.version}", ",".join(by_version.get(r.version, [])), str(r.files), human(r.bytes),
+                 when(r.created), r.message] for r in reversed(recs)],
                ["VERSION", "ALIASES", "FILES", "SIZE", "CREATED", "MESSAGE"])
     finally:
         repo.close()
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @store_option
 @endpoint_option
@@ -202,12 +152,12 @@ def files(ref, store_uri, endpoint_url, as_json) -> None:
     """List the files of version REF."""
     from artfs.core.manifest import KIND_NAMES
 
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         rec = repo.resolve(parse_ref(ref))
         _, entries = repo.entries(rec)
         if as_json:
-            _print_json([{"path": e.path, "type": KIND_NAMES[e.kind], "size": e.size, "mode": oct(e.mode),
+            print_json([{"path": e.path, "type": KIND_NAMES[e.kind], "size": e.size, "mode": oct(e.mode),
                           "mtime": e.mtime_ns / 1e9, **({"target": e.target} if e.kind == 2 else {})}
                          for e in entries])
             return
@@ -230,7 +180,7 @@ def _mounted_ref(path: str) -> str | None:
         return None
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @store_option
 @endpoint_option
@@ -245,7 +195,7 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
             with contextlib.suppress(OSError):
                 store_uri = os.getxattr(ref, "user.artfs.store").decode()
         ref = mounted
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         parsed = parse_ref(ref)
         rec = repo.resolve(parsed)
@@ -255,15 +205,15 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
         repo.close()
     data = _version_json(rec, aliases)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     click.echo(rec.ref)
     for key in ("type", "digest", "files", "bytes", "created", "creator", "message", "aliases", "parent"):
         value = data[key]
         if key == "created":
-            value = _when(value)
+            value = when(value)
         elif key == "bytes":
-            value = f"{value} ({_human(value)})"
+            value = f"{value} ({human(value)})"
         elif key == "aliases":
             value = ", ".join(value)
         if value in (None, ""):
@@ -273,7 +223,7 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
         click.echo(f"  meta     {k}={v}")
 
 
-@cli.command()
+@click.command()
 @click.argument("name")
 @store_option
 @endpoint_option
@@ -281,7 +231,7 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
 def log(name, store_uri, endpoint_url, as_json) -> None:
     """Versions and alias moves of artifact NAME, newest first."""
     parsed = parse_ref(name)
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         repo.require_artifact(parsed.name)
         events = [{"time": r.created, "event": "version", "ref": r.ref, "creator": r.creator,
@@ -293,20 +243,20 @@ def log(name, store_uri, endpoint_url, as_json) -> None:
         repo.close()
     events.sort(key=lambda e: e["time"], reverse=True)
     if as_json:
-        _print_json(events)
+        print_json(events)
         return
     for e in events:
-        when = _when(e["time"])
+        at = when(e["time"])
         if e["event"] == "version":
             msg = f"  {e['message']}" if e["message"] else ""
-            click.echo(f"{when}  {e['ref']:<20} {e['files']} files, {_human(e['bytes'])}  by {e['creator']}{msg}")
+            click.echo(f"{at}  {e['ref']:<20} {e['files']} files, {human(e['bytes'])}  by {e['creator']}{msg}")
         elif e["event"] == "alias":
-            click.echo(f"{when}  alias {e['alias']} -> {e['ref']}  by {e['creator']}")
+            click.echo(f"{at}  alias {e['alias']} -> {e['ref']}  by {e['creator']}")
         else:
-            click.echo(f"{when}  alias {e['alias']} deleted  by {e['creator']}")
+            click.echo(f"{at}  alias {e['alias']} deleted  by {e['creator']}")
 
 
-@cli.command()
+@click.command()
 @click.argument("a")
 @click.argument("b")
 @store_option
@@ -317,7 +267,7 @@ def diff(a, b, store_uri, endpoint_url, as_json) -> None:
     from artfs.core.manifest import diff_entries
 
     ra, rb = parse_ref(a), parse_ref(b)
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         va, vb = repo.resolve(ra), repo.resolve(rb)
         _, ea = repo.entries(va)
@@ -329,7 +279,7 @@ def diff(a, b, store_uri, endpoint_url, as_json) -> None:
         out: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
         for kind, path in changes:
             out[kind].append(path)
-        _print_json({"from": va.ref, "to": vb.ref, **out})
+        print_json({"from": va.ref, "to": vb.ref, **out})
         return
     marks = {"added": "+", "removed": "-", "modified": "M"}
     for kind, path in changes:
@@ -339,7 +289,7 @@ def diff(a, b, store_uri, endpoint_url, as_json) -> None:
                f"{counts['modified']} modified", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @click.argument("alias")
 @click.option("--delete", is_flag=True, help="Delete ALIAS from artifact TARGET (give NAME, not NAME:REF).")
@@ -350,7 +300,7 @@ def alias(target, alias, delete, store_uri, endpoint_url, as_json) -> None:
     """Point ALIAS at version TARGET (NAME:REF), or delete it with --delete NAME ALIAS."""
     check_alias(alias)
     parsed = parse_ref(target)
-    repo = _repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url)
     try:
         if delete:
             if parsed.ref is not None:
@@ -365,44 +315,7 @@ def alias(target, alias, delete, store_uri, endpoint_url, as_json) -> None:
             text = f"{rec.artifact}:{alias} -> {rec.ref}"
     finally:
         repo.close()
-    _print_json(result) if as_json else click.echo(text)
+    print_json(result) if as_json else click.echo(text)
 
 
-def _register_subsystems() -> None:
-    """The mount and staging commands live beside the FUSE adapter, not in the core's CLI module."""
-    from artfs.cli_mount import commands as mount_commands
-    from artfs.cli_staging import commands as staging_commands
-
-    for command in [*mount_commands(), *staging_commands()]:
-        cli.add_command(command)
-
-
-_register_subsystems()
-
-
-def main() -> None:
-    """Entry point: run the CLI, turning expected failures into one line and a non-zero exit."""
-    try:
-        cli.main(standalone_mode=False, prog_name="artfs")
-    except click.exceptions.Abort:
-        click.echo("artfs: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except ArtfsError as e:
-        click.echo(f"artfs: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("artfs: interrupted", err=True)
-        sys.exit(130)
-    except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        click.echo(f"artfs: {e.strerror or e}{where}", err=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+COMMANDS = [put, get, ls_cmd, files, info, log, diff, alias]

@@ -1,10 +1,13 @@
-"""File content in a staging area: data files on local disk, and base files read from their chunks.
+"""The files of a staging tree: their attributes and bytes, in data files on local disk or in the base.
 
 A new or modified file's bytes live in `data/<id>`, written in place with pwrite, so a 4 GiB file is
 never held in memory and its size and mtime are the data file's own: a write touches no database row,
 and whatever reached the data file before a kill -9 is the file's content after a restart.
 An unchanged file of the base version has no data file: it is read from the version's chunks, and
 copied up (like overlayfs) on its first write or truncate.
+
+Files is the part of a StagingArea that owns the data files and the base files (base_files.py) of the
+live generation; it is given the NodeTable (nodes.py) and knows nothing of names (namespace.py).
 
 Locking: the area lock covers the database and the descriptor cache (local pread/pwrite run under it)
 but is never held across a store fetch. Base reads and copy-ups fetch outside it; copy-ups of one node
@@ -13,21 +16,22 @@ are serialized by that node's lock (order: node lock, then area lock).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import os
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 
+import msgspec
 from pyfastcdc import FastCDC
 
 from artfs.core.chunker import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, digest
-from artfs.core.fetch import ChunkFetcher, plan_spans
 from artfs.core.manifest import DIR, FILE, LINK, Entry, content_digest
-from artfs.core.packs import ChunkRef
-from artfs.core.staging.nodes import Node, NodeTable, Row, dec, oserror
+from artfs.core.repo import Repo
+from artfs.core.staging.base_files import BaseFiles
+from artfs.core.staging.layout import ROOT_ID
+from artfs.core.staging.nodes import NodeTable, Row, StagedNode, dec, oserror
 from artfs.errors import IntegrityError
 
 
@@ -103,90 +107,84 @@ def file_digest(path: str) -> bytes:
         return content_digest([digest(c.data) for c in cdc.cut_stream(f)])
 
 
-class BaseFiles:
-    """Reads the base version's files from their chunks, through the chunk cache. Thread-safe."""
+class Files:
+    """Attributes and bytes of the staged files: reads, writes, truncate, setattr, fsync, copy-up, digests.
 
-    def __init__(self, fetcher: ChunkFetcher, packs: list[str], max_layouts: int = 256) -> None:
-        self.fetcher = fetcher
-        self.packs = packs
-        self._layouts: OrderedDict[str, tuple[list[int], list[ChunkRef]]] = OrderedDict()
-        self._max_layouts = max_layouts
+    Owns the live generation's data files and base files (swapped by `attach`), the write counts that
+    make a digest computed across a write stale, and the per-node locks that serialize copy-ups."""
 
-    def _layout(self, entry: Entry) -> tuple[list[int], list[ChunkRef]]:
-        """(start offset of each chunk, chunks): a read bisects the starts instead of scanning."""
-        got = self._layouts.get(entry.path)
-        if got is None:
-            refs = entry.refs(self.packs)
-            starts, pos = [], 0
-            for r in refs:
-                starts.append(pos)
-                pos += r.raw_len
-            got = (starts, refs)
-            self._layouts[entry.path] = got
-            while len(self._layouts) > self._max_layouts:
-                self._layouts.popitem(last=False)
-        return got
+    def __init__(self, nodes: NodeTable, repo: Repo) -> None:
+        self._nodes = nodes
+        self._repo = repo
+        self._data: DataFiles | None = None
+        self._bases: BaseFiles | None = None
+        self._node_locks: dict[int, threading.Lock] = {}
+        self._wseq: dict[int, int] = {}  # writes per node since open: a digest computed across one is stale
 
-    def read(self, entry: Entry, offset: int, size: int) -> bytes:
-        end = min(entry.size, offset + size)
-        if offset >= end:
-            return b""
-        starts, refs = self._layout(entry)
-        i = bisect.bisect_right(starts, offset) - 1
-        parts = []
-        while i < len(refs) and starts[i] < end:
-            data = self.fetcher.read_chunk(refs[i])
-            lo = max(offset - starts[i], 0)
-            hi = min(end - starts[i], len(data))
-            parts.append(data[lo:hi])
-            i += 1
-        return b"".join(parts)
+    def attach(self, data: DataFiles, bases: BaseFiles | None) -> None:
+        """Serve a new generation (under the area lock): its data files, its base version's files."""
+        self._data, self._bases = data, bases
+        self._data.purge(self._nodes.ids_with_data())
+        self._wseq.clear()
+        self._node_locks.clear()
 
-    def copy_to(self, entry: Entry, fd: int, limit: int) -> None:
-        """Write the first `limit` bytes of a base file into `fd`: span by span (≤ 8 MiB each), so a big
-        file goes to disk without being held in memory. Does not fill the cache (the copy is the copy)."""
-        starts, refs = self._layout(entry)
-        where: dict[bytes, list[int]] = defaultdict(list)
-        needed = []
-        for start, ref in zip(starts, refs, strict=True):
-            if start >= limit:
-                break
-            if ref.digest not in where:
-                needed.append(ref)
-            where[ref.digest].append(start)
-        cache = self.fetcher.cache
-        for span in plan_spans(needed):
-            got: dict[bytes, bytes] = {}
-            if cache is not None:
-                for r in span:
-                    data = cache.get(r.digest)
-                    if data is None:
-                        break
-                    got[r.digest] = data
-            if len(got) != len(span):
-                got = self.fetcher.fetch_span(span, populate=False)
-            for d, data in got.items():
-                for pos in where[d]:
-                    os.pwrite(fd, data, pos)
+    def close(self) -> None:
+        if self._data is not None:
+            self._data.close()
+            self._data = None
 
+    @property
+    def base_packs(self) -> list[str]:
+        return self._bases.packs if self._bases else []
 
-class ContentOps(NodeTable):
-    """The bytes half of StagingArea: attributes, reads, writes, copy-up."""
+    # --- for the other parts (the area lock held) ------------------------------------------------
+
+    def attrs(self, row: Row) -> StagedNode:
+        """A node's attributes: a data file's size and times are the file's own (a write touches no row)."""
+        size, mtime, ctime = row.size, row.mtime_ns, row.ctime_ns
+        if row.has_data:
+            st = os.fstat(self._data.fd(row.id))
+            size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
+        nlink = 1 if row.parent is not None or row.id == ROOT_ID else 0
+        target = dec(row.target) if row.kind == LINK else None
+        return StagedNode(row.id, row.kind, row.mode, size, mtime, ctime, nlink, target)
+
+    def file_entry(self, row: Row, path: str) -> tuple[Entry, int | None]:
+        """A file row as a manifest entry at `path`, and its data id if its content is a data file (the
+        entry then has no chunks, and its digest only if one is cached)."""
+        if row.has_data:
+            st = os.fstat(self._data.fd(row.id))
+            return Entry(path, FILE, row.mode, st.st_mtime_ns, st.st_size, b"", row.digest or b""), row.id
+        base = self._base_entry(row)
+        return msgspec.structs.replace(base, path=path, mode=row.mode, mtime_ns=row.mtime_ns), None
+
+    def create_data(self, node_id: int) -> None:
+        """A new file's empty data file."""
+        self._data.create(node_id)
+
+    def forget(self, node_id: int) -> None:
+        """A node's row is gone: its data file and bookkeeping go too."""
+        self._data.remove(node_id)
+        self._node_locks.pop(node_id, None)
+        self._wseq.pop(node_id, None)
+
+    # --- operations ------------------------------------------------------------------------------
 
     def setattr(
         self, node_id: int, mode: int | None = None, size: int | None = None, mtime_ns: int | None = None,
         atime_ns: int | None = None,
-    ) -> Node:
+    ) -> StagedNode:
         """chmod / truncate / utimens. Versions keep no atime: it is accepted and reads back as mtime."""
+        nodes = self._nodes
         if size is not None:
             self.truncate(node_id, size)
-        with self._lock:
+        with nodes.lock:
             if mode is None and mtime_ns is None:
-                return self._node(self._get(node_id))
-            self._writable()
-            row = self._get(node_id)
+                return self.attrs(nodes.get(node_id))
+            nodes.check_writable()
+            row = nodes.get(node_id)
             now = time.time_ns()
-            with self._txn() as db:
+            with nodes.txn() as db:
                 if mode is not None and row.kind != LINK:
                     db.execute("UPDATE nodes SET mode = ?, ctime_ns = ? WHERE id = ?", (mode & 0o7777, now, row.id))
                 if mtime_ns is not None:
@@ -194,11 +192,11 @@ class ContentOps(NodeTable):
                         os.utime(self._data.fd(row.id), ns=(mtime_ns, mtime_ns))
                     else:
                         db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (mtime_ns, now, row.id))
-                self._changed(db)
-            return self._node(self._get(node_id))
+                nodes.changed(db)
+            return self.attrs(nodes.get(node_id))
 
     def _file(self, node_id: int) -> Row:
-        row = self._get(node_id)
+        row = self._nodes.get(node_id)
         if row.kind == DIR:
             raise oserror(errno.EISDIR, f"node {node_id}")
         if row.kind != FILE:
@@ -206,16 +204,17 @@ class ContentOps(NodeTable):
         return row
 
     def _base_entry(self, row: Row) -> Entry:
-        entry = self.repo.index.lookup(self._mid, dec(row.base_path))
+        nodes = self._nodes
+        entry = self._repo.index.lookup(nodes.manifest, dec(row.base_path))
         if entry is None or entry.kind != FILE:
-            raise IntegrityError(f"staging of {self.name}: {dec(row.base_path)!r} is not in base v{self._base}")
+            raise IntegrityError(f"staging of {nodes.name}: {dec(row.base_path)!r} is not in base v{nodes.base}")
         return entry
 
     def base_entry(self, node_id: int) -> Entry | None:
         """The base version's entry for an unchanged file (serve it with the mount's chunk reader and
         `base_packs`); None once the file has its own data."""
-        with self._lock:
-            row = self._get(node_id)
+        with self._nodes.lock:
+            row = self._nodes.get(node_id)
             if row.kind != FILE or row.has_data:
                 return None
             return self._base_entry(row)
@@ -223,18 +222,19 @@ class ContentOps(NodeTable):
     def read(self, node_id: int, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0:
             raise oserror(errno.EINVAL, "negative offset or size")
-        with self._lock:
+        with self._nodes.lock:
             row = self._file(node_id)
             if row.has_data:
                 return os.pread(self._data.fd(row.id), size, offset)
             entry = self._base_entry(row)
-        return self._bases.read(entry, offset, size)
+            bases = self._bases
+        return bases.read(entry, offset, size)
 
     def _written(self, row: Row) -> None:
         """Content is about to change: a digest computed before is stale (persisted: status after a crash)."""
         self._wseq[row.id] = self._wseq.get(row.id, 0) + 1
         if row.digest is not None:
-            with self._txn() as db:
+            with self._nodes.txn() as db:
                 db.execute("UPDATE nodes SET digest = NULL WHERE id = ?", (row.id,))
 
     def write(self, node_id: int, offset: int, data: bytes | memoryview) -> int:
@@ -242,8 +242,8 @@ class ContentOps(NodeTable):
         if offset < 0:
             raise oserror(errno.EINVAL, "negative offset")
         while True:
-            with self._lock:
-                self._writable()
+            with self._nodes.lock:
+                self._nodes.check_writable()
                 row = self._file(node_id)
                 if row.has_data:
                     self._written(row)
@@ -254,8 +254,8 @@ class ContentOps(NodeTable):
         if size < 0:
             raise oserror(errno.EINVAL, "negative size")
         while True:
-            with self._lock:
-                self._writable()
+            with self._nodes.lock:
+                self._nodes.check_writable()
                 row = self._file(node_id)
                 if row.has_data:
                     self._written(row)
@@ -269,58 +269,61 @@ class ContentOps(NodeTable):
         """Give a base file its own data file: its first `limit` bytes (all by default), fetched outside
         the area lock, renamed into place, then recorded in one txn (a crash before that leaves a stray
         data file, purged on open, and the node still served from the base)."""
-        with self._lock:
+        nodes = self._nodes
+        with nodes.lock:
             lock = self._node_locks.setdefault(node_id, threading.Lock())
         with lock:
-            with self._lock:
-                self._writable()
+            with nodes.lock:
+                nodes.check_writable()
                 row = self._file(node_id)
                 if row.has_data:
                     return
                 entry = self._base_entry(row)
                 final = self._data.path(node_id)
+                bases = self._bases
             keep = entry.size if limit is None else min(limit, entry.size)
             tmp = final + ".part"
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 try:
-                    self._bases.copy_to(entry, fd, keep)
+                    bases.copy_to(entry, fd, keep)
                     os.ftruncate(fd, keep)
                     os.utime(fd, ns=(row.mtime_ns, row.mtime_ns))
                 finally:
                     os.close(fd)
-                with self._lock:
-                    self._writable()
-                    if self._row(node_id) is None:
+                with nodes.lock:
+                    nodes.check_writable()
+                    if nodes.row(node_id) is None:
                         raise oserror(errno.ENOENT, f"node {node_id}")
                     os.replace(tmp, final)
-                    with self._txn() as db:
+                    with nodes.txn() as db:
                         db.execute("UPDATE nodes SET has_data = 1, base_path = NULL, digest = NULL WHERE id = ?",
                                    (node_id,))
-                        self._changed(db)
+                        nodes.changed(db)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
 
     def fsync(self, node_id: int) -> None:
         """Durable against power loss too (kill -9 never needed it): the data file, then the WAL."""
-        with self._lock:
-            row = self._get(node_id)
+        with self._nodes.lock:
+            row = self._nodes.get(node_id)
             if row.has_data:
                 os.fsync(self._data.fd(row.id))
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._nodes.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _data_path(self, node_id: int) -> str:
+    def data_path(self, node_id: int) -> str:
         return self._data.path(node_id)
 
-    def _data_digest(self, node_id: int) -> bytes:
+    def data_digest(self, node_id: int) -> bytes:
         """A data file's content digest, cached in its row until the next write. Hashed outside the lock."""
-        with self._lock:
+        nodes = self._nodes
+        with nodes.lock:
             seq = self._wseq.get(node_id, 0)
             path = self._data.path(node_id)
         d = file_digest(path)
-        with self._lock:
-            if self._wseq.get(node_id, 0) == seq and self._row(node_id) is not None:
-                with self._txn() as db:
+        with nodes.lock:
+            if self._wseq.get(node_id, 0) == seq and nodes.row(node_id) is not None:
+                with nodes.txn() as db:
                     db.execute("UPDATE nodes SET digest = ? WHERE id = ?", (d, node_id))
         return d

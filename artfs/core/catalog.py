@@ -3,7 +3,7 @@
 The mount polls this every `--poll` seconds, so it must stay cheap for a store of many artifacts: one
 listing of `artifacts/` yields every version number and alias sequence number at once; alias events are
 fetched (and cached in the index) only for artifacts whose alias log grew since the previous scan.
-Blocking: call `scan` from a worker thread.
+Blocking: call `scan` from a worker thread. The keys it parses are those of store_keys.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from artfs.core.names import check_name
 from artfs.core.repo import Repo
+from artfs.core.store_keys import ALIASES, ARTIFACTS, VERSIONS, parse_record_key
 from artfs.errors import ArtfsError, InvalidName
 
 log = logging.getLogger(__name__)
@@ -39,29 +40,19 @@ class ArtifactState:
 Catalog = dict[str, ArtifactState]
 
 
-def _record_number(leaf: str) -> int | None:
-    """`0000000003.json` → 3 (the layout of repo.version_key / repo.alias_key)."""
-    if len(leaf) == 15 and leaf.endswith(".json") and leaf[:10].isdigit():
-        return int(leaf[:10])
-    return None
-
-
 def scan(repo: Repo, previous: Catalog | None = None) -> Catalog:
     """The store's artifacts now. Alias logs are re-read only where they changed since `previous`."""
     previous = previous or {}
     versions: dict[str, list[int]] = defaultdict(list)
     alias_seqs: dict[str, list[int]] = defaultdict(list)
-    for key in repo.store.list("artifacts/"):
-        parts = key.split("/")
-        if len(parts) != 4:
+    for key in repo.store.list(ARTIFACTS):
+        parsed = parse_record_key(key)
+        if parsed is None:
             continue
-        n = _record_number(parts[3])
-        if n is None:
-            continue
-        if parts[2] == "versions":
-            versions[parts[1]].append(n)
-        elif parts[2] == "aliases":
-            alias_seqs[parts[1]].append(n)
+        if parsed.kind == VERSIONS:
+            versions[parsed.artifact].append(parsed.number)
+        elif parsed.kind == ALIASES:
+            alias_seqs[parsed.artifact].append(parsed.number)
     out: Catalog = {}
     for name, numbers in versions.items():
         try:

@@ -1,7 +1,7 @@
-"""`artfs mount` and `artfs unmount`: parse, then hand over to artfs.fs (registered by artfs/cli.py).
+"""`artfs mount` and `artfs unmount`: parse, then hand over to artfs.fs.
 
-Kept apart from cli.py so the core's CLI never imports FUSE, and without importing cli.py (which imports
-this module while it is being loaded).
+artfs.fs (pyfuse3, trio) is imported inside the commands, never at the top: the other commands, which
+load this module too, start without it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 
 import click
 
+from artfs.cli.common import cache_dir_option, cache_size_option, endpoint_option, store_option
 from artfs.errors import ArtfsError
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,10 @@ def _mount_options(values: tuple[str, ...]) -> set[str]:
 
 @click.command()
 @click.argument("mountpoint")
-@click.option("--store", "store_uri", envvar="ARTFS_STORE", default=None, metavar="URI",
-              help="s3://bucket/prefix, file:///path or a path (default: $ARTFS_STORE, else "
-                   "~/.local/share/artfs/store).")
-@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, metavar="URL",
-              help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL).")
-@click.option("--cache-dir", default=None, metavar="DIR",
-              help="Chunk cache and index (default: $ARTFS_CACHE, else ~/.cache/artfs).")
-@click.option("--cache-size", default=None, metavar="SIZE",
-              help="Bound of the chunk cache, e.g. 20G (default: $ARTFS_CACHE_SIZE, else 20G).")
+@store_option
+@endpoint_option
+@cache_dir_option
+@cache_size_option
 @click.option("--poll", default="10s", show_default=True, metavar="DURATION",
               help="How often to look for new versions and alias moves (0 disables).")
 @click.option("-o", "options", multiple=True, metavar="OPTIONS", help="Mount options: allow_other.")
@@ -146,5 +142,4 @@ def unmount(mountpoint, lazy) -> None:
     mp.unmount(mountpoint, lazy=lazy)
 
 
-def commands() -> list[click.Command]:
-    return [mount, unmount]
+COMMANDS = [mount, unmount]

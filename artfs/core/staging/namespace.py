@@ -11,6 +11,10 @@ Invariants
   An unlinked node keeps its row (parent NULL) until forget(), because an open file may still be read
   and written; rows of unlinked nodes are dropped on the next open (after a restart nothing holds them).
 - Every method runs under the area lock; while `frozen` (a seal) every change raises EBUSY.
+
+Namespace is the part of a StagingArea that owns names; it is given the NodeTable (rows, lock, modes)
+and Files (a node's attributes, data files) and keeps no state of its own. `walk` reads the whole staged
+tree back as manifest entries, for sealing and status (seal.py).
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ import errno
 import sqlite3
 import stat
 import time
+from collections.abc import Iterator
+
+import msgspec
 
 from artfs.core.manifest import DIR, FILE, LINK, Entry
 from artfs.core.names import check_symlink_target
+from artfs.core.repo import Repo
+from artfs.core.staging.files import Files
 from artfs.core.staging.layout import ROOT_ID
 from artfs.core.staging.nodes import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
-    Node,
     NodeTable,
     Row,
-    WouldBlock,
+    StagedNode,
     check_entry_name,
     dec,
     enc,
@@ -37,15 +45,21 @@ from artfs.core.staging.nodes import (
 )
 from artfs.errors import InvalidName
 
-_PAGE = 10000
+_PAGE = 10000  # base entries per index listing when a directory is materialized
+_WALK_PAGE = 1000  # rows per lock hold in walk()
 
 
-class TreeOps(NodeTable):
-    """The namespace half of StagingArea."""
+class Namespace:
+    """Names of the staged tree: lookup, listdir, create, mkdir, symlink, unlink, rmdir, rename, forget, walk."""
+
+    def __init__(self, nodes: NodeTable, files: Files, repo: Repo) -> None:
+        self._nodes = nodes
+        self._files = files
+        self._repo = repo
 
     def _dir(self, node_id: int, live: bool = False) -> Row:
         """A directory, materialized. `live`: it must still have a name (no creating in a removed dir)."""
-        row = self._get(node_id)
+        row = self._nodes.get(node_id)
         if row.kind != DIR:
             raise oserror(errno.ENOTDIR, f"node {node_id}")
         if live and row.parent is None and row.id != ROOT_ID:
@@ -56,18 +70,17 @@ class TreeOps(NodeTable):
 
     def _materialize(self, row: Row) -> Row:
         """Insert a lazy dir's base children as nodes (files by reference, subdirs lazy), in one txn."""
-        if self._quick:
-            raise WouldBlock
+        self._nodes.check_not_quick()
         base_dir = dec(row.base_path)
         entries: list[Entry] = []
         after = None
         while True:
-            page = self.repo.index.listdir(self._mid, base_dir, after, _PAGE)
+            page = self._repo.index.listdir(self._nodes.manifest, base_dir, after, _PAGE)
             entries.extend(page)
             if len(page) < _PAGE:
                 break
             after = page[-1].name
-        with self._txn() as db:
+        with self._nodes.txn() as db:
             db.executemany(
                 "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, target) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -82,15 +95,15 @@ class TreeOps(NodeTable):
 
     def _is_empty(self, row: Row) -> bool:
         if row.base_path is not None:
-            return not self.repo.index.listdir(self._mid, dec(row.base_path), limit=1)
-        return self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (row.id,)).fetchone() is None
+            return not self._repo.index.listdir(self._nodes.manifest, dec(row.base_path), limit=1)
+        return self._nodes.db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (row.id,)).fetchone() is None
 
     def _is_within(self, node_id: int | None, ancestor: int) -> bool:
         """Whether `node_id` is `ancestor` or below it."""
         while node_id is not None:
             if node_id == ancestor:
                 return True
-            node_id = self._db.execute("SELECT parent FROM nodes WHERE id = ?", (node_id,)).fetchone()[0]
+            node_id = self._nodes.db.execute("SELECT parent FROM nodes WHERE id = ?", (node_id,)).fetchone()[0]
         return False
 
     def _unlink_row(self, db: sqlite3.Connection, node_id: int, now: int) -> None:
@@ -98,52 +111,52 @@ class TreeOps(NodeTable):
 
     # --- namespace -------------------------------------------------------------------------------
 
-    def lookup(self, parent_id: int, name: str) -> Node | None:
+    def lookup(self, parent_id: int, name: str) -> StagedNode | None:
         """The node `name` in directory `parent_id`, or None. Materializes the directory (see above)."""
-        with self._lock:
+        with self._nodes.lock:
             if name == ".":
-                return self._node(self._dir(parent_id))
+                return self._files.attrs(self._dir(parent_id))
             if name == "..":
                 parent = self._dir(parent_id)
-                return self._node(self._get(parent.parent if parent.parent is not None else ROOT_ID))
+                return self._files.attrs(self._nodes.get(parent.parent if parent.parent is not None else ROOT_ID))
             raw = check_entry_name(name)
-            row = self._child(self._dir(parent_id).id, raw)
-            return self._node(row) if row is not None else None
+            row = self._nodes.child(self._dir(parent_id).id, raw)
+            return self._files.attrs(row) if row is not None else None
 
-    def getattr(self, node_id: int) -> Node:
-        with self._lock:
-            return self._node(self._get(node_id))
+    def getattr(self, node_id: int) -> StagedNode:
+        with self._nodes.lock:
+            return self._files.attrs(self._nodes.get(node_id))
 
-    def listdir(self, node_id: int) -> list[tuple[str, Node]]:
+    def listdir(self, node_id: int) -> list[tuple[str, StagedNode]]:
         """A directory's entries sorted by name (bytes), without '.' and '..'."""
-        with self._lock:
-            return [(dec(r.name), self._node(r)) for r in self._children(self._dir(node_id).id)]
+        with self._nodes.lock:
+            return [(dec(r.name), self._files.attrs(r)) for r in self._nodes.children(self._dir(node_id).id)]
 
     def readlink(self, node_id: int) -> str:
-        with self._lock:
-            row = self._get(node_id)
+        with self._nodes.lock:
+            row = self._nodes.get(node_id)
             if row.kind != LINK:
                 raise oserror(errno.EINVAL, f"node {node_id} is not a symlink")
             return dec(row.target)
 
     def path_of(self, node_id: int) -> str:
         """The node's path in the tree ('' for the root). ENOENT once unlinked."""
-        with self._lock:
+        with self._nodes.lock:
             parts = []
-            row = self._get(node_id)
+            row = self._nodes.get(node_id)
             while row.id != ROOT_ID:
                 if row.parent is None:
                     raise oserror(errno.ENOENT, f"node {node_id} was removed")
                 parts.append(dec(row.name))
-                row = self._get(row.parent)
+                row = self._nodes.get(row.parent)
             return "/".join(reversed(parts))
 
-    def _new(self, parent_id: int, name: str, kind: int, mode: int, target: bytes | None = None) -> Node:
+    def _new(self, parent_id: int, name: str, kind: int, mode: int, target: bytes | None = None) -> StagedNode:
         raw = check_entry_name(name, new=True)
-        with self._lock:
-            self._writable()
+        with self._nodes.lock:
+            self._nodes.check_writable()
             parent = self._dir(parent_id, live=True)
-            if self._child(parent.id, raw) is not None:
+            if self._nodes.child(parent.id, raw) is not None:
                 raise oserror(errno.EEXIST, name)
             if kind == LINK:
                 try:
@@ -153,7 +166,7 @@ class TreeOps(NodeTable):
             now = time.time_ns()
             nid = None
             try:
-                with self._txn() as db:
+                with self._nodes.txn() as db:
                     nid = db.execute(
                         "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, size, has_data, target) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -161,16 +174,16 @@ class TreeOps(NodeTable):
                          target),
                     ).lastrowid
                     if kind == FILE:
-                        self._data.create(nid)
-                    self._touch(db, parent.id, now)
-                    self._changed(db)
+                        self._files.create_data(nid)
+                    self._nodes.touch(db, parent.id, now)
+                    self._nodes.changed(db)
             except BaseException:
                 if nid is not None and kind == FILE:
-                    self._data.remove(nid)
+                    self._files.forget(nid)
                 raise
-            return self._node(self._get(nid))
+            return self._files.attrs(self._nodes.get(nid))
 
-    def create(self, parent_id: int, name: str, mode: int = 0o644) -> Node:
+    def create(self, parent_id: int, name: str, mode: int = 0o644) -> StagedNode:
         """A new empty regular file. Special files (FIFOs, devices, sockets): EPERM."""
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             raise oserror(errno.EPERM, f"{name}: only regular files, directories and symlinks can be staged")
@@ -178,39 +191,39 @@ class TreeOps(NodeTable):
 
     mknod = create
 
-    def mkdir(self, parent_id: int, name: str, mode: int = 0o755) -> Node:
+    def mkdir(self, parent_id: int, name: str, mode: int = 0o755) -> StagedNode:
         return self._new(parent_id, name, DIR, mode)
 
-    def symlink(self, parent_id: int, name: str, target: str) -> Node:
+    def symlink(self, parent_id: int, name: str, target: str) -> StagedNode:
         """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
         return self._new(parent_id, name, LINK, 0o777, enc(target))
 
-    def link(self, node_id: int, new_parent_id: int, new_name: str) -> Node:
+    def link(self, node_id: int, new_parent_id: int, new_name: str) -> StagedNode:
         """Hard links cannot be stored in a version."""
         raise oserror(errno.EPERM, f"{new_name}: hard links are not supported in staging")
 
     def unlink(self, parent_id: int, name: str) -> None:
         raw = check_entry_name(name)
-        with self._lock:
-            self._writable()
+        with self._nodes.lock:
+            self._nodes.check_writable()
             parent = self._dir(parent_id)
-            row = self._child(parent.id, raw)
+            row = self._nodes.child(parent.id, raw)
             if row is None:
                 raise oserror(errno.ENOENT, name)
             if row.kind == DIR:
                 raise oserror(errno.EISDIR, name)
             now = time.time_ns()
-            with self._txn() as db:
+            with self._nodes.txn() as db:
                 self._unlink_row(db, row.id, now)
-                self._touch(db, parent.id, now)
-                self._changed(db)
+                self._nodes.touch(db, parent.id, now)
+                self._nodes.changed(db)
 
     def rmdir(self, parent_id: int, name: str) -> None:
         raw = check_entry_name(name)
-        with self._lock:
-            self._writable()
+        with self._nodes.lock:
+            self._nodes.check_writable()
             parent = self._dir(parent_id)
-            row = self._child(parent.id, raw)
+            row = self._nodes.child(parent.id, raw)
             if row is None:
                 raise oserror(errno.ENOENT, name)
             if row.kind != DIR:
@@ -218,10 +231,10 @@ class TreeOps(NodeTable):
             if not self._is_empty(row):
                 raise oserror(errno.ENOTEMPTY, name)
             now = time.time_ns()
-            with self._txn() as db:
+            with self._nodes.txn() as db:
                 self._unlink_row(db, row.id, now)
-                self._touch(db, parent.id, now)
-                self._changed(db)
+                self._nodes.touch(db, parent.id, now)
+                self._nodes.changed(db)
 
     def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0) -> None:
         """rename(2)/renameat2: over an existing file or empty dir, NOREPLACE and EXCHANGE, with the
@@ -229,14 +242,14 @@ class TreeOps(NodeTable):
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise oserror(errno.EINVAL, "rename flags")
         raw_old, raw_new = check_entry_name(old_name), check_entry_name(new_name, new=True)
-        with self._lock:
-            self._writable()
+        with self._nodes.lock:
+            self._nodes.check_writable()
             op = self._dir(old_parent)
             np = self._dir(new_parent, live=True)
-            src = self._child(op.id, raw_old)
+            src = self._nodes.child(op.id, raw_old)
             if src is None:
                 raise oserror(errno.ENOENT, old_name)
-            dst = self._child(np.id, raw_new)
+            dst = self._nodes.child(np.id, raw_new)
             if flags & RENAME_NOREPLACE and dst is not None:
                 raise oserror(errno.EEXIST, new_name)
             if flags & RENAME_EXCHANGE and dst is None:
@@ -255,7 +268,7 @@ class TreeOps(NodeTable):
                 if dst.kind == DIR and not self._is_empty(dst):
                     raise oserror(errno.ENOTEMPTY, new_name)
             now = time.time_ns()
-            with self._txn() as db:
+            with self._nodes.txn() as db:
                 if dst is not None and flags & RENAME_EXCHANGE:
                     db.execute("UPDATE nodes SET parent = NULL WHERE id = ?", (src.id,))
                     db.execute("UPDATE nodes SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?",
@@ -264,20 +277,64 @@ class TreeOps(NodeTable):
                     self._unlink_row(db, dst.id, now)
                 db.execute("UPDATE nodes SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?",
                            (np.id, raw_new, now, src.id))
-                self._touch(db, op.id, now)
-                self._touch(db, np.id, now)
-                self._changed(db)
+                self._nodes.touch(db, op.id, now)
+                self._nodes.touch(db, np.id, now)
+                self._nodes.changed(db)
 
     def forget(self, node_id: int) -> None:
         """The kernel forgot an inode: if it was unlinked, its row and data go now."""
-        with self._lock:
-            row = self._row(node_id)
+        with self._nodes.lock:
+            row = self._nodes.row(node_id)
             if row is None or row.parent is not None or row.id == ROOT_ID:
                 return
-            if self._quick:
-                raise WouldBlock
-            with self._txn() as db:
+            self._nodes.check_not_quick()
+            with self._nodes.txn() as db:
                 db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
-            self._data.remove(node_id)
-            self._node_locks.pop(node_id, None)
-            self._wseq.pop(node_id, None)
+            self._files.forget(node_id)
+
+    # --- the staged tree as manifest entries -----------------------------------------------------
+
+    def walk(self, dir_id: int = ROOT_ID, prefix: str = "") -> Iterator[tuple[Entry, int | None]]:
+        """The staged tree in manifest order, as (entry, data id). The data id is set when a file's content
+        is data/<id> (the entry has no chunks then); an unchanged base file keeps its base entry's chunks.
+        A lazy directory streams its base subtree from the index, paths rewritten. The area lock is held
+        per page of a directory, not across the walk."""
+        nodes = self._nodes
+        after = None
+        while True:
+            with nodes.lock:
+                row = nodes.get(dir_id)
+                lazy = dec(row.base_path) if row.base_path is not None else None
+                page = [] if lazy is not None else nodes.children(dir_id, after, _WALK_PAGE)
+                items = [(r, self._entry(r, f"{prefix}/{dec(r.name)}" if prefix else dec(r.name))) for r in page]
+                manifest = nodes.manifest
+            if lazy is not None:
+                yield from self._walk_base(manifest, lazy, prefix)
+                return
+            for r, item in items:
+                yield item
+                if r.kind == DIR:
+                    yield from self.walk(r.id, item[0].path)
+            if len(page) < _WALK_PAGE:
+                return
+            after = page[-1].name
+
+    def _walk_base(self, manifest: str, base_dir: str, prefix: str) -> Iterator[tuple[Entry, int | None]]:
+        after = None
+        while True:
+            page = self._repo.index.listdir(manifest, base_dir, after, _WALK_PAGE)
+            for e in page:
+                path = f"{prefix}/{e.name}" if prefix else e.name
+                yield msgspec.structs.replace(e, path=path), None
+                if e.kind == DIR:
+                    yield from self._walk_base(manifest, e.path, path)
+            if len(page) < _WALK_PAGE:
+                return
+            after = page[-1].name
+
+    def _entry(self, row: Row, path: str) -> tuple[Entry, int | None]:
+        if row.kind == DIR:
+            return Entry(path, DIR, row.mode, row.mtime_ns, 0), None
+        if row.kind == LINK:
+            return Entry(path, LINK, 0o777, row.mtime_ns, len(row.target), row.target), None
+        return self._files.file_entry(row, path)

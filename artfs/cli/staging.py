@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from artfs import control
+from artfs import staging_client
+from artfs.cli.common import json_option, print_json, progress_to
 from artfs.core.names import check_alias, check_name, parse_meta
-
-
-def _progress_bar(as_json: bool):
-    import sys
-
-    if as_json or not sys.stderr.isatty():
-        return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc="seal", leave=False)
-
-    def update(done: int, total: int) -> None:
-        if total and bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, update
 
 
 @click.command()
@@ -35,7 +16,7 @@ def _progress_bar(as_json: bool):
 @click.option("--type", "type_", default=None, help="Artifact type, for a new artifact (dataset, model, …).")
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata key=value (repeatable).")
 @click.option("--force", is_flag=True, help="On conflicting paths, take the staging side.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def seal(path, message, aliases, type_, meta, force, as_json) -> None:
     """Publish the staging directory PATH as the next version (prints the new ref)."""
     for a in aliases:
@@ -43,14 +24,10 @@ def seal(path, message, aliases, type_, meta, force, as_json) -> None:
     if type_ is not None:
         check_name(type_, "type")
     metadata = parse_meta(meta)
-    bar, update = _progress_bar(as_json)
-    try:
-        result = control.seal(path, message, aliases, type_, metadata, force, update)
-    finally:
-        if bar is not None:
-            bar.close()
+    with progress_to("seal", not as_json) as update:
+        result = staging_client.seal(path, message, aliases, type_, metadata, force, update)
     if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
     elif result.get("unchanged"):
         click.echo(f"{result.get('artifact', '')}: unchanged, identical to latest; nothing published")
     else:
@@ -59,12 +36,12 @@ def seal(path, message, aliases, type_, meta, force, as_json) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def status(path, as_json) -> None:
     """List what the staging directory PATH changed: added (A), modified (M), deleted (D)."""
-    result = control.status(path)
+    result = staging_client.status(path)
     if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
         return
     marks = {"added": "A", "modified": "M", "deleted": "D"}
     for change in result.get("changes", []):
@@ -77,9 +54,8 @@ def status(path, as_json) -> None:
 @click.argument("path", type=click.Path(path_type=str))
 def discard(path) -> None:
     """Drop the changes staged in PATH: it becomes a fresh view of latest again."""
-    result = control.discard(path)
+    result = staging_client.discard(path)
     click.echo(f"discarded; staging is {result.get('base') or 'empty'}")
 
 
-def commands() -> list[click.Command]:
-    return [seal, status, discard]
+COMMANDS = [seal, status, discard]

@@ -1,0 +1,34 @@
+"""The `artfs` command: one module per command group, each on the core, beside the Python API.
+
+    common.py     what the groups share: --store, --endpoint-url, --json, the cache options, the repo,
+                  tables, JSON, progress bars, and the rule that turns a failure into one line
+    artifacts.py  put, get, ls, files, info, log, diff, alias: the store, no mount needed
+    mount.py      mount, unmount: hand over to artfs.fs, imported only when they run
+    staging.py    seal, status, discard: requests to a mount's daemon (artfs/staging_client.py)
+
+A new group is one more module with its COMMANDS, added to the list below.
+"""
+
+from __future__ import annotations
+
+import click
+
+from artfs.cli import artifacts, mount, staging
+from artfs.cli.common import run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="artfs")
+def cli() -> None:
+    """artfs: versioned ML artifacts (datasets, models) as ordinary directories."""
+
+
+for _group in (artifacts, mount, staging):
+    for _command in _group.COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected failures into one line and a non-zero exit."""
+    run(cli)
+

@@ -1,0 +1,130 @@
+"""What every command group shares: the common options, the repo, tables, JSON, progress bars, and the
+rule that turns an expected failure into one line.
+
+Every expected failure is an ArtfsError and becomes one line on stderr and exit status 1; click's own
+usage errors exit 2. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import click
+
+from artfs.errors import ArtfsError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+store_option = click.option(
+    "--store", "store_uri", envvar="ARTFS_STORE", default=None, metavar="URI",
+    help="s3://bucket/prefix, file:///path or a path (default: $ARTFS_STORE, else ~/.local/share/artfs/store).",
+)
+endpoint_option = click.option(
+    "--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, metavar="URL",
+    help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+cache_dir_option = click.option(
+    "--cache-dir", default=None, metavar="DIR",
+    help="Chunk cache and index (default: $ARTFS_CACHE, else ~/.cache/artfs).",
+)
+cache_size_option = click.option(
+    "--cache-size", default=None, metavar="SIZE",
+    help="Bound of the chunk cache, e.g. 20G (default: $ARTFS_CACHE_SIZE, else 20G).",
+)
+
+
+def open_repo(store_uri: str | None, endpoint_url: str | None):
+    """The Repo of `--store`/`--endpoint-url`; the caller closes it."""
+    from artfs.core.repo import Repo
+    from artfs.storage.open import open_store
+
+    return Repo(open_store(store_uri, endpoint_url=endpoint_url))
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def print_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _bar(desc: str, total: int | None, enabled: bool) -> Iterator[tqdm | None]:
+    """A byte-counting tqdm bar on stderr when it is a terminal; None otherwise (tqdm loads only then)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+        yield bar
+
+
+@contextlib.contextmanager
+def progress(total: int | None, desc: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress callback told each step's bytes (as commit and export report), or None without a bar."""
+    with _bar(desc, total, enabled) as bar:
+        yield None if bar is None else bar.update
+
+
+@contextlib.contextmanager
+def progress_to(desc: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback told (done, total) so far (as a daemon's seal reports), or None without a bar."""
+    with _bar(desc, None, enabled) as bar:
+        if bar is None:
+            yield None
+            return
+
+        def update(done: int, total: int) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        yield update
+
+
+def run(group: click.Group) -> None:
+    """Run the CLI, turning expected failures into one line and a non-zero exit."""
+    try:
+        group.main(standalone_mode=False, prog_name="artfs")
+    except click.exceptions.Abort:
+        click.echo("artfs: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except ArtfsError as e:
+        click.echo(f"artfs: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("artfs: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"artfs: {e.strerror or e}{where}", err=True)
+        sys.exit(1)

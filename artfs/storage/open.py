@@ -1,0 +1,40 @@
+"""Which store a URI names: `open_store(uri)` picks the implementation and wraps it with retries.
+
+Apart from store.py (the interface) so that the implementations, which import the interface, are not
+imported back by it. boto3 is imported only when an S3 store is opened: `artfs ls` on a directory store
+starts without it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from artfs.errors import InvalidName
+from artfs.storage.local import LocalStore
+from artfs.storage.retry import RetryingStore
+from artfs.storage.store import Store
+
+
+def default_store_uri() -> str:
+    """`$ARTFS_STORE`, else the embedded default directory `~/.local/share/artfs/store`."""
+    env = os.environ.get("ARTFS_STORE")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "artfs", "store")
+
+
+def open_store(uri: str | None = None, *, endpoint_url: str | None = None) -> Store:
+    """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries."""
+    uri = uri or default_store_uri()
+    if uri.startswith("s3://"):
+        from artfs.storage.s3 import S3Store
+
+        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url))
+    if uri.startswith("file://"):
+        path = uri[len("file://") :]
+    elif "://" in uri:
+        raise InvalidName(f"unsupported store URI {uri!r} (use s3://bucket/prefix, file:///path or a path)")
+    else:
+        path = uri
+    return RetryingStore(LocalStore(os.path.abspath(os.path.expanduser(path))))
