@@ -17,18 +17,18 @@ from artfs.core.export import ExportResult, export_version
 from artfs.core.names import parse_ref
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
+from artfs.settings import Settings
 
 # staging directories of a mount, through its daemon (see artfs/staging_client.py)
 from artfs.staging_client import discard as discard
 from artfs.staging_client import seal as seal
 from artfs.staging_client import status as status
-from artfs.storage.open import open_store
 
 
 @contextlib.contextmanager
 def open_repo(store: str | None = None, endpoint_url: str | None = None) -> Iterator[Repo]:
     """A Repo on `store` (default: $ARTFS_STORE, else the embedded default), closed afterwards."""
-    repo = Repo(open_store(store, endpoint_url=endpoint_url))
+    repo = Settings.from_env().open_repo(store, endpoint_url)
     try:
         yield repo
     finally:

@@ -11,10 +11,10 @@ daemon's start) and passed down as plain configuration: storage and core never r
     ARTFS_STORE_DEADLINE  seconds a store request may keep retrying (default 25)
     ARTFS_LOG_LEVEL       a mount daemon's log level: DEBUG, INFO, WARNING, ERROR (default INFO)
     ARTFS_READ_AHEAD_KB   the kernel readahead a mount asks for, in KiB (default 1024)
-    AWS_ENDPOINT_URL      an S3-compatible endpoint when --endpoint-url is not given
     XDG_CACHE_HOME, XDG_DATA_HOME, XDG_STATE_HOME, XDG_RUNTIME_DIR   the usual base directories
 
-Where the directories are used, and which of them are disposable: core/places.py.
+Where the directories are used, and which of them are disposable: core/places.py. The AWS configuration
+chain (credentials, region, AWS_ENDPOINT_URL) is boto3's, read by the S3 store as boto3 reads it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from artfs.core.places import Places
 from artfs.errors import ArtfsError
+
+if TYPE_CHECKING:
+    from artfs.core.repo import Repo
 
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])(?:i?B)?|B)?", re.IGNORECASE)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -54,7 +58,7 @@ class Settings:
     store_deadline: float | None = None
     log_level: str = "INFO"
     read_ahead_kb: int = 1024
-    endpoint_url: str | None = None
+    test_seal_gate: str | None = None  # ARTFS_TEST_SEAL_GATE: see fs/control_server.py (tests only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,8 +93,20 @@ class Settings:
             store_deadline=_number(env, "ARTFS_STORE_DEADLINE", float, 0),
             log_level=level,
             read_ahead_kb=_read_ahead_kb(env),
-            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            test_seal_gate=env.get("ARTFS_TEST_SEAL_GATE") or None,
         )
+
+
+    def open_repo(self, store_uri: str | None = None, endpoint_url: str | None = None,
+                  cache_size: int | None = None) -> Repo:
+        """The Repo of a store (default: the settings' store), in the settings' places, with their retry
+        policy and cache bound (an explicit `cache_size` wins). The caller closes it."""
+        from artfs.core.repo import Repo
+        from artfs.storage.open import open_store
+
+        store = open_store(store_uri or self.store_uri, endpoint_url=endpoint_url, retries=self.store_retries,
+                           deadline=self.store_deadline)
+        return Repo(store, self.places, cache_size=self.cache_size if cache_size is None else cache_size)
 
 
 def _size(env: Mapping[str, str], name: str) -> int | None:

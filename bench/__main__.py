@@ -1,7 +1,8 @@
-#!/usr/bin/env python3
 """Benchmark artfs beside its peers, in one run: tables (markdown) on stdout, progress on stderr.
 
     scripts/bench [--quick] [--only core|mount|staging] [--reps N] [--json FILE]
+
+(`scripts/bench` sets up the venv and the peers, then runs `python -m bench` from the repo root.)
 
 Table 1 (core): `artfs put`/`get` on a local store and on moto S3, beside `cp -r` and boto3.
 Table 2 (mount): reads through `artfs mount` beside local disk, boto3, rclone mount and s3fs.
@@ -20,13 +21,11 @@ import platform
 import sys
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from benchlib import table_core, table_mount, table_staging  # noqa: E402
-from benchlib.common import CLEANUP, drop_caches, install_signal_handlers, log, temp_dir  # noqa: E402
-from benchlib.data import Scale, make_dataset  # noqa: E402
-from benchlib.mounts import Artfs  # noqa: E402
-from benchlib.s3peer import S3  # noqa: E402
+from bench import table_core, table_mount, table_staging
+from bench.common import CLEANUP, drop_caches, install_signal_handlers, log, temp_dir
+from bench.data import Scale, make_dataset
+from bench.mounts import Artfs
+from bench.s3peer import S3
 
 TABLES = ("core", "mount", "staging")
 
@@ -70,7 +69,7 @@ def main(argv: list[str]) -> int:
         s3 = S3(os.path.join(work, "moto.log"))
         artfs = Artfs(s3.env)
         startup = artfs.startup_seconds(s3.uri("empty"), os.path.join(work, "cache-ls"))
-        server = (f"moto {_moto_version()} on 127.0.0.1 (tests/s3server.py: ranged GETs streamed, "
+        server = (f"moto {_moto_version()} on 127.0.0.1 (tests/support/s3server.py: ranged GETs streamed, "
                   f"conditional PUTs atomic), one process for the whole run")
         head = [
             f"# artfs benchmark — {report['started']}{' (--quick: data scaled down 8×)' if args.quick else ''}",

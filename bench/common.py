@@ -2,7 +2,8 @@
 
 Cleanup is one LIFO stack for the whole run: whatever is started (server, mount, process, temp dir)
 registers how to undo itself the moment it exists, so an exception, Ctrl-C or SIGTERM anywhere still
-unmounts every mount, stops every process by its PID and removes every temp dir.
+unmounts every mount, stops every process by its PID and removes every temp dir. Pids and mount points
+themselves are handled as the tests handle them (tests/support/processes.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -20,6 +20,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from tests.support.processes import force_unmount, mounts_under
 
 MB = 1_000_000  # rates are in MB/s = 10^6 bytes per second
 MiB = 1 << 20
@@ -106,44 +108,13 @@ def fresh_dir(parent: str, name: str) -> str:
 def remove_tree(path: str) -> None:
     """rm -rf, but never through a mount: anything still mounted below `path` is unmounted first."""
     for mnt in mounts_under(path):
-        force_unmount(mnt)
+        unmount(mnt)
     shutil.rmtree(path, ignore_errors=True)
 
 
-# --- mounts ---
-
-
-def _mountpoints() -> list[str]:
-    def unescape(field: str) -> str:  # mountinfo escapes space, tab, newline and backslash as \ooo
-        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-    with open("/proc/self/mountinfo") as f:
-        return [unescape(line.split()[4]) for line in f]
-
-
-def is_mounted(path: str) -> bool:
-    """From /proc/self/mountinfo: works on a stale FUSE mount, where stat() fails with ENOTCONN."""
-    return os.path.realpath(path) in _mountpoints()
-
-
-def mounts_under(path: str) -> list[str]:
-    root = os.path.realpath(path)
-    found = [m for m in _mountpoints() if m == root or m.startswith(root + "/")]
-    return sorted(found, key=len, reverse=True)
-
-
-def force_unmount(path: str) -> None:
-    """`fusermount3 -u`, then lazily (`-uz`) if it is still there, then `umount -l`."""
-    for args in (["fusermount3", "-u"], ["fusermount3", "-uz"], ["umount", "-l"]):
-        if not is_mounted(path):
-            return
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run([*args, path], capture_output=True, timeout=60)
-        for _ in range(20):
-            if not is_mounted(path):
-                return
-            time.sleep(0.1)
-    if is_mounted(path):
+def unmount(path: str) -> None:
+    """Unmount whatever it takes (tests/support/processes.py), or say that it could not."""
+    if not force_unmount(path):
         log(f"warning: {path} is still mounted")
 
 
@@ -166,39 +137,6 @@ class CommandFailed(RuntimeError):
         super().__init__(f"{' '.join(args[:3])}…: {self.reason}")
 
 
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, wait, then SIGKILL: only the one process we started, by its id."""
-    if not pid_alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if wait_pid_gone(pid, timeout):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    wait_pid_gone(pid, 5)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def wait_pid_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return not pid_alive(pid)
-
-
 def peak_rss_mib(pid: int | None) -> float | None:
     """VmHWM (peak resident set) of a live process, in MiB."""
     if pid is None:
@@ -217,13 +155,13 @@ class ProbeFailed(RuntimeError):
     pass
 
 
-SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def probe(mode: str, *args: str | int, timeout: float = 600) -> dict:
-    """Run a timed filesystem operation in a child process (benchlib/probe.py); a hang costs `timeout`."""
-    cmd = [sys.executable, "-m", "benchlib.probe", mode, *map(str, args)]
-    env = {**os.environ, "PYTHONPATH": SCRIPTS}
+    """Run a timed filesystem operation in a child process (bench/probe.py); a hang costs `timeout`."""
+    cmd = [sys.executable, "-m", "bench.probe", mode, *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": REPO}
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 
-from benchlib.common import MiB, log
+from bench.common import MiB, log
 
 SEED = 20240611
 

@@ -1,13 +1,13 @@
 """The artfs CLI, and the FUSE mounts under test: artfs, rclone mount, s3fs.
 
 Every mount registers its own undo with CLEANUP as soon as it is attempted: `artfs unmount` (artfs),
-then `fusermount3 -u`, then `fusermount3 -uz`, then the daemon is stopped by its PID. A mount that
-fails to come up raises MountUnavailable with a one-line reason, which the tables print as n/a.
+then `fusermount3 -u`, then `fusermount3 -uz`, then the daemon is stopped by its PID. An artfs mount is
+started and stopped as the mount tests do it (tests/support/mounts.py), with the installed `artfs`. A mount
+that fails to come up raises MountUnavailable with a one-line reason, which the tables print as n/a.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,19 +15,9 @@ import subprocess
 import sys
 import time
 
-from benchlib.common import (
-    CLEANUP,
-    CommandFailed,
-    force_unmount,
-    is_mounted,
-    log,
-    peak_rss_mib,
-    pid_alive,
-    run_cmd,
-    stop_pid,
-    timed,
-    wait_pid_gone,
-)
+from bench.common import CLEANUP, peak_rss_mib, run_cmd, timed, unmount
+from tests.support.mounts import MountFailed, start_daemon, stop_daemon
+from tests.support.processes import is_mounted, pid_alive, stop_pid
 
 
 class MountUnavailable(RuntimeError):
@@ -137,7 +127,7 @@ class Mount:
         return peak_rss_mib(self.pid)
 
     def close(self) -> None:
-        force_unmount(self.path)
+        unmount(self.path)
         if self.pid is not None:
             stop_pid(self.pid)
 
@@ -150,54 +140,20 @@ class ArtfsMount(Mount):
         self.artfs, self.store, self.cache = artfs, store, cache
 
     def open(self) -> None:
-        args = ["mount", self.path, "--store", self.store, "--daemon", "--cache-dir", self.cache]
-        if self.artfs.has_command("mount") is None and "--log" in self.artfs.help_text["mount"]:
-            self.log_path = os.path.join(self.cache, "mount.log")  # not in ~/.local/state
-            args += ["--log", self.log_path]
+        self.log_path = os.path.join(self.cache, "mount.log")  # not in ~/.local/state
         try:
-            proc = self.artfs.cmd(args, self.cache, timeout=120)
-        except CommandFailed as e:
+            self.pid = start_daemon(self.path, self.store, cache_dir=self.cache, log=self.log_path,
+                                    cmd=[self.artfs.exe], env=self.artfs.env_for(self.cache))
+        except MountFailed as e:
             raise MountUnavailable(f"`artfs mount` failed: {e.reason}{_log_tail(self.log_path)}") from None
         except subprocess.TimeoutExpired:
             raise MountUnavailable("`artfs mount --daemon` did not return within 120s") from None
-        wait_mounted(self.path, None, 30, "artfs mount", self.log_path)
-        self.pid = find_fuse_daemon(self.path)
-        if self.pid is None:
-            log(f"warning: cannot find the artfs daemon's pid for {self.path}: no RSS figure")
-        del proc
+        wait_mounted(self.path, self.pid, 30, "artfs mount", self.log_path)
 
     def close(self) -> None:
-        if is_mounted(self.path):
-            with contextlib.suppress(Exception):
-                subprocess.run([self.artfs.exe, "unmount", self.path], env=self.artfs.env_for(self.cache),
-                               capture_output=True, timeout=60)
         if self.pid is not None:
-            wait_pid_gone(self.pid, 10)
+            stop_daemon(self.path, self.pid, cmd=[self.artfs.exe], env=self.artfs.env_for(self.cache), wait=10)
         super().close()
-
-
-def find_fuse_daemon(mnt: str) -> int | None:
-    """The process serving a FUSE mount: it holds /dev/fuse open and names the mountpoint in its argv."""
-    mnt = os.path.realpath(mnt)
-    holders, named = [], []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        if not any(os.path.realpath(a) == mnt for a in argv if a.startswith("/")):
-            continue
-        named.append(pid)
-        with contextlib.suppress(OSError):
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/fuse" for fd in os.listdir(f"/proc/{pid}/fd")):
-                holders.append(pid)
-    found = holders or named
-    return found[0] if len(found) == 1 else (min(found) if found else None)
 
 
 class RcloneMount(Mount):
@@ -229,7 +185,7 @@ class RcloneMount(Mount):
         self.log_path = os.path.join(self.cache_dir, "rclone.log")
         conf = os.path.join(self.cache_dir, "rclone.conf")
         open(conf, "w").close()
-        from benchlib.s3peer import BUCKET
+        from bench.s3peer import BUCKET
 
         args = [exe, "mount", f"bench:{BUCKET}/{self.prefix}", self.path, "--config", conf,
                 "--vfs-cache-mode", self.cache_mode, "--cache-dir", os.path.join(self.cache_dir, "vfs"),
@@ -253,7 +209,7 @@ class S3fsMount(Mount):
         exe = shutil.which("s3fs")
         if exe is None:
             raise MountUnavailable("s3fs not installed")
-        from benchlib.s3peer import BUCKET
+        from bench.s3peer import BUCKET
 
         passwd = os.path.join(self.work_dir, "s3fs.passwd")
         with open(os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:

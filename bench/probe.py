@@ -1,13 +1,13 @@
 """Timed reads of a filesystem, run in a child process so a hung mount can be killed (SIGKILL ends a
 process blocked in a FUSE request) without taking the benchmark down. Prints one JSON object.
 
-    python -m benchlib.probe seq FILE               {"seconds", "bytes"}   1 MiB reads, start to end
-    python -m benchlib.probe small DIR              {"seconds", "files", "bytes"}  directory order
-    python -m benchlib.probe find DIR               {"seconds", "files"}   `find DIR -type f`
-    python -m benchlib.probe preads FILE N SEED     {"seconds", "ops"}     N random 4 KiB-aligned preads
-    python -m benchlib.probe ttfb FILE              {"seconds"}            open + first byte
-    python -m benchlib.probe write SRC DST          {"seconds", "bytes"}   1 MiB writes + close, no fsync
-    python -m benchlib.probe cp SRCDIR DSTDIR       {"seconds"}            `cp -r`
+    python -m bench.probe seq FILE               {"seconds", "bytes"}   1 MiB reads, start to end
+    python -m bench.probe small DIR              {"seconds", "files", "bytes"}  directory order
+    python -m bench.probe find DIR               {"seconds", "files"}   `find DIR -type f`
+    python -m bench.probe preads FILE N SEED     {"seconds", "ops"}     N random 4 KiB-aligned preads
+    python -m bench.probe ttfb FILE              {"seconds"}            open + first byte
+    python -m bench.probe write SRC DST          {"seconds", "bytes"}   1 MiB writes + close, no fsync
+    python -m bench.probe cp SRCDIR DSTDIR       {"seconds"}            `cp -r`
 """
 
 from __future__ import annotations

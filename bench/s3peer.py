@@ -7,23 +7,17 @@ its CLI, so artfs's figures include its process start (measured separately and p
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from benchlib.common import CLEANUP, log
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from tests.s3server import S3Server, s3_env  # noqa: E402 - the repo root must be on sys.path first
+from bench.common import CLEANUP, log
+from tests.support.s3server import FOREIGN_AWS_VARS, S3Server, s3_env
 
 BUCKET = "bench"
 POOL = 8  # the "fair peer": boto3 with a thread pool of 8, as many as artfs uploads with
 
 
 class S3:
-    """The moto server (ranged GETs streamed: tests/s3server_main.py), one bucket, a boto3 client."""
+    """The tests' moto server (ranged GETs streamed: tests/support/s3server_main.py), one bucket, a boto3 client."""
 
     def __init__(self, log_path: str) -> None:
         self.server = S3Server(log_path=log_path)
@@ -31,7 +25,7 @@ class S3:
         CLEANUP.push("moto S3 server", self.server.stop)
         self.endpoint = self.server.endpoint
         self.env = {**os.environ, **s3_env(self.endpoint)}
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        for name in FOREIGN_AWS_VARS:
             self.env.pop(name, None)
         self.creds = s3_env(self.endpoint)
         self.client = self.server.client()

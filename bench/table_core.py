@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from benchlib.common import (
+from bench.common import (
     MB,
     CommandFailed,
     MiB,
@@ -32,9 +32,9 @@ from benchlib.common import (
     timed,
     verdict,
 )
-from benchlib.data import Dataset, flip_byte
-from benchlib.mounts import Artfs
-from benchlib.s3peer import POOL, S3
+from bench.data import Dataset, flip_byte
+from bench.mounts import Artfs
+from bench.s3peer import POOL, S3
 
 # what: (source dir of the dataset, artifact name)
 PARTS = ("big", "small", "mixed")

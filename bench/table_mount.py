@@ -3,7 +3,7 @@
 The same bytes are in the store twice: as artfs packs (`artfs put`, untimed) and as one S3 object per
 file (boto3, untimed) for boto3, rclone and s3fs. Each kind of measurement gets a fresh mount with an
 empty cache dir, and the page cache is dropped before every cold read, so no figure is flattered by an
-earlier one. File-system reads run in a child process (benchlib/probe.py) that can be killed if a mount hangs.
+earlier one. File-system reads run in a child process (bench/probe.py) that can be killed if a mount hangs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 
-from benchlib.common import (
+from bench.common import (
     MB,
     CommandFailed,
     ProbeFailed,
@@ -31,10 +31,10 @@ from benchlib.common import (
     timed,
     verdict,
 )
-from benchlib.data import Dataset, Scale, make_many_files
-from benchlib.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, RcloneMount, S3fsMount
-from benchlib.probe import pread_offsets
-from benchlib.s3peer import POOL, S3
+from bench.data import Dataset, Scale, make_many_files
+from bench.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, RcloneMount, S3fsMount
+from bench.probe import pread_offsets
+from bench.s3peer import POOL, S3
 
 SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs")
 LABELS = {"local disk": "local disk", "boto3": "boto3 download / get_object", "artfs": "**artfs mount**",
@@ -314,8 +314,8 @@ class MountBench:
             f"First byte: artfs only ({many} files of 64–512 B in directories of 1,000, put as one "
             "version; a fresh mount and cache: the time includes fetching that version's manifest). rclone and "
             "s3fs not measured: 100k objects in moto take too long to create for this run.",
-            "Peak RSS: VmHWM of the process serving the mount (artfs: found from /dev/fuse + argv), the max over "
-            "this table's mounts.",
+            "Peak RSS: VmHWM of the process serving the mount (artfs: the daemon whose pid `artfs mount` prints), "
+            "the max over this table's mounts.",
         ]
         if self.broken:
             notes.append("Not measured: " + "; ".join(f"{k}: {v}" for k, v in self.broken.items()) + ".")

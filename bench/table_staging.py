@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 
-from benchlib.common import (
+from bench.common import (
     MB,
     CommandFailed,
     Sample,
@@ -31,9 +31,9 @@ from benchlib.common import (
     timed,
     verdict,
 )
-from benchlib.data import Dataset
-from benchlib.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, RcloneMount, S3fsMount
-from benchlib.s3peer import BUCKET, POOL, S3
+from bench.data import Dataset
+from bench.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, RcloneMount, S3fsMount
+from bench.s3peer import BUCKET, POOL, S3
 
 NAME = "staged"
 WRITERS = ("local disk", "artfs", "rclone", "s3fs")

@@ -15,11 +15,14 @@ from tests.support.s3server import FOREIGN_AWS_VARS, S3Server, s3_env
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_artfs_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test may touch ~/.cache or ~/.local: the cache and the default store live in tmp dirs."""
+    """No test may touch ~/.cache or ~/.local: the cache, staged data, logs and the default store live in
+    tmp dirs."""
     base = tmp_path_factory.mktemp("artfs-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARTFS_CACHE", str(base / "cache"))
+        mp.setenv("ARTFS_DATA", str(base / "data"))
         mp.setenv("ARTFS_STORE", str(base / "store"))
+        mp.setenv("XDG_STATE_HOME", str(base / "state"))
         yield
 
 

@@ -39,9 +39,14 @@ def test_explicit_store_wins() -> None:
     assert Settings.from_env({"ARTFS_STORE": "s3://bucket/p"}).store_uri == "s3://bucket/p"
 
 
-def test_cache_size_from_environment() -> None:
-    assert Settings.from_env({"ARTFS_CACHE_SIZE": "8M"}).cache_size == 8 * MiB
-    assert Settings.from_env({}).cache_size is None  # the cache's own default (20G)
+def test_cache_size_reaches_the_cache(tmp_path) -> None:
+    for env, expected in (({"ARTFS_CACHE_SIZE": "8M"}, 8 * MiB), ({}, 20 << 30)):
+        s = Settings.from_env({**env, "ARTFS_CACHE": str(tmp_path / "cache"), "ARTFS_DATA": str(tmp_path / "d")})
+        repo = s.open_repo(str(tmp_path / "store"))
+        try:
+            assert repo.cache.max_bytes == expected
+        finally:
+            repo.close()
     with pytest.raises(ArtfsError, match="ARTFS_CACHE_SIZE"):
         Settings.from_env({"ARTFS_CACHE_SIZE": "lots"})
 
@@ -64,13 +69,30 @@ def test_bad_values_name_their_variable(name: str, bad: str) -> None:
 
 def test_defaults() -> None:
     s = Settings.from_env({"HOME": os.path.expanduser("~")})
-    assert (s.log_level, s.read_ahead_kb, s.memory_cache, s.endpoint_url) == ("INFO", 1024, None, None)
+    assert (s.log_level, s.read_ahead_kb, s.memory_cache, s.test_seal_gate) == ("INFO", 1024, None, None)
     assert Settings.from_env({"ARTFS_READ_AHEAD_KB": "0"}).read_ahead_kb == 0  # leave the kernel's alone
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("100000", 100000), ("512M", 512 * MiB), ("20G", 20 << 30), ("1.5GiB", 3 << 29), ("4k", 4096), ("7B", 7)],
+    [
+        ("20G", 20 << 30),
+        ("512M", 512 << 20),
+        ("1.5GiB", 3 << 29),
+        ("100000", 100000),
+        ("4k", 4096),
+        ("2 TB", 2 << 40),
+        (" 7KiB ", 7168),
+        ("10B", 10),
+        ("0", 0),
+    ],
 )
-def test_parse_size(text: str, expected: int) -> None:
+def test_parse_size(text, expected):
     assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1G", "1X", "1GiBs", "ten", "1e9", "1.2.3M"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ArtfsError) as info:
+        parse_size(text)
+    assert "\n" not in str(info.value) and repr(text) in str(info.value)

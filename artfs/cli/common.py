@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING
 import click
 
 from artfs.errors import ArtfsError
+from artfs.settings import Settings
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 store_option = click.option(
-    "--store", "store_uri", envvar="ARTFS_STORE", default=None, metavar="URI",
+    "--store", "store_uri", default=None, metavar="URI",
     help="s3://bucket/prefix, file:///path or a path (default: $ARTFS_STORE, else ~/.local/share/artfs/store).",
 )
 endpoint_option = click.option(
-    "--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, metavar="URL",
+    "--endpoint-url", default=None, metavar="URL",
     help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -40,12 +41,14 @@ cache_size_option = click.option(
 )
 
 
-def open_repo(store_uri: str | None, endpoint_url: str | None):
-    """The Repo of `--store`/`--endpoint-url`; the caller closes it."""
-    from artfs.core.repo import Repo
-    from artfs.storage.open import open_store
+def settings() -> Settings:
+    """The environment's settings, read and checked once per command (artfs/settings.py)."""
+    return Settings.from_env()
 
-    return Repo(open_store(store_uri, endpoint_url=endpoint_url))
+
+def open_repo(store_uri: str | None, endpoint_url: str | None):
+    """The Repo of `--store`/`--endpoint-url` (defaults: the settings'); the caller closes it."""
+    return settings().open_repo(store_uri, endpoint_url)
 
 
 def human(n: float) -> str:

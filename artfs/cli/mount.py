@@ -6,14 +6,16 @@ load this module too, start without it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 
 import click
 
-from artfs.cli.common import cache_dir_option, cache_size_option, endpoint_option, store_option
+from artfs.cli.common import cache_dir_option, cache_size_option, endpoint_option, settings, store_option
 from artfs.errors import ArtfsError
+from artfs.settings import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -58,39 +60,40 @@ def mount(mountpoint, store_uri, endpoint_url, cache_dir, cache_size, poll, opti
           ready_fd) -> None:
     """Mount the store's artifacts at MOUNTPOINT: one directory per artifact, one per version, read lazily."""
     from artfs.fs import mount as fsmount
-    from artfs.storage.cache import parse_size
 
     mountpoint = os.path.abspath(mountpoint)
     opts = _mount_options(options)
+    env = settings()
+    if cache_dir:
+        env = dataclasses.replace(env, places=dataclasses.replace(env.places, cache=os.path.abspath(cache_dir)))
     config = fsmount.MountConfig(
         mountpoint=mountpoint,
-        store_uri=_absolute_store(store_uri),
+        settings=env,
+        store_uri=_absolute_store(store_uri or env.store_uri),
         endpoint_url=endpoint_url,
-        cache_dir=os.path.abspath(cache_dir) if cache_dir else None,
-        cache_size=parse_size(cache_size) if cache_size else None,
+        cache_size=parse_size(cache_size) if cache_size else env.cache_size,
         poll=parse_duration(poll),
         allow_other="allow_other" in opts,
         force=force,
-        read_ahead_kb=_read_ahead_kb(),
     )
-    log_path = os.path.abspath(log_path or fsmount.default_log_path(mountpoint))
+    log_path = os.path.abspath(log_path or env.places.mount_log(mountpoint))
     if daemon:
         from artfs.fs import mountpoint as mp
 
         mp.prepare(mountpoint, force)  # fail here, with the message on this terminal, when we can
         args = [mountpoint, "--poll", poll]
         for flag, value in (("--store", config.store_uri), ("--endpoint-url", endpoint_url),
-                            ("--cache-dir", config.cache_dir), ("--cache-size", cache_size)):
+                            ("--cache-dir", env.places.cache if cache_dir else None), ("--cache-size", cache_size)):
             if value:
                 args += [flag, value]
         args += [f"-o{o}" for o in sorted(opts)]
         if force:
             args.append("--force")
         pid = fsmount.spawn(args, log_path)
-        click.echo(f"mounted {fsmount.store_label(config.store_uri)} at {mountpoint} (pid {pid})")
+        click.echo(f"mounted {config.store_uri} at {mountpoint} (pid {pid})")
         click.echo(f"log: {log_path}")
         return
-    fsmount.setup_logging(log_path, to_stderr=ready_fd is None)
+    fsmount.setup_logging(log_path, to_stderr=ready_fd is None, level=env.log_level)
     if ready_fd is None:
         fsmount.serve(config)
         return
@@ -117,17 +120,9 @@ def mount(mountpoint, store_uri, endpoint_url, cache_dir, cache_size, poll, opti
         raise
 
 
-def _read_ahead_kb() -> int:
-    """`$ARTFS_READ_AHEAD_KB`: the kernel readahead a root daemon sets for its mount (0: leave it alone)."""
-    text = os.environ.get("ARTFS_READ_AHEAD_KB", "1024")
-    if not text.isdigit():
-        raise ArtfsError(f"ARTFS_READ_AHEAD_KB must be a number of KiB, not {text!r}")
-    return int(text)
-
-
-def _absolute_store(uri: str | None) -> str | None:
+def _absolute_store(uri: str) -> str:
     """A plain-path store made absolute, because the daemon runs from /."""
-    if uri is None or "://" in uri:
+    if "://" in uri:
         return uri
     return os.path.abspath(os.path.expanduser(uri))
 

@@ -14,7 +14,6 @@ storage/lmdb_env.py (one per path per process, never across fork), like the chun
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import struct
@@ -72,11 +71,10 @@ def _tree_key(mid: bytes, path: str) -> bytes:
 
 
 class StoreIndex:
-    """The index for one store URI, under `<cache_dir>/stores/<hash of uri>/index.lmdb`."""
+    """The index of one store, at `path` (core/places.py says where: in the disposable cache)."""
 
-    def __init__(self, cache_dir: str, store_uri: str, map_size: int = 64 << 30) -> None:
-        tag = hashlib.sha256(store_uri.encode()).hexdigest()[:16]
-        self.path = os.path.join(cache_dir, "stores", tag, "index.lmdb")
+    def __init__(self, path: str, store_uri: str, map_size: int = 64 << 30) -> None:
+        self.path = path
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         with open(os.path.join(os.path.dirname(self.path), "store-uri"), "w") as f:
             f.write(store_uri + "\n")

@@ -1,10 +1,10 @@
 """Where artfs keeps things on this machine, and which of them may be deleted.
 
     <cache>/                                   DISPOSABLE: `rm -rf` loses nothing (all of it is refetched)
-        data.mdb, lock.mdb                     the LMDB chunk cache (storage/cache.py), shared by processes
-        stores/<store tag>/index.lmdb          per-store index: version records, manifests' trees, chunks
+        chunks.lmdb/                           the LMDB chunk cache (storage/cache.py), shared by processes
+        stores/<store tag>/index.lmdb/         per-store index: version records, manifests' trees, chunks
         stores/<store tag>/manifests/          manifests as fetched from the store
-        tmp/                                   manifests being written by a commit or a seal
+        (temporary files)                      manifests being written by a commit or a seal
     <data>/                                    NOT disposable
         store/                                 the embedded default store (a directory store)
         staging/<store tag>/<artifact>/        staged, unsealed changes (core/staging/layout.py)
@@ -64,10 +64,6 @@ class Places:
 
     def manifests(self, store_uri: str) -> str:
         return os.path.join(self.store_cache(store_uri), "manifests")
-
-    def tmp(self) -> str:
-        """Scratch files of commits and seals (a manifest being written)."""
-        return os.path.join(self.cache, "tmp")
 
     # --- kept -------------------------------------------------------------------------------------
 

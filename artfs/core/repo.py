@@ -21,6 +21,7 @@ from artfs.core.index import StoreIndex
 from artfs.core.manifest import Entry, Header
 from artfs.core.manifest_file import read_manifest
 from artfs.core.names import Ref, check_alias, check_name, parse_version
+from artfs.core.places import Places
 from artfs.core.records import (
     AliasEvent,
     VersionRecord,
@@ -41,7 +42,7 @@ from artfs.core.store_keys import (
     versions_prefix,
 )
 from artfs.errors import ArtfsError, Conflict, IntegrityError, NotFound, StoreNotFound
-from artfs.storage.cache import ChunkCache, default_cache_dir
+from artfs.storage.cache import ChunkCache
 from artfs.storage.store import Store
 
 
@@ -50,14 +51,16 @@ class VersionTaken(Conflict):
 
 
 class Repo:
-    """One store seen through the local index and chunk cache. Synchronous: may block on the store."""
+    """One store seen through the local index and chunk cache, in `places` (core/places.py). Synchronous:
+    may block on the store."""
 
-    def __init__(self, store: Store, cache_dir: str | None = None, cache_size: int | None = None) -> None:
+    def __init__(self, store: Store, places: Places, cache_size: int | None = None) -> None:
         self.store = store
-        self.cache_dir = cache_dir or default_cache_dir()
+        self.places = places
+        self.cache_dir = places.cache
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
-        self.index = StoreIndex(self.cache_dir, store.uri)
-        self._manifest_dir = os.path.join(os.path.dirname(self.index.path), "manifests")
+        self.index = StoreIndex(places.store_index(store.uri), store.uri)
+        self._manifest_dir = places.manifests(store.uri)
         os.makedirs(self._manifest_dir, exist_ok=True)
         self._cache_size = cache_size
         self._cache: ChunkCache | None = None

@@ -10,15 +10,15 @@ A seal runs in a worker thread and cannot be interrupted halfway, so a request i
 cancellation: a client that hangs up, or an unmount, lets it finish and leaves the kernel's view
 consistent (areas.py invalidates what the new generation made stale).
 
-Test hook: with `$ARTFS_TEST_SEAL_GATE` set to a path, the daemon's first seal stops at its first progress
-step (the area frozen, nothing published yet), creates that file, and goes on once the file is deleted —
-so tests can write during a seal, or kill the daemon in the middle of one, without racing a clock.
+Test hook: with `$ARTFS_TEST_SEAL_GATE` (settings.test_seal_gate) set to a path, the daemon's first seal
+stops at its first progress step (the area frozen, nothing published yet), creates that file, and goes on
+once the file is deleted — so tests can write during a seal, or kill the daemon in the middle of one,
+without racing a clock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -40,20 +40,10 @@ PROGRESS_EVERY = 0.25  # seconds between progress lines
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes, NUL included
 
 
-def socket_path(cache_dir: str, mountpoint: str) -> str:
-    """`<cache_dir>/run/<hash of the mount point>.sock`, or under $XDG_RUNTIME_DIR or /tmp when that is
-    longer than a unix socket address may be."""
-    tag = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
-    for base in (os.path.join(cache_dir, "run"), os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), "artfs"),
-                 f"/tmp/artfs-{os.getuid()}"):
-        path = os.path.join(base, f"{tag}.sock")
-        if os.path.isabs(path) and len(path.encode()) <= SUN_PATH_MAX:
-            return path
-    raise ArtfsError(f"no place for the control socket: {cache_dir} is too long a path")
-
-
-async def serve(path: str, areas: Areas, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on `path` until cancelled, then remove it."""
+async def serve(path: str, areas: Areas, seal_gate: str | None = None,
+                task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on `path` (core/places.py says where) until cancelled, then remove it."""
+    gates = [seal_gate] if seal_gate else []  # the test hook (module docstring): the first seal only
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     os.chmod(os.path.dirname(path), 0o700)
     with contextlib.suppress(FileNotFoundError):
@@ -65,7 +55,7 @@ async def serve(path: str, areas: Areas, task_status: Any = trio.TASK_STATUS_IGN
         sock.listen(16)
         task_status.started()
         log.info("control socket %s", path)
-        await trio.serve_listeners(lambda stream: _serve_one(stream, areas), [trio.SocketListener(sock)])
+        await trio.serve_listeners(lambda stream: _serve_one(stream, areas, gates), [trio.SocketListener(sock)])
     finally:
         sock.close()
         with contextlib.suppress(FileNotFoundError):
@@ -93,7 +83,7 @@ async def _send(stream: trio.abc.Stream, message: dict) -> bool:
         return False
 
 
-async def _serve_one(stream: trio.SocketStream, areas: Areas) -> None:
+async def _serve_one(stream: trio.SocketStream, areas: Areas, gates: list[str]) -> None:
     async with stream:
         try:
             with trio.fail_after(30):
@@ -105,15 +95,15 @@ async def _serve_one(stream: trio.SocketStream, areas: Areas) -> None:
             await _send(stream, {"ok": False, "error": f"bad request: {e}"})
             return
         with trio.CancelScope(shield=True):
-            reply = await _answer(stream, areas, request)
+            reply = await _answer(stream, areas, request, gates)
             await _send(stream, reply)
 
 
-async def _answer(stream: trio.SocketStream, areas: Areas, request: dict) -> dict:
+async def _answer(stream: trio.SocketStream, areas: Areas, request: dict, gates: list[str]) -> dict:
     op, name = request.get("op"), request.get("artifact")
     try:
         if op == "seal":
-            result = await _seal(stream, areas, name, request)
+            result = await _seal(stream, areas, name, request, gates)
         elif op == "status":
             result = await areas.status(name)
         elif op == "discard":
@@ -146,9 +136,9 @@ class _Gated(SealProgress):
         super().__call__(n)
 
 
-async def _seal(stream: trio.SocketStream, areas: Areas, name: str, request: dict) -> dict:
+async def _seal(stream: trio.SocketStream, areas: Areas, name: str, request: dict, gates: list[str]) -> dict:
     """The seal in a thread; its progress (bytes through the chunker) reported every PROGRESS_EVERY s."""
-    gate = os.environ.pop("ARTFS_TEST_SEAL_GATE", None)  # once per daemon
+    gate = gates.pop() if gates else None  # once per daemon
     progress = _Gated(gate) if gate else SealProgress()
     metadata = request.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):

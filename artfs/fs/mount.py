@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import select
@@ -42,7 +41,8 @@ from artfs.fs.ops import Ops
 from artfs.fs.reader import Reader
 from artfs.fs.staging_ops import StagingOps
 from artfs.fs.tree import Tree
-from artfs.storage.open import default_store_uri, open_store
+from artfs.settings import Settings
+from artfs.storage.open import open_store
 from artfs.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,26 +54,16 @@ MIN_TASKS, MAX_TASKS = 4, 99
 
 @dataclass
 class MountConfig:
+    """What a mount serves and how: the command line's choices over the settings (artfs/settings.py)."""
+
     mountpoint: str
-    store_uri: str | None = None
+    settings: Settings
+    store_uri: str
     endpoint_url: str | None = None
-    cache_dir: str | None = None
     cache_size: int | None = None
     poll: float = 10.0  # seconds; 0 disables polling
     allow_other: bool = False
     force: bool = False
-    read_ahead_kb: int = 1024
-
-
-def default_log_path(mount: str) -> str:
-    """`$XDG_STATE_HOME/artfs/logs/mount-<name>-<hash>.log` (one log per mount point)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    mount = os.path.abspath(mount)
-    tag = hashlib.sha256(mount.encode()).hexdigest()[:8]
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(mount)) or "root"
-    return os.path.join(base, "artfs", "logs", f"mount-{name}-{tag}.log")
 
 
 class _InterruptedReplies(logging.Filter):
@@ -88,12 +78,9 @@ class _InterruptedReplies(logging.Filter):
         return True
 
 
-def setup_logging(log_path: str, to_stderr: bool) -> None:
-    """INFO (or $ARTFS_LOG_LEVEL) to the log file, and to stderr in the foreground."""
+def setup_logging(log_path: str, to_stderr: bool, level: str = "INFO") -> None:
+    """`level` (the settings' ARTFS_LOG_LEVEL) to the log file, and to stderr in the foreground."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    level = os.environ.get("ARTFS_LOG_LEVEL", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ArtfsError(f"ARTFS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
@@ -114,14 +101,6 @@ def setup_logging(log_path: str, to_stderr: bool) -> None:
 def _read_deadline(store: Store) -> float:
     """A read waits for the store a little longer than the store's own retry deadline, capped."""
     return min(READ_DEADLINE_CAP, float(getattr(store, "deadline", 25.0)) + 3.0)
-
-
-def _memory_bytes() -> int:
-    """`$ARTFS_MEMORY_CACHE`: bytes of decoded chunks the daemon keeps in memory (default 128M)."""
-    from artfs.storage.cache import parse_size
-
-    text = os.environ.get("ARTFS_MEMORY_CACHE")
-    return parse_size(text) if text else MEMORY_BYTES
 
 
 def _options(allow_other: bool) -> set[str]:
@@ -156,7 +135,8 @@ class _Daemon:
             nursery.start_soon(self._flush_access)
             if self.config.poll > 0:
                 nursery.start_soon(self._poll)
-            await nursery.start(control.serve, self.areas.control_path, self.areas)
+            await nursery.start(control.serve, self.areas.control_path, self.areas,
+                                self.config.settings.test_seal_gate)
             nursery.start_soon(self._announce, ready)
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
             with trio.move_on_after(10):
@@ -166,7 +146,7 @@ class _Daemon:
     async def _announce(self, ready: Callable[[], None]) -> None:
         await trio.to_thread.run_sync(os.stat, self.config.mountpoint)  # a round trip through the kernel
         # Only now: FUSE's INIT (answered by then) lowers the bdi readahead to what INIT negotiated.
-        mountpoint.raise_readahead(self.config.mountpoint, self.config.read_ahead_kb)
+        mountpoint.raise_readahead(self.config.mountpoint, self.config.settings.read_ahead_kb)
         log.info("mounted %s at %s (pid %d)", self.repo.store.uri, self.config.mountpoint, os.getpid())
         ready()
 
@@ -225,8 +205,10 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
     """Mount and serve until unmounted (`artfs unmount`, fusermount3 -u) or signalled. Blocks."""
     path = mountpoint.prepare(config.mountpoint, config.force)
     config.mountpoint = path
-    store = open_store(config.store_uri, endpoint_url=config.endpoint_url)
-    repo = Repo(store, cache_dir=config.cache_dir, cache_size=config.cache_size)
+    settings = config.settings
+    store = open_store(config.store_uri, endpoint_url=config.endpoint_url, retries=settings.store_retries,
+                       deadline=settings.store_deadline)
+    repo = Repo(store, settings.places, cache_size=config.cache_size)
     try:
         try:
             catalog = scan(repo)
@@ -234,9 +216,10 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
             raise ArtfsError(f"cannot read the store {store.uri}: {e}") from None
         deadline = _read_deadline(store)
         tree = Tree(repo, catalog, deadline=deadline)
-        chunks = ChunkSource(store, repo.cache, memory_bytes=_memory_bytes())
+        memory = MEMORY_BYTES if settings.memory_cache is None else settings.memory_cache
+        chunks = ChunkSource(store, repo.cache, memory_bytes=memory)
         reader = Reader(chunks, repo.index, deadline)
-        areas = Areas(tree, control.socket_path(repo.cache_dir, path))
+        areas = Areas(tree, settings.places.control_socket(path))
         areas.load_local()
         ops = Ops(tree, reader, StagingOps(areas, tree, reader))
         daemon = _Daemon(config, repo, tree, chunks, ops, areas)
@@ -301,7 +284,3 @@ def spawn(args: list[str], log_path: str, timeout: float = READY_TIMEOUT) -> int
         raise ArtfsError(line[len("error ") :])
     code = proc.wait(timeout=10)
     raise ArtfsError(f"the mount daemon exited (status {code}) before the mount was ready; see {log_path}")
-
-
-def store_label(store_uri: str | None) -> str:
-    return store_uri or default_store_uri()

@@ -156,7 +156,10 @@ class Ops(pyfuse3.Operations):
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         """FUSE names no inode here: the space shown is the local disk staged data is written to."""
-        st = os.statvfs(self.staging.areas.repo.cache_dir)
+        disk = self.staging.areas.repo.places.data
+        while not os.path.exists(disk):  # nothing staged yet: the disk it will go to
+            disk = os.path.dirname(disk)
+        st = os.statvfs(disk)
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = st.f_frsize
         s.f_blocks, s.f_bfree, s.f_bavail = st.f_blocks, st.f_bfree, st.f_bavail

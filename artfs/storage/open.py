@@ -15,26 +15,19 @@ from artfs.storage.retry import RetryingStore
 from artfs.storage.store import Store
 
 
-def default_store_uri() -> str:
-    """`$ARTFS_STORE`, else the embedded default directory `~/.local/share/artfs/store`."""
-    env = os.environ.get("ARTFS_STORE")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "artfs", "store")
-
-
-def open_store(uri: str | None = None, *, endpoint_url: str | None = None) -> Store:
-    """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries."""
-    uri = uri or default_store_uri()
+def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None = None,
+               deadline: float | None = None) -> Store:
+    """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries
+    (`retries` attempts within `deadline` seconds; None: the policy's defaults)."""
+    policy = {k: v for k, v in (("attempts", retries), ("deadline", deadline)) if v is not None}
     if uri.startswith("s3://"):
         from artfs.storage.s3 import S3Store
 
-        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url))
+        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url), **policy)
     if uri.startswith("file://"):
         path = uri[len("file://") :]
     elif "://" in uri:
         raise InvalidName(f"unsupported store URI {uri!r} (use s3://bucket/prefix, file:///path or a path)")
     else:
         path = uri
-    return RetryingStore(LocalStore(os.path.abspath(os.path.expanduser(path))))
+    return RetryingStore(LocalStore(os.path.abspath(os.path.expanduser(path))), **policy)

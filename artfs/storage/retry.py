@@ -19,28 +19,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from artfs.errors import ArtfsError, StoreUnavailable, TransientStoreError
+from artfs.errors import StoreUnavailable, TransientStoreError
 from artfs.storage.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _env_number(name: str, kind: type[int] | type[float], default: float, minimum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ArtfsError(f"{name} must be a number >= {minimum}, got {raw!r}") from None
-    if value < minimum:
-        raise ArtfsError(f"{name} must be a number >= {minimum}, got {raw!r}")
-    return value
-
-
 class RetryingStore(Store):
-    """Wraps a store; ARTFS_STORE_RETRIES and ARTFS_STORE_DEADLINE override attempts and deadline."""
+    """Wraps a store with the retry policy (the settings' ARTFS_STORE_RETRIES and ARTFS_STORE_DEADLINE
+    reach it through `open_store`)."""
 
     def __init__(
         self,
@@ -51,8 +39,8 @@ class RetryingStore(Store):
         deadline: float = 25.0,
     ) -> None:
         self.inner = inner
-        self.attempts = int(_env_number("ARTFS_STORE_RETRIES", int, attempts, 1))
-        self.deadline = _env_number("ARTFS_STORE_DEADLINE", float, deadline, 0)
+        self.attempts = attempts
+        self.deadline = deadline
         self.base_delay = base_delay
         self.max_delay = max_delay
 

@@ -80,7 +80,7 @@ class S3Store(Store):
     def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None  # the AWS chain, as boto3
         config = Config(
             max_pool_connections=32,
             connect_timeout=5,

@@ -99,10 +99,11 @@ def test_hostile_version_record_rejected(repo, tmp_path):
 _WRITER = """
 import sys
 from artfs.core.commit import commit_tree
+from artfs.core.places import Places
 from artfs.core.repo import Repo
 from artfs.storage.open import open_store
 uri, src, cache = sys.argv[1:4]
-repo = Repo(open_store(uri), cache_dir=cache)
+repo = Repo(open_store(uri), Places.under(cache))
 print(commit_tree(repo, src, "shared").record.version)
 """
 
@@ -122,10 +123,11 @@ def test_four_concurrent_writers_get_distinct_versions(s3_store_uri, tmp_path):
         assert p.returncode == 0, err
         results.append(int(out.strip()))
     assert sorted(results) == [0, 1, 2, 3]
+    from artfs.core.places import Places
     from artfs.core.repo import Repo
     from artfs.storage.open import open_store
 
-    reader = Repo(open_store(s3_store_uri), cache_dir=str(tmp_path / "reader"))
+    reader = Repo(open_store(s3_store_uri), Places.under(str(tmp_path / "reader")))
     try:
         whos = set()
         for n in range(4):
@@ -193,6 +195,7 @@ def test_background_index_answers_before_it_is_built(repo, tmp_path, monkeypatch
 
 
 def fresh_repo_for(repo, cache_dir):
+    from artfs.core.places import Places
     from artfs.core.repo import Repo
 
-    return Repo(repo.store, cache_dir=str(cache_dir))
+    return Repo(repo.store, Places.under(str(cache_dir)))

@@ -6,6 +6,7 @@ import tracemalloc
 from artfs.core.commit import Committer
 from artfs.core.manifest import FILE, Entry
 from artfs.core.packs import REF
+from artfs.core.places import Places
 from artfs.core.repo import Repo
 from artfs.storage.open import open_store
 
@@ -13,7 +14,7 @@ N = 200_000
 
 
 def test_many_files_bounded_memory(tmp_path):
-    repo = Repo(open_store(str(tmp_path / "store")), cache_dir=str(tmp_path / "cache"))
+    repo = Repo(open_store(str(tmp_path / "store")), Places.under(str(tmp_path / "cache")))
     try:
         packs = ["ab" * 16]
         tracemalloc.start()

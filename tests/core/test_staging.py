@@ -25,26 +25,15 @@ from artfs.core.commit import commit_tree
 from artfs.core.export import export_version
 from artfs.core.manifest import DIR, FILE, LINK, Entry, content_digest, path_key
 from artfs.core.merge import merge_trees
+from artfs.core.places import Places
 from artfs.core.repo import Repo
 from artfs.core.staging import RENAME_EXCHANGE, RENAME_NOREPLACE, MergeConflict, StagingArea
 from artfs.core.staging import StagedNode as Node
 from artfs.errors import ArtfsError, InvalidName
 from artfs.storage.open import open_store
+from tests.support import staging_model as ref
 from tests.support.repos import fresh_repo
-from tests.support.staging_model import (
-    DATA,
-    LINK_PATHS,
-    MODES,
-    MTIMES,
-    OFFSETS,
-    PATHS,
-    READ_SIZES,
-    SIZES,
-    TARGETS,
-    assert_same_errno,
-    initial_tree,
-    pick_path,
-)
+from tests.support.staging_model import assert_same_errno, initial_tree, pick_path
 from tests.support.syscalls import errno_of, renameat2
 from tests.support.trees import snapshot, write_tree
 
@@ -132,7 +121,7 @@ def open_area(repo: Repo, name: str) -> StagingArea:
 @pytest.fixture
 def lrepo(tmp_path):
     """A repo on a local store (tests that do not need to run on S3 too)."""
-    r = Repo(open_store(str(tmp_path / "store")), cache_dir=str(tmp_path / "cache"))
+    r = Repo(open_store(str(tmp_path / "store")), Places.under(str(tmp_path / "cache")))
     yield r
     r.close()
 
@@ -157,7 +146,7 @@ class StagingModel(RuleBasedStateMachine):
         self.tmp = tempfile.mkdtemp(prefix="artfs-model-")
         src = os.path.join(self.tmp, "src")
         initial_tree(src)
-        self.repo = Repo(open_store(os.path.join(self.tmp, "store")), cache_dir=os.path.join(self.tmp, "cache"))
+        self.repo = Repo(open_store(os.path.join(self.tmp, "store")), Places.under(os.path.join(self.tmp, "cache")))
         commit_tree(self.repo, src, "m")
         self.model = os.path.join(self.tmp, "model")
         self.base = os.path.join(self.tmp, "base")  # the model of the version staging started from
@@ -182,7 +171,7 @@ class StagingModel(RuleBasedStateMachine):
 
     @rule(d=st.data())
     def create(self, d):
-        path = self.pick(d, PATHS, new=True)
+        path = self.pick(d, ref.PATHS, new=True)
 
         def real():
             os.close(os.open(self.m(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
@@ -191,17 +180,17 @@ class StagingModel(RuleBasedStateMachine):
 
     @rule(d=st.data())
     def mkdir(self, d):
-        path = self.pick(d, PATHS, new=True)
+        path = self.pick(d, ref.PATHS, new=True)
         self.both(lambda: os.mkdir(self.m(path), 0o755), lambda: self.s.mkdir(*resolve(self.s, path), 0o755 & ~_UMASK))
 
-    @rule(d=st.data(), to=st.sampled_from(TARGETS))
+    @rule(d=st.data(), to=st.sampled_from(ref.TARGETS))
     def symlink(self, d, to):
-        path = self.pick(d, LINK_PATHS, new=True)
+        path = self.pick(d, ref.LINK_PATHS, new=True)
         self.both(lambda: os.symlink(to, self.m(path)), lambda: self.s.symlink(*resolve(self.s, path), to))
 
-    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), data=DATA)
+    @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), data=ref.DATA)
     def write(self, d, offset, data):
-        path = self.pick(d, PATHS)
+        path = self.pick(d, ref.PATHS)
 
         def real():
             fd = os.open(self.m(path), os.O_WRONLY)
@@ -212,9 +201,9 @@ class StagingModel(RuleBasedStateMachine):
 
         self.both(real, lambda: self.s.write(node_at(self.s, path).id, offset, data))
 
-    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), size=st.sampled_from(READ_SIZES))
+    @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), size=st.sampled_from(ref.READ_SIZES))
     def read(self, d, offset, size):
-        path = self.pick(d, PATHS)
+        path = self.pick(d, ref.PATHS)
         got = {}
 
         def real():
@@ -230,19 +219,19 @@ class StagingModel(RuleBasedStateMachine):
         self.both(real, staged)
         assert got.get("real") == got.get("staged")
 
-    @rule(d=st.data(), size=st.sampled_from(SIZES))
+    @rule(d=st.data(), size=st.sampled_from(ref.SIZES))
     def truncate(self, d, size):
-        path = self.pick(d, PATHS)
+        path = self.pick(d, ref.PATHS)
         self.both(lambda: os.truncate(self.m(path), size), lambda: self.s.truncate(node_at(self.s, path).id, size))
 
     @rule(d=st.data())
     def unlink(self, d):
-        path = self.pick(d, PATHS + LINK_PATHS)
+        path = self.pick(d, ref.PATHS + ref.LINK_PATHS)
         self.both(lambda: os.unlink(self.m(path)), lambda: self.s.unlink(*resolve(self.s, path)))
 
     @rule(d=st.data())
     def rmdir(self, d):
-        path = self.pick(d, PATHS)
+        path = self.pick(d, ref.PATHS)
         self.both(lambda: os.rmdir(self.m(path)), lambda: self.s.rmdir(*resolve(self.s, path)))
 
     def _rename(self, src, dst, noreplace):
@@ -252,24 +241,24 @@ class StagingModel(RuleBasedStateMachine):
 
     @rule(d=st.data(), noreplace=st.booleans())
     def rename(self, d, noreplace):
-        self._rename(self.pick(d, PATHS), self.pick(d, PATHS, new=d.draw(st.booleans())), noreplace)
+        self._rename(self.pick(d, ref.PATHS), self.pick(d, ref.PATHS, new=d.draw(st.booleans())), noreplace)
 
     @rule(d=st.data(), noreplace=st.booleans())
     def rename_dir_over_dir(self, d, noreplace):
-        self._rename(self.pick(d, PATHS, dirs_only=True), self.pick(d, PATHS, dirs_only=True), noreplace)
+        self._rename(self.pick(d, ref.PATHS, dirs_only=True), self.pick(d, ref.PATHS, dirs_only=True), noreplace)
 
     @rule(d=st.data(), noreplace=st.booleans())
     def rename_symlink(self, d, noreplace):
-        self._rename(self.pick(d, LINK_PATHS), self.pick(d, LINK_PATHS, new=d.draw(st.booleans())), noreplace)
+        self._rename(self.pick(d, ref.LINK_PATHS), self.pick(d, ref.LINK_PATHS, new=d.draw(st.booleans())), noreplace)
 
-    @rule(d=st.data(), mode=st.sampled_from([*MODES, 0o750]))
+    @rule(d=st.data(), mode=st.sampled_from([*ref.MODES, 0o750]))
     def chmod(self, d, mode):
-        path = self.pick(d, PATHS)
+        path = self.pick(d, ref.PATHS)
         self.both(lambda: os.chmod(self.m(path), mode), lambda: self.s.setattr(node_at(self.s, path).id, mode=mode))
 
-    @rule(d=st.data(), mtime=st.sampled_from(MTIMES))
+    @rule(d=st.data(), mtime=st.sampled_from(ref.MTIMES))
     def utime(self, d, mtime):
-        path = self.pick(d, PATHS)
+        path = self.pick(d, ref.PATHS)
         self.both(lambda: os.utime(self.m(path), ns=(mtime, mtime)),
                   lambda: self.s.setattr(node_at(self.s, path).id, mtime_ns=mtime))
 
@@ -445,7 +434,7 @@ CHILD = textwrap.dedent("""
     from artfs.core.staging import StagingArea
     from artfs.storage.open import open_store
     store, cache, mode = sys.argv[1:4]
-    repo = Repo(open_store(store), cache_dir=cache)
+    repo = Repo(open_store(store), Places.under(cache))
     s = StagingArea.open(repo, "animals")
     images = s.lookup(1, "images")
     f = s.create(images.id, "bird.png")

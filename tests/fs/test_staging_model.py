@@ -19,22 +19,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import artfs.api
+from tests.support import staging_model as ref
 from tests.support.cli import seal
 from tests.support.mounts import Mount
-from tests.support.staging_model import (
-    DATA,
-    LINK_PATHS,
-    MODES,
-    MTIMES,
-    OFFSETS,
-    PATHS,
-    READ_SIZES,
-    SIZES,
-    TARGETS,
-    assert_same_errno,
-    initial_tree,
-    pick_path,
-)
+from tests.support.staging_model import assert_same_errno, initial_tree, pick_path
 from tests.support.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from tests.support.trees import snapshot
 
@@ -85,22 +73,22 @@ class MountModel(RuleBasedStateMachine):
 
     @rule(d=st.data())
     def create(self, d):
-        p = self.pick(d, PATHS, new=True)
+        p = self.pick(d, ref.PATHS, new=True)
         self.both(lambda r: os.close(os.open(f"{r}/{p}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)))
 
     @rule(d=st.data())
     def mkdir(self, d):
-        p = self.pick(d, PATHS, new=True)
+        p = self.pick(d, ref.PATHS, new=True)
         self.both(lambda r: os.mkdir(f"{r}/{p}", 0o755))
 
-    @rule(d=st.data(), to=st.sampled_from(TARGETS))
+    @rule(d=st.data(), to=st.sampled_from(ref.TARGETS))
     def symlink(self, d, to):
-        p = self.pick(d, LINK_PATHS, new=True)
+        p = self.pick(d, ref.LINK_PATHS, new=True)
         self.both(lambda r: os.symlink(to, f"{r}/{p}"))
 
-    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), data=DATA, append=st.booleans())
+    @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), data=ref.DATA, append=st.booleans())
     def write(self, d, offset, data, append):
-        p = self.pick(d, PATHS)
+        p = self.pick(d, ref.PATHS)
 
         def op(r: str) -> None:
             fd = os.open(f"{r}/{p}", os.O_WRONLY | (os.O_APPEND if append else 0))
@@ -114,9 +102,9 @@ class MountModel(RuleBasedStateMachine):
 
         self.both(op)
 
-    @rule(d=st.data(), offset=st.sampled_from(OFFSETS), size=st.sampled_from(READ_SIZES))
+    @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), size=st.sampled_from(ref.READ_SIZES))
     def read(self, d, offset, size):
-        p = self.pick(d, PATHS)
+        p = self.pick(d, ref.PATHS)
         got = {}
 
         def op(r: str) -> None:
@@ -129,9 +117,9 @@ class MountModel(RuleBasedStateMachine):
         self.both(op)
         assert got.get(str(self.model)) == got.get(str(self.st))
 
-    @rule(d=st.data(), size=st.sampled_from(SIZES), by_fd=st.booleans())
+    @rule(d=st.data(), size=st.sampled_from(ref.SIZES), by_fd=st.booleans())
     def truncate(self, d, size, by_fd):
-        p = self.pick(d, PATHS)
+        p = self.pick(d, ref.PATHS)
 
         def op(r: str) -> None:
             if not by_fd:
@@ -147,12 +135,12 @@ class MountModel(RuleBasedStateMachine):
 
     @rule(d=st.data())
     def unlink(self, d):
-        p = self.pick(d, PATHS + LINK_PATHS)
+        p = self.pick(d, ref.PATHS + ref.LINK_PATHS)
         self.both(lambda r: os.unlink(f"{r}/{p}"))
 
     @rule(d=st.data())
     def rmdir(self, d):
-        p = self.pick(d, PATHS)
+        p = self.pick(d, ref.PATHS)
         self.both(lambda r: os.rmdir(f"{r}/{p}"))
 
     def _rename(self, src: str, dst: str, flags: int) -> None:
@@ -160,24 +148,24 @@ class MountModel(RuleBasedStateMachine):
 
     @rule(d=st.data(), flags=st.sampled_from([0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE]))
     def rename(self, d, flags):
-        self._rename(self.pick(d, PATHS), self.pick(d, PATHS, new=d.draw(st.booleans())), flags)
+        self._rename(self.pick(d, ref.PATHS), self.pick(d, ref.PATHS, new=d.draw(st.booleans())), flags)
 
     @rule(d=st.data(), flags=st.sampled_from([0, RENAME_NOREPLACE, RENAME_EXCHANGE]))
     def rename_dir_over_dir(self, d, flags):
-        self._rename(self.pick(d, PATHS, dirs_only=True), self.pick(d, PATHS, dirs_only=True), flags)
+        self._rename(self.pick(d, ref.PATHS, dirs_only=True), self.pick(d, ref.PATHS, dirs_only=True), flags)
 
     @rule(d=st.data(), flags=st.sampled_from([0, RENAME_NOREPLACE]))
     def rename_symlink(self, d, flags):
-        self._rename(self.pick(d, LINK_PATHS), self.pick(d, LINK_PATHS, new=d.draw(st.booleans())), flags)
+        self._rename(self.pick(d, ref.LINK_PATHS), self.pick(d, ref.LINK_PATHS, new=d.draw(st.booleans())), flags)
 
-    @rule(d=st.data(), mode=st.sampled_from(MODES))
+    @rule(d=st.data(), mode=st.sampled_from(ref.MODES))
     def chmod(self, d, mode):
-        p = self.pick(d, PATHS)
+        p = self.pick(d, ref.PATHS)
         self.both(lambda r: os.chmod(f"{r}/{p}", mode))
 
-    @rule(d=st.data(), mtime=st.sampled_from(MTIMES))
+    @rule(d=st.data(), mtime=st.sampled_from(ref.MTIMES))
     def utime(self, d, mtime):
-        p = self.pick(d, PATHS)
+        p = self.pick(d, ref.PATHS)
         self.both(lambda r: os.utime(f"{r}/{p}", ns=(mtime, mtime)))
 
     @invariant()

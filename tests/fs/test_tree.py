@@ -10,6 +10,7 @@ import trio
 
 from artfs.core.catalog import ArtifactState, scan
 from artfs.core.commit import commit_tree
+from artfs.core.places import Places
 from artfs.core.repo import Repo
 from artfs.fs.tree import ROOT, AliasNode, EntryNode, Tree, VersionNode
 from artfs.storage.open import open_store
@@ -21,7 +22,7 @@ def repo(tmp_path: Path):
     (src / "d").mkdir(parents=True)
     (src / "d" / "f.txt").write_text("f\n")
     (src / "top.txt").write_text("top\n")
-    r = Repo(open_store(str(tmp_path / "store")), cache_dir=str(tmp_path / "cache"))
+    r = Repo(open_store(str(tmp_path / "store")), Places.under(str(tmp_path / "cache")))
     commit_tree(r, str(src), "animals", message="one")
     (src / "top.txt").write_text("top 2\n")
     commit_tree(r, str(src), "animals", aliases=("best",))

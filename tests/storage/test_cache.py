@@ -11,9 +11,8 @@ import threading
 import pytest
 import xxhash
 
-from artfs.errors import ArtfsError
 from artfs.storage import cache as cache_mod
-from artfs.storage.cache import ChunkCache, default_cache_dir, parse_size
+from artfs.storage.cache import ChunkCache
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -200,54 +199,6 @@ def test_cache_dir_is_private(tmp_path):
     with ChunkCache(str(path), max_bytes=MiB):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(path / "chunks.lmdb").st_mode) == 0o700
-
-
-def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("ARTFS_CACHE", str(tmp_path / "explicit"))
-    assert default_cache_dir() == str(tmp_path / "explicit")
-    monkeypatch.delenv("ARTFS_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == str(tmp_path / "xdg" / "artfs")
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the XDG spec says
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_dir() == str(tmp_path / "home" / ".cache" / "artfs")
-
-
-def test_max_bytes_from_environment(monkeypatch, cache_dir):
-    monkeypatch.setenv("ARTFS_CACHE_SIZE", "8M")
-    with ChunkCache(cache_dir) as c:
-        assert c.max_bytes == 8 * MiB
-    monkeypatch.delenv("ARTFS_CACHE_SIZE")
-    with ChunkCache(cache_dir) as c:
-        assert c.max_bytes == 20 << 30
-    monkeypatch.setenv("ARTFS_CACHE_SIZE", "lots")
-    with pytest.raises(ArtfsError, match="ARTFS_CACHE_SIZE"):
-        ChunkCache(cache_dir)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("20G", 20 << 30),
-        ("512M", 512 << 20),
-        ("1.5GiB", 3 << 29),
-        ("100000", 100000),
-        ("4k", 4096),
-        ("2 TB", 2 << 40),
-        (" 7KiB ", 7168),
-        ("10B", 10),
-        ("0", 0),
-    ],
-)
-def test_parse_size(text, expected):
-    assert parse_size(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "G", "-1G", "1X", "1GiBs", "ten", "1e9", "1.2.3M"])
-def test_parse_size_rejects(text):
-    with pytest.raises(ArtfsError) as info:
-        parse_size(text)
-    assert "\n" not in str(info.value) and repr(text) in str(info.value)
 
 
 # --- one environment per process ---

@@ -22,6 +22,7 @@ from artfs.errors import (
     StoreUnavailable,
     TransientStoreError,
 )
+from artfs.settings import Settings
 from artfs.storage import s3 as s3_module
 from artfs.storage.local import LocalStore
 from artfs.storage.open import open_store
@@ -302,9 +303,7 @@ def test_s3_unreachable_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> 
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     for name, value in s3_env(endpoint).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ARTFS_STORE_RETRIES", "3")
-    monkeypatch.setenv("ARTFS_STORE_DEADLINE", "1")
-    store = open_store("s3://bucket/p")
+    store = open_store("s3://bucket/p", retries=3, deadline=1)
     start = time.monotonic()
     with pytest.raises(StoreUnavailable) as exc:
         store.get("k")
@@ -393,11 +392,12 @@ def test_retry_deadline(tmp_path) -> None:
     assert time.monotonic() - start < 1.0
 
 
-def test_retry_env_overrides(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ARTFS_STORE_RETRIES", "2")
-    monkeypatch.setenv("ARTFS_STORE_DEADLINE", "0.5")
-    store = _retrying(FaultyStore(LocalStore(str(tmp_path)), fail_first=100), attempts=9, deadline=99)
+def test_retry_settings_reach_the_store(tmp_path) -> None:
+    s = Settings.from_env({"ARTFS_STORE_RETRIES": "2", "ARTFS_STORE_DEADLINE": "0.5"})
+    store = open_store(str(tmp_path), retries=s.store_retries, deadline=s.store_deadline)
     assert (store.attempts, store.deadline) == (2, 0.5)
+    store = _retrying(FaultyStore(LocalStore(str(tmp_path)), fail_first=100), attempts=s.store_retries,
+                      deadline=s.store_deadline)
     with pytest.raises(StoreUnavailable, match="after 2 attempts"):
         store.get("k")
 

@@ -9,4 +9,5 @@ register those, from these pieces.
     trees.py          writing trees, the mount tests' dataset, and `snapshot`, the one tree comparison
     faults.py         FaultyStore: a store wrapper that counts, slows down and fails calls
     staging_model.py  the reference model of staging, for the core and the mount model tests
+    syscalls.py       renameat2 and errno_of, for the staging tests
 """

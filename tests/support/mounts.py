@@ -117,8 +117,9 @@ class MountSet:
             path.mkdir()
         log = self.tmp / f"mount{n}.log"
         cache = cache_dir or self.tmp / f"mount-cache{n}"
+        data = {"ARTFS_DATA": f"{cache}-data"}  # staged data: one machine's, kept beside its cache dir
         pid = start_daemon(path, store_uri, "--poll", poll, *args, cache_dir=cache, log=log,
-                           env={**os.environ, **(env or {})})
+                           env={**os.environ, **data, **(env or {})})
         m = Mount(path, store_uri, log, pid, cache)
         self.mounts.append(m)
         return m

@@ -38,8 +38,9 @@ T = TypeVar("T")
 
 
 def areas_dir(repo: Repo) -> str:
-    """The directory holding one staging area per artifact of `repo`'s store (beside its index)."""
-    return os.path.join(os.path.dirname(repo.index.path), "staging")
+    """The directory holding one staging area per artifact of `repo`'s store (in the data directory: staged
+    data is not disposable; see core/places.py)."""
+    return repo.places.staging_root(repo.store.uri)
 
 
 class StagingArea:
