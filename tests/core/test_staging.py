@@ -430,6 +430,7 @@ def test_changes_survive_reopen_and_seal(lrepo, tmp_path):
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
+    from artfs.core.places import Places
     from artfs.core.repo import Repo
     from artfs.core.staging import StagingArea
     from artfs.storage.open import open_store
@@ -458,7 +459,7 @@ CHILD = textwrap.dedent("""
 def test_kill_9_keeps_staged_changes(lrepo, tmp_path, mode):
     base_version(lrepo, tmp_path)
     store = lrepo.store.uri
-    proc = subprocess.run([sys.executable, "-c", CHILD, store, lrepo.cache_dir, mode], cwd=os.getcwd())
+    proc = subprocess.run([sys.executable, "-c", CHILD, store, str(tmp_path / "cache"), mode], cwd=os.getcwd())
     assert proc.returncode == -signal.SIGKILL
     expect = {"images/bird.png": b"tweet" * 1000, "images/cat.png": b"cat" * 500, "readme.txt": b"hello world"}
     with open_area(lrepo, "animals") as s:
