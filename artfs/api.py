@@ -18,11 +18,12 @@ from artfs.core.names import parse_ref
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
 from artfs.settings import Settings
+from artfs.staging_client import request_discard, request_seal, request_status
 
 # staging directories of a mount, through its daemon (see artfs/staging_client.py)
-from artfs.staging_client import discard as discard
-from artfs.staging_client import seal as seal
-from artfs.staging_client import status as status
+seal = request_seal
+status = request_status
+discard = request_discard
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Talking to a mount daemon about a staging directory: `seal`, `status`, `discard`.
+"""Talking to a mount daemon about a staging directory: `request_seal`, `request_status`, `request_discard`
+(the Python API's `seal`, `status`, `discard`; the CLI's commands of the same names).
 
 The daemon owns a staging tree while it is mounted (open files, inodes, the freeze during a seal), so
 these requests go to it rather than around it. A staging directory names its daemon's control socket
@@ -71,18 +72,19 @@ def request(path: str, op: str, params: dict | None = None, progress: Progress |
     raise ArtfsError(f"the artfs daemon for {path} closed the connection without an answer")
 
 
-def seal(path: str, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
-         metadata: dict[str, str] | None = None, force: bool = False, progress: Progress | None = None) -> dict:
+def request_seal(path: str, message: str = "", aliases: list[str] | tuple[str, ...] = (),
+                 type_: str | None = None, metadata: dict[str, str] | None = None, force: bool = False,
+                 progress: Progress | None = None) -> dict:
     """Publish the staging tree at `path` as the next version; returns the commit result."""
     return request(path, "seal", {"message": message, "aliases": list(aliases), "type": type_,
                                   "metadata": metadata or {}, "force": force}, progress)
 
 
-def status(path: str) -> dict:
+def request_status(path: str) -> dict:
     """`{"artifact", "base", "changes": [{"change": "added|modified|deleted", "path"}]}`."""
     return request(path, "status")
 
 
-def discard(path: str) -> dict:
+def request_discard(path: str) -> dict:
     """Drop the staged changes: staging becomes a fresh view of latest."""
     return request(path, "discard")

@@ -9,7 +9,7 @@ from artfs.cli.common import json_option, print_json, progress_to
 from artfs.core.names import check_alias, check_name, parse_meta
 
 
-@click.command()
+@click.command(name="seal")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("-m", "--message", default="", help="What this version is.")
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version (repeatable).")
@@ -17,7 +17,7 @@ from artfs.core.names import check_alias, check_name, parse_meta
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata key=value (repeatable).")
 @click.option("--force", is_flag=True, help="On conflicting paths, take the staging side.")
 @json_option
-def seal(path, message, aliases, type_, meta, force, as_json) -> None:
+def seal_cmd(path, message, aliases, type_, meta, force, as_json) -> None:
     """Publish the staging directory PATH as the next version (prints the new ref)."""
     for a in aliases:
         check_alias(a)
@@ -25,7 +25,7 @@ def seal(path, message, aliases, type_, meta, force, as_json) -> None:
         check_name(type_, "type")
     metadata = parse_meta(meta)
     with progress_to("seal", not as_json) as update:
-        result = staging_client.seal(path, message, aliases, type_, metadata, force, update)
+        result = staging_client.request_seal(path, message, aliases, type_, metadata, force, update)
     if as_json:
         print_json(result)
     elif result.get("unchanged"):
@@ -34,12 +34,12 @@ def seal(path, message, aliases, type_, meta, force, as_json) -> None:
         click.echo(result["ref"])
 
 
-@click.command()
+@click.command(name="status")
 @click.argument("path", type=click.Path(path_type=str))
 @json_option
-def status(path, as_json) -> None:
+def status_cmd(path, as_json) -> None:
     """List what the staging directory PATH changed: added (A), modified (M), deleted (D)."""
-    result = staging_client.status(path)
+    result = staging_client.request_status(path)
     if as_json:
         print_json(result)
         return
@@ -50,12 +50,12 @@ def status(path, as_json) -> None:
     click.echo(f"{len(result.get('changes', []))} changes against {base}", err=True)
 
 
-@click.command()
+@click.command(name="discard")
 @click.argument("path", type=click.Path(path_type=str))
-def discard(path) -> None:
+def discard_cmd(path) -> None:
     """Drop the changes staged in PATH: it becomes a fresh view of latest again."""
-    result = staging_client.discard(path)
+    result = staging_client.request_discard(path)
     click.echo(f"discarded; staging is {result.get('base') or 'empty'}")
 
 
-COMMANDS = [seal, status, discard]
+COMMANDS = [seal_cmd, status_cmd, discard_cmd]

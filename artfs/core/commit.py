@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from artfs.core.chunker import MappedFile, cut, digest
-from artfs.core.manifest import DIR, LINK, Entry, ManifestWriter
+from artfs.core.manifest import DIR, LINK, Entry, Header, ManifestWriter
 from artfs.core.names import check_alias, check_name, check_path, check_symlink_target
 from artfs.core.packs import ChunkRef, PackBuilder
 from artfs.core.records import VersionRecord
@@ -171,12 +171,12 @@ class Committer:
 
     # --- publishing ------------------------------------------------------------------------------
 
-    def build(self) -> tuple[str, object]:
+    def build(self) -> tuple[str, Header]:
         """Finish uploads and write the manifest: (temp manifest path, Header). Nothing is published."""
         self._wait_uploads()
         return self.writer.finish()
 
-    def result(self, record: VersionRecord | None, header) -> CommitResult:
+    def result(self, record: VersionRecord | None, header: Header) -> CommitResult:
         return CommitResult(record, self.name, header.digest, header.files, header.bytes,
                             self.uploaded_bytes, self.new_chunks, self.reused_chunks)
 

@@ -131,7 +131,7 @@ class StoreIndex:
             return h
         key_mid = bytes.fromhex(mid)
         header, frames = read_manifest_frames(manifest_path, mid)
-        batch: list[tuple[bytes, bytes]] = []
+        batch: list[tuple[bytes, bytes | memoryview]] = []
 
         def flush() -> None:
             with self._shared.transaction(write=True) as (txn, db):
@@ -183,8 +183,8 @@ class StoreIndex:
     def listdir(self, mid: str, path: str, after: str | None = None, limit: int | None = None) -> list[Entry]:
         """Entries directly inside directory `path`, sorted by name; `after` resumes a listing."""
         building = self._building.get(mid)
+        out: list[Entry] = []
         if building is not None:
-            out = []
             for e in building.children(path, after):
                 out.append(e)
                 if limit is not None and len(out) >= limit:
@@ -192,7 +192,6 @@ class StoreIndex:
             return out
         prefix = bytes.fromhex(mid) + _parent_hash(path)
         start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
-        out: list[Entry] = []
         decode = msgspec.msgpack.Decoder(Entry).decode
         with self._shared.transaction(buffers=True) as (txn, db):
             cur = txn.cursor(db=db.tree)

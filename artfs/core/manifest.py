@@ -244,20 +244,24 @@ def diff_entries(
     old: Iterator[Entry], new: Iterator[Entry]
 ) -> Iterator[tuple[str, str]]:
     """Merge two sorted entry streams into ('added'|'removed'|'modified', path), in path order."""
-    sentinel = None
-    a = next(old, sentinel)
-    b = next(new, sentinel)
-    while a is not None or b is not None:
-        ka = path_key(a.path) if a is not None else None
-        kb = path_key(b.path) if b is not None else None
-        if b is None or (a is not None and ka < kb):
+    a = next(old, None)
+    b = next(new, None)
+    while a is not None and b is not None:
+        ka, kb = path_key(a.path), path_key(b.path)
+        if ka < kb:
             yield "removed", a.path
-            a = next(old, sentinel)
-        elif a is None or kb < ka:
+            a = next(old, None)
+        elif kb < ka:
             yield "added", b.path
-            b = next(new, sentinel)
+            b = next(new, None)
         else:
             if not same_content(a, b):
                 yield "modified", a.path
-            a = next(old, sentinel)
-            b = next(new, sentinel)
+            a = next(old, None)
+            b = next(new, None)
+    while a is not None:
+        yield "removed", a.path
+        a = next(old, None)
+    while b is not None:
+        yield "added", b.path
+        b = next(new, None)

@@ -98,8 +98,8 @@ class ManifestFile:
         try:
             data = zstandard.ZstdDecompressor().decompress(os.pread(self._fd, length, offset),
                                                            max_output_size=MAX_BLOCK)
-        except zstandard.ZstdError as e:
-            raise _reject(self.source, f"undecodable block ({e})") from None
+        except zstandard.ZstdError as err:
+            raise _reject(self.source, f"undecodable block ({err})") from None
         view = memoryview(data)
         pos, n = 0, len(data)
         npacks = len(self.header.packs)

@@ -80,7 +80,9 @@ def merge_trees(base: Stream, theirs: Stream, ours: Stream, writer: ManifestWrit
             pick, packs = o, co.packs
         else:  # ours is kept: with force it wins; without, it keeps the tree's shape while we list conflicts
             conflict = True
-            conflicts.append((o or t).path)
+            changed = o if o is not None else t
+            assert changed is not None  # not same(o, t): one side has an entry
+            conflicts.append(changed.path)
             pick, packs = o, co.packs
         if pick is None:
             continue

@@ -75,6 +75,7 @@ def decode_chunk(ref: ChunkRef, stored: bytes | memoryview) -> bytes | memoryvie
         raise IntegrityError(
             f"chunk {ref.digest.hex()} in pack {ref.pack} is truncated ({len(stored)} of {ref.stored_len} bytes)"
         )
+    data: bytes | memoryview
     if ref.flags & FLAG_ZSTD:
         try:
             data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=ref.raw_len)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import trio
 from pyfuse3 import FUSEError
 
+from artfs.core.commit import CommitResult
 from artfs.core.manifest import FILE
 from artfs.core.names import check_alias, check_name
 from artfs.core.staging import StagingArea, WouldBlock
@@ -59,11 +60,12 @@ class SealProgress:
         self.done += n
 
 
-def _measure_and_seal(area: StagingArea, progress: SealProgress | None, *args: Any) -> Any:
+def _measure_and_seal(area: StagingArea, progress: SealProgress | None, message: str, aliases: list[str],
+                      type_: str | None, metadata: dict[str, str], force: bool) -> CommitResult:
     """Worker thread: measure the tree for the progress bar, then seal."""
     if progress is not None:
         progress.total = sum(e.size for e, _ in area.walk() if e.kind == FILE)
-    return area.seal(*args, progress=progress)
+    return area.seal(message, aliases, type_, metadata, force, progress=progress)
 
 
 class Area:

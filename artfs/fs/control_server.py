@@ -2,7 +2,7 @@
 
 The protocol (client side: artfs/staging_client.py) is one JSON request line per connection, answered with
 `{"progress": done, "total": n}` lines while a seal works, then `{"ok": true, "result": {...}}` or
-`{"ok": false, "error": "...", "conflicts": [...]}`. The socket is `<cache_dir>/run/<hash>.sock` (mode
+`{"ok": false, "error": "...", "conflicts": [...]}`. The socket is where core/places.py says (mode
 0600 in a 0700 directory: only the mount's owner may seal through it) and is removed at unmount; a
 staging directory names it in `user.artfs.control`.
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST = 1 << 20
 PROGRESS_EVERY = 0.25  # seconds between progress lines
-SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes, NUL included
 
 
 async def serve(path: str, areas: Areas, seal_gate: str | None = None,
@@ -55,7 +54,11 @@ async def serve(path: str, areas: Areas, seal_gate: str | None = None,
         sock.listen(16)
         task_status.started()
         log.info("control socket %s", path)
-        await trio.serve_listeners(lambda stream: _serve_one(stream, areas, gates), [trio.SocketListener(sock)])
+
+        async def handle(stream: trio.SocketStream) -> None:
+            await _serve_one(stream, areas, gates)
+
+        await trio.serve_listeners(handle, [trio.SocketListener(sock)])
     finally:
         sock.close()
         with contextlib.suppress(FileNotFoundError):
@@ -99,11 +102,12 @@ async def _serve_one(stream: trio.SocketStream, areas: Areas, gates: list[str]) 
             await _send(stream, reply)
 
 
-async def _answer(stream: trio.SocketStream, areas: Areas, request: dict, gates: list[str]) -> dict:
-    op, name = request.get("op"), request.get("artifact")
+async def _answer(stream: trio.SocketStream, areas: Areas, request: dict[str, Any], gates: list[str]) -> dict:
+    op = request.get("op")
+    name: Any = request.get("artifact")  # unchecked JSON: Areas checks it is the name of an artifact
     try:
         if op == "seal":
-            result = await _seal(stream, areas, name, request, gates)
+            result = await _seal_with_progress(stream, areas, name, request, gates)
         elif op == "status":
             result = await areas.status(name)
         elif op == "discard":
@@ -136,7 +140,8 @@ class _Gated(SealProgress):
         super().__call__(n)
 
 
-async def _seal(stream: trio.SocketStream, areas: Areas, name: str, request: dict, gates: list[str]) -> dict:
+async def _seal_with_progress(stream: trio.SocketStream, areas: Areas, name: str, request: dict,
+                              gates: list[str]) -> dict:
     """The seal in a thread; its progress (bytes through the chunker) reported every PROGRESS_EVERY s."""
     gate = gates.pop() if gates else None  # once per daemon
     progress = _Gated(gate) if gate else SealProgress()

@@ -13,8 +13,8 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import trio
 from pyfuse3 import FUSEError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("artfs.fs.ops")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class Limiter:
@@ -55,13 +56,17 @@ class _Handlers(Protocol):
     def _what(self, op: str, args: tuple[Any, ...]) -> str: ...
 
 
-def handler_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+H = TypeVar("H", bound=_Handlers)
+
+
+def handler_errors(fn: Callable[Concatenate[H, P], Coroutine[Any, Any, T]]
+                   ) -> Callable[Concatenate[H, P], Coroutine[Any, Any, T]]:
     """Map every exception of a handler to a FUSEError (see the module docstring)."""
 
     @functools.wraps(fn)
-    async def handler(self: _Handlers, *args: Any) -> T:
+    async def handler(self: H, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await fn(self, *args)
+            return await fn(self, *args, **kwargs)
         except FUSEError:
             raise
         except NotFound:

@@ -4,7 +4,7 @@
     spawn(args, log_path)  `--daemon`: start `artfs mount` detached, return its pid once the mount works
 
 One trio loop runs pyfuse3's workers and the mount's own tasks: fetches (reader.py), the catalog poll,
-access-stamp flushes of the chunk cache, and the control socket of the staging directories (control.py:
+access-stamp flushes of the chunk cache, and the control socket of the staging directories (control_server.py:
 seal, status, discard). Blocking work (store calls, LMDB writes, staging areas, kernel invalidations,
 which may wait on requests in progress) runs in worker threads.
 

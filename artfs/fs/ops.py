@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyfuse3
@@ -35,7 +35,7 @@ def _name(raw: bytes) -> str:
 class _Listing:
     """One open directory: positions for readdir's `start_id`, read from the index a page at a time."""
 
-    def __init__(self, tree: Tree, node: Node, extra: list[tuple[str, pyfuse3.EntryAttributes]] = ()) -> None:
+    def __init__(self, tree: Tree, node: Node, extra: Sequence[tuple[str, pyfuse3.EntryAttributes]] = ()) -> None:
         self.tree = tree
         self.node = node
         dots: list[tuple[str, Node]] = [(".", node), ("..", tree.parent_of(node))]
@@ -125,7 +125,7 @@ class Ops(pyfuse3.Operations):
             return negative
         return self.tree.attrs(node)
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """The tree keeps its nodes for the mount's life (stable inode numbers); staging counts them."""
         staged = [(ino, n) for ino, n in inode_list if is_staging(ino)]
         if staged:
@@ -239,7 +239,8 @@ class Ops(pyfuse3.Operations):
         # Versions are immutable: the page cache stays valid across opens (re-reads at native speed).
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    # pyfuse3 replies with any buffer (PyObject_GetBuffer); its stub says bytes. A memoryview saves a copy.
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         if fh >= FIRST_FH:
             return await self.staging.read(fh, off, size)
         f = self._files.get(fh)

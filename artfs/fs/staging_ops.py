@@ -35,7 +35,7 @@ from artfs.fs.reader import OpenFile, Reader
 from artfs.fs.tree import DIR_SIZE, ArtifactNode, Tree
 
 TIMEOUT = 1.0
-BLKSIZE = 1 << 20  # st_blksize: cp and friends then write in 1 MiB requests, a quarter of the round trips
+STAGING_BLKSIZE = 1 << 20  # st_blksize of staging: cp and friends write in 1 MiB requests, a quarter of the round trips
 FIRST_FH = 1 << 48  # handles of staging files and directories; the read-only ones count up from 1
 
 
@@ -141,7 +141,7 @@ class StagingOps:
         e.st_uid = self.tree.uid
         e.st_gid = self.tree.gid
         e.st_size = DIR_SIZE if node.is_dir else node.size
-        e.st_blksize = BLKSIZE
+        e.st_blksize = STAGING_BLKSIZE
         e.st_blocks = 0 if node.kind == LINK else (e.st_size + 511) // 512
         e.st_atime_ns = e.st_mtime_ns = node.mtime_ns
         e.st_ctime_ns = node.ctime_ns
@@ -294,9 +294,9 @@ class StagingOps:
             raise
         if truncate:
             self._written(a, node_id)
-        if entry is not None and not f.written:
-            f.base = self.reader.open(f"{a.name}:v{area.base}/{entry.path} (staging)", area.base_manifest,
-                                      area.base_packs, entry)
+        mid = area.base_manifest  # set whenever there is a base entry
+        if entry is not None and mid is not None and not f.written:
+            f.base = self.reader.open(f"{a.name}:v{area.base}/{entry.path} (staging)", mid, area.base_packs, entry)
         else:
             _unlist(a, node_id, fh)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False)
@@ -397,7 +397,7 @@ class StagingOps:
     # --- extended attributes -----------------------------------------------------------------------
 
     async def xattrs(self, ino: int) -> dict[str, bytes]:
-        """Only the staging root has some: the control socket (see artfs/control.py)."""
+        """Only the staging root has some: the control socket (see artfs/staging_client.py)."""
         a, _, node_id = await self.areas.locate(ino)
         return self.areas.xattrs(a) if node_id == ROOT_ID else {}
 

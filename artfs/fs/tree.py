@@ -37,7 +37,7 @@ ROOT = pyfuse3.ROOT_INODE
 IMMUTABLE_TIMEOUT = 24 * 3600.0
 MUTABLE_TIMEOUT = 1.0
 DIR_SIZE = 4096
-BLKSIZE = 128 * 1024
+VERSION_BLKSIZE = 128 * 1024  # st_blksize of the read-only tree (staging files say STAGING_BLKSIZE)
 
 # (what, parent inode or inode, name): "entry" drops a name from a directory, "inode" an inode's attributes
 Invalidation = tuple[str, int, str]
@@ -319,7 +319,7 @@ class Tree:
         a.st_uid = self.uid
         a.st_gid = self.gid
         a.st_size = size
-        a.st_blksize = BLKSIZE
+        a.st_blksize = VERSION_BLKSIZE
         a.st_blocks = 0 if stat.S_ISLNK(mode) else (size + 511) // 512
         a.st_atime_ns = mtime_ns
         a.st_mtime_ns = mtime_ns

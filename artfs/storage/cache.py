@@ -201,11 +201,11 @@ class ChunkCache:
 
     # --- writes ----------------------------------------------------------------------------------------
 
-    def put(self, digest: bytes, data: bytes) -> None:
+    def put(self, digest: bytes, data: bytes | memoryview) -> None:
         """Cache one verified chunk (see `put_many`)."""
         self.put_many(((digest, data),))
 
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+    def put_many(self, items: Iterable[tuple[bytes, bytes | memoryview]]) -> None:
         """Cache verified chunks. A chunk already cached only gets a fresh stamp; one larger than
         `max_bytes` is not cached. After each write transaction, a total past `max_bytes` is evicted down
         to 90% of it, least recently used first.
@@ -213,7 +213,7 @@ class ChunkCache:
         Items are written about 1 MiB per transaction: bigger transactions were 4-15x slower here (their
         dirty pages are fresh memory until the commit), and a short one holds LMDB's writer lock, which all
         processes share, only briefly."""
-        group: list[tuple[bytes, bytes]] = []
+        group: list[tuple[bytes, bytes | memoryview]] = []
         size = 0
         for digest, data in items:
             if len(digest) != DIGEST_SIZE:
@@ -252,7 +252,7 @@ class ChunkCache:
             pending, self._pending = self._pending, {}
         return pending
 
-    def _write(self, batch: list[tuple[bytes, bytes]]) -> None:
+    def _write(self, batch: list[tuple[bytes, bytes | memoryview]]) -> None:
         """One write transaction for `batch` and the pending stamps. If the map is too small, adopt the
         size another process may have grown it to and retry; if it is still full, free space first."""
         shared = self._env()
@@ -276,7 +276,7 @@ class ChunkCache:
                 shared.remap()
             log.warning("chunk cache %s: no room in the map; %d chunks not cached", self.path, len(batch))
 
-    def _apply(self, txn: lmdb.Transaction, h: _Handles, batch: list[tuple[bytes, bytes]],
+    def _apply(self, txn: lmdb.Transaction, h: _Handles, batch: list[tuple[bytes, bytes | memoryview]],
                pending: dict[bytes, int], make_room: bool) -> None:
         total = _U64.unpack(txn.get(_TOTAL_KEY, db=h.stats) or _U64.pack(0))[0]
         if make_room:  # the last attempt ran out of map: free half the cache before inserting

@@ -146,7 +146,7 @@ class SharedEnv(Generic[H]):
     def _transaction(self, write: bool, buffers: bool) -> Iterator[tuple[lmdb.Transaction, H]]:
         h = self.enter()
         try:
-            with h.env.begin(write=write, buffers=buffers) as txn:
+            with h.env.begin(write=write, buffers=True) if buffers else h.env.begin(write=write) as txn:
                 yield txn, h
         finally:
             self.exit()

@@ -8,6 +8,7 @@ starts without it.
 from __future__ import annotations
 
 import os
+from typing import TypedDict
 
 from artfs.errors import InvalidName
 from artfs.storage.local import LocalStore
@@ -15,11 +16,22 @@ from artfs.storage.retry import RetryingStore
 from artfs.storage.store import Store
 
 
+class _Policy(TypedDict, total=False):
+    """RetryingStore's settings a caller chose (the others keep their defaults)."""
+
+    attempts: int
+    deadline: float
+
+
 def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None = None,
                deadline: float | None = None) -> Store:
     """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries
     (`retries` attempts within `deadline` seconds; None: the policy's defaults)."""
-    policy = {k: v for k, v in (("attempts", retries), ("deadline", deadline)) if v is not None}
+    policy = _Policy()
+    if retries is not None:
+        policy["attempts"] = retries
+    if deadline is not None:
+        policy["deadline"] = deadline
     if uri.startswith("s3://"):
         from artfs.storage.s3 import S3Store
 

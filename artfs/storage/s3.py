@@ -23,7 +23,9 @@ from artfs.errors import InvalidName, StoreError, StoreNotFound, StoreUnavailabl
 from artfs.storage.store import Store
 
 try:  # urllib3 is a botocore dependency; its errors may escape from a response body read
-    from urllib3.exceptions import HTTPError as _Urllib3Error
+    import urllib3.exceptions
+
+    _Urllib3Error: type[Exception] = urllib3.exceptions.HTTPError
 except ImportError:  # pragma: no cover
     _Urllib3Error = OSError
 

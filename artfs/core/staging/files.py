@@ -124,7 +124,7 @@ class Files:
     def attach(self, data: DataFiles, bases: BaseFiles | None) -> None:
         """Serve a new generation (under the area lock): its data files, its base version's files."""
         self._data, self._bases = data, bases
-        self._data.purge(self._nodes.ids_with_data())
+        data.purge(self._nodes.ids_with_data())
         self._wseq.clear()
         self._node_locks.clear()
 
@@ -132,6 +132,19 @@ class Files:
         if self._data is not None:
             self._data.close()
             self._data = None
+
+    @property
+    def _data_files(self) -> DataFiles:
+        """The live generation's data files (between attach and close)."""
+        if self._data is None:
+            raise RuntimeError(f"staging of {self._nodes.name}: no generation open")
+        return self._data
+
+    def _base_files(self) -> BaseFiles:
+        """The base version's files (an area with no base version has no base entry to read)."""
+        if self._bases is None:
+            raise IntegrityError(f"staging of {self._nodes.name}: no base version to read from")
+        return self._bases
 
     @property
     def base_packs(self) -> list[str]:
@@ -143,28 +156,28 @@ class Files:
         """A node's attributes: a data file's size and times are the file's own (a write touches no row)."""
         size, mtime, ctime = row.size, row.mtime_ns, row.ctime_ns
         if row.has_data:
-            st = os.fstat(self._data.fd(row.id))
+            st = os.fstat(self._data_files.fd(row.id))
             size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
         nlink = 1 if row.parent is not None or row.id == ROOT_ID else 0
-        target = dec(row.target) if row.kind == LINK else None
+        target = dec(row.link_target) if row.kind == LINK else None
         return StagedNode(row.id, row.kind, row.mode, size, mtime, ctime, nlink, target)
 
     def file_entry(self, row: Row, path: str) -> tuple[Entry, int | None]:
         """A file row as a manifest entry at `path`, and its data id if its content is a data file (the
         entry then has no chunks, and its digest only if one is cached)."""
         if row.has_data:
-            st = os.fstat(self._data.fd(row.id))
+            st = os.fstat(self._data_files.fd(row.id))
             return Entry(path, FILE, row.mode, st.st_mtime_ns, st.st_size, b"", row.digest or b""), row.id
         base = self._base_entry(row)
         return msgspec.structs.replace(base, path=path, mode=row.mode, mtime_ns=row.mtime_ns), None
 
     def create_data(self, node_id: int) -> None:
         """A new file's empty data file."""
-        self._data.create(node_id)
+        self._data_files.create(node_id)
 
     def forget(self, node_id: int) -> None:
         """A node's row is gone: its data file and bookkeeping go too."""
-        self._data.remove(node_id)
+        self._data_files.remove(node_id)
         self._node_locks.pop(node_id, None)
         self._wseq.pop(node_id, None)
 
@@ -189,7 +202,7 @@ class Files:
                     db.execute("UPDATE nodes SET mode = ?, ctime_ns = ? WHERE id = ?", (mode & 0o7777, now, row.id))
                 if mtime_ns is not None:
                     if row.has_data:
-                        os.utime(self._data.fd(row.id), ns=(mtime_ns, mtime_ns))
+                        os.utime(self._data_files.fd(row.id), ns=(mtime_ns, mtime_ns))
                     else:
                         db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (mtime_ns, now, row.id))
                 nodes.changed(db)
@@ -205,9 +218,12 @@ class Files:
 
     def _base_entry(self, row: Row) -> Entry:
         nodes = self._nodes
-        entry = self._repo.index.lookup(nodes.manifest, dec(row.base_path))
+        path = dec(row.base_path) if row.base_path is not None else None
+        entry = None
+        if nodes.manifest is not None and path is not None:
+            entry = self._repo.index.lookup(nodes.manifest, path)
         if entry is None or entry.kind != FILE:
-            raise IntegrityError(f"staging of {nodes.name}: {dec(row.base_path)!r} is not in base v{nodes.base}")
+            raise IntegrityError(f"staging of {nodes.name}: {path!r} is not in base v{nodes.base}")
         return entry
 
     def base_entry(self, node_id: int) -> Entry | None:
@@ -225,9 +241,9 @@ class Files:
         with self._nodes.lock:
             row = self._file(node_id)
             if row.has_data:
-                return os.pread(self._data.fd(row.id), size, offset)
+                return os.pread(self._data_files.fd(row.id), size, offset)
             entry = self._base_entry(row)
-            bases = self._bases
+            bases = self._base_files()
         return bases.read(entry, offset, size)
 
     def _written(self, row: Row) -> None:
@@ -247,7 +263,7 @@ class Files:
                 row = self._file(node_id)
                 if row.has_data:
                     self._written(row)
-                    return os.pwrite(self._data.fd(row.id), data, offset)
+                    return os.pwrite(self._data_files.fd(row.id), data, offset)
             self._copy_up(node_id, None)
 
     def truncate(self, node_id: int, size: int) -> None:
@@ -259,7 +275,7 @@ class Files:
                 row = self._file(node_id)
                 if row.has_data:
                     self._written(row)
-                    os.ftruncate(self._data.fd(row.id), size)
+                    os.ftruncate(self._data_files.fd(row.id), size)
                     return
                 if size == row.size:
                     return
@@ -279,8 +295,8 @@ class Files:
                 if row.has_data:
                     return
                 entry = self._base_entry(row)
-                final = self._data.path(node_id)
-                bases = self._bases
+                final = self._data_files.path(node_id)
+                bases = self._base_files()
             keep = entry.size if limit is None else min(limit, entry.size)
             tmp = final + ".part"
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -309,18 +325,18 @@ class Files:
         with self._nodes.lock:
             row = self._nodes.get(node_id)
             if row.has_data:
-                os.fsync(self._data.fd(row.id))
+                os.fsync(self._data_files.fd(row.id))
             self._nodes.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def data_path(self, node_id: int) -> str:
-        return self._data.path(node_id)
+        return self._data_files.path(node_id)
 
     def data_digest(self, node_id: int) -> bytes:
         """A data file's content digest, cached in its row until the next write. Hashed outside the lock."""
         nodes = self._nodes
         with nodes.lock:
             seq = self._wseq.get(node_id, 0)
-            path = self._data.path(node_id)
+            path = self._data_files.path(node_id)
         d = file_digest(path)
         with nodes.lock:
             if self._wseq.get(node_id, 0) == seq and nodes.row(node_id) is not None:

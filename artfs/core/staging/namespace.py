@@ -65,17 +65,17 @@ class Namespace:
         if live and row.parent is None and row.id != ROOT_ID:
             raise oserror(errno.ENOENT, f"node {node_id} was removed")
         if row.base_path is not None:
-            row = self._materialize(row)
+            row = self._materialize(row, dec(row.base_path))
         return row
 
-    def _materialize(self, row: Row) -> Row:
+    def _materialize(self, row: Row, base_dir: str) -> Row:
         """Insert a lazy dir's base children as nodes (files by reference, subdirs lazy), in one txn."""
         self._nodes.check_not_quick()
-        base_dir = dec(row.base_path)
+        manifest = self._nodes.base_manifest()
         entries: list[Entry] = []
         after = None
         while True:
-            page = self._repo.index.listdir(self._nodes.manifest, base_dir, after, _PAGE)
+            page = self._repo.index.listdir(manifest, base_dir, after, _PAGE)
             entries.extend(page)
             if len(page) < _PAGE:
                 break
@@ -95,7 +95,7 @@ class Namespace:
 
     def _is_empty(self, row: Row) -> bool:
         if row.base_path is not None:
-            return not self._repo.index.listdir(self._nodes.manifest, dec(row.base_path), limit=1)
+            return not self._repo.index.listdir(self._nodes.base_manifest(), dec(row.base_path), limit=1)
         return self._nodes.db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (row.id,)).fetchone() is None
 
     def _is_within(self, node_id: int | None, ancestor: int) -> bool:
@@ -130,14 +130,14 @@ class Namespace:
     def listdir(self, node_id: int) -> list[tuple[str, StagedNode]]:
         """A directory's entries sorted by name (bytes), without '.' and '..'."""
         with self._nodes.lock:
-            return [(dec(r.name), self._files.attrs(r)) for r in self._nodes.children(self._dir(node_id).id)]
+            return [(dec(r.entry_name), self._files.attrs(r)) for r in self._nodes.children(self._dir(node_id).id)]
 
     def readlink(self, node_id: int) -> str:
         with self._nodes.lock:
             row = self._nodes.get(node_id)
             if row.kind != LINK:
                 raise oserror(errno.EINVAL, f"node {node_id} is not a symlink")
-            return dec(row.target)
+            return dec(row.link_target)
 
     def path_of(self, node_id: int) -> str:
         """The node's path in the tree ('' for the root). ENOENT once unlinked."""
@@ -147,7 +147,7 @@ class Namespace:
             while row.id != ROOT_ID:
                 if row.parent is None:
                     raise oserror(errno.ENOENT, f"node {node_id} was removed")
-                parts.append(dec(row.name))
+                parts.append(dec(row.entry_name))
                 row = self._nodes.get(row.parent)
             return "/".join(reversed(parts))
 
@@ -158,7 +158,7 @@ class Namespace:
             parent = self._dir(parent_id, live=True)
             if self._nodes.child(parent.id, raw) is not None:
                 raise oserror(errno.EEXIST, name)
-            if kind == LINK:
+            if target is not None:  # a symlink
                 try:
                     check_symlink_target(f"{self.path_of(parent.id)}/{name}".lstrip("/"), dec(target))
                 except InvalidName as e:
@@ -173,6 +173,7 @@ class Namespace:
                         (parent.id, raw, kind, mode & 0o7777, now, now, len(target or b""), int(kind == FILE),
                          target),
                     ).lastrowid
+                    assert nid is not None  # the rowid of the INSERT
                     if kind == FILE:
                         self._files.create_data(nid)
                     self._nodes.touch(db, parent.id, now)
@@ -304,12 +305,12 @@ class Namespace:
         while True:
             with nodes.lock:
                 row = nodes.get(dir_id)
-                lazy = dec(row.base_path) if row.base_path is not None else None
+                lazy = (nodes.base_manifest(), dec(row.base_path)) if row.base_path is not None else None
                 page = [] if lazy is not None else nodes.children(dir_id, after, _WALK_PAGE)
-                items = [(r, self._entry(r, f"{prefix}/{dec(r.name)}" if prefix else dec(r.name))) for r in page]
-                manifest = nodes.manifest
+                items = [(r, self._entry(r, f"{prefix}/{dec(r.entry_name)}" if prefix else dec(r.entry_name)))
+                         for r in page]
             if lazy is not None:
-                yield from self._walk_base(manifest, lazy, prefix)
+                yield from self._walk_base(*lazy, prefix)
                 return
             for r, item in items:
                 yield item
@@ -336,5 +337,5 @@ class Namespace:
         if row.kind == DIR:
             return Entry(path, DIR, row.mode, row.mtime_ns, 0), None
         if row.kind == LINK:
-            return Entry(path, LINK, 0o777, row.mtime_ns, len(row.target), row.target), None
+            return Entry(path, LINK, 0o777, row.mtime_ns, len(row.link_target), row.link_target), None
         return self._files.file_entry(row, path)

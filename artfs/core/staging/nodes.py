@@ -74,6 +74,20 @@ class Row(NamedTuple):
     target: bytes | None
     digest: bytes | None
 
+    @property
+    def entry_name(self) -> bytes:
+        """Its name in its directory: every node with a parent has one (the root and unlinked nodes none)."""
+        if self.name is None:
+            raise IntegrityError(f"staging node {self.id} has no name")
+        return self.name
+
+    @property
+    def link_target(self) -> bytes:
+        """A symlink's target: every LINK row has one."""
+        if self.target is None:
+            raise IntegrityError(f"staging node {self.id} is a symlink without a target")
+        return self.target
+
 
 @dataclass(frozen=True, slots=True)
 class StagedNode:
@@ -122,7 +136,7 @@ class NodeTable:
         self.lock = threading.RLock()  # the area lock: the database and the data files' descriptors
         self.frozen = False  # a seal or discard is replacing the tree: every change gets EBUSY
         self.quick = False  # inside StagingArea.quick: only cheap reads allowed
-        self.db: sqlite3.Connection | None = None
+        self._db: sqlite3.Connection | None = None
         self.base: int | None = None  # the version the live generation is a view of
         self.manifest: str | None = None  # that version's manifest id (its index serves lazy directories)
         self.dirty = False  # changed since the generation was created (persisted in meta)
@@ -136,17 +150,30 @@ class NodeTable:
             raise IntegrityError(f"staging area {os.path.dirname(os.path.dirname(path))} belongs to "
                                  f"{meta.get('artifact')!r}")
         db.execute("DELETE FROM nodes WHERE parent IS NULL AND id != ?", (ROOT_ID,))
-        self.db = db
+        self._db = db
         self.base, self.manifest, self.dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
 
     def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The live generation's database (between open and close)."""
+        if self._db is None:
+            raise RuntimeError(f"staging of {self.name}: no generation open")
+        return self._db
+
+    def base_manifest(self) -> str:
+        """The base version's manifest id, for a node that refers into the base (base_path set)."""
+        if self.manifest is None:
+            raise IntegrityError(f"staging of {self.name} refers to a base version it does not have")
+        return self.manifest
 
     def last_id(self) -> int:
         """The highest node id ever given (0 before any generation): the next generation starts above it."""
-        if self.db is None:
+        if self._db is None:
             return 0
         return self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()[0]
 

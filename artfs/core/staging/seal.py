@@ -6,10 +6,10 @@ a fresh view of a version. StagingArea.seal()/status() call in here; nothing her
 
 A seal: freeze → write the staged tree as a candidate manifest (unchanged files by reference to their
 chunks, never re-read; new content chunked, and only new chunks uploaded) → if latest is still the base,
-publish it as base+1; else merge it onto latest (merge.py) and publish as latest+1, merging again if
+publish it as base+1; else merge it onto latest (core/merge.py) and publish as latest+1, merging again if
 another writer claims that number first → reset staging to a fresh view of the new version.
 
-Nothing in staging changes until a publish succeeded, and publishing is atomic (repo.py), so a failure
+Nothing in staging changes until a publish succeeded, and publishing is atomic (core/repo.py), so a failure
 or kill -9 anywhere before leaves the staged changes intact and no partial version. A kill between the
 publish and the reset leaves the old staged changes: sealing them again merges to "nothing new".
 """
@@ -30,7 +30,7 @@ from artfs.core.merge import MergeConflict, Stream, merge_trees
 from artfs.core.names import check_alias, check_path
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo, VersionTaken
-from artfs.errors import ArtfsError, InvalidName
+from artfs.errors import ArtfsError, InvalidName, NotFound
 
 
 class SealableArea(Protocol):
@@ -152,6 +152,8 @@ def _publish(
                 os.unlink(path)
             os.link(cand_path, path)
             header, number = cand_header, 0 if base is None else base + 1
+        elif latest is None:  # the base is gone from the store, and every version with it
+            raise NotFound(f"{name}:v{base} does not exist")
         else:
             path, header = _merge(area, cand_path, cand_header, latest, force)
             number = latest + 1
