@@ -10,6 +10,7 @@ from artfs.core.commit import Committer, commit_tree
 from artfs.core.repo import VersionTaken
 from artfs.core.store_keys import version_key
 from artfs.errors import IntegrityError, InvalidName, NotFound
+from tests.support.repos import fresh_repo
 from tests.support.trees import write_tree
 
 
@@ -163,7 +164,7 @@ def test_background_index_answers_before_it_is_built(repo, tmp_path, monkeypatch
 
     files = {f"d{d}/{i:03d}": str(i).encode() for d in range(3) for i in range(300)}
     res = _put(repo, tmp_path, "bg", files)
-    fresh = fresh_repo_for(repo, tmp_path / "fresh-cache")
+    fresh = fresh_repo(repo.store.uri, tmp_path / "fresh-cache")
     release = threading.Event()
     real_build = fresh.index.build
 
@@ -192,10 +193,3 @@ def test_background_index_answers_before_it_is_built(repo, tmp_path, monkeypatch
     finally:
         release.set()
         fresh.close()
-
-
-def fresh_repo_for(repo, cache_dir):
-    from artfs.core.places import Places
-    from artfs.core.repo import Repo
-
-    return Repo(repo.store, Places.under(str(cache_dir)))

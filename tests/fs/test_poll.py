@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.cli import run_artfs
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+from tests.support.polling import eventually
 
 
 def test_new_versions_aliases_and_artifacts_appear(mount_artfs, animals, tmp_path):

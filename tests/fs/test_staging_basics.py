@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,9 @@ import artfs.api
 from artfs.errors import ArtfsError
 from artfs.staging_client import SealConflict
 from tests.support.cli import artfs_cmd, run_artfs, seal
+from tests.support.polling import wait_for_path
 from tests.support.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, errno_of, renameat2
 from tests.support.trees import snapshot
-
-
-def wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -187,7 +180,7 @@ def test_writes_get_ebusy_during_a_seal_and_reads_go_on(mount_artfs, small_store
     sealing = subprocess.Popen(artfs_cmd("seal", str(st), "--json"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(gate)  # the seal froze the area and waits at its first step
+        wait_for_path(gate)  # the seal froze the area and waits at its first step
         for what, fn in {
             "write": lambda: (st / "big.bin").write_bytes(b"x"),
             "append": lambda: _append(st / "README.md", b"x"),

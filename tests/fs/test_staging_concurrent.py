@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.support.cli import artfs_cmd, seal
+from tests.support.polling import wait_for_path
 from tests.support.repos import commit
 from tests.support.trees import snapshot
 
@@ -23,13 +24,6 @@ def _seal_both(a: Path, b: Path) -> list[tuple[int, str, str]]:
         stdout, stderr = p.communicate(timeout=180)
         out.append((p.returncode, stdout, stderr))
     return out
-
-
-def _wait_for(path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
 
 
 def test_two_mounts_seal_the_same_artifact(mount_artfs, s3_store_uri, tmp_path):
@@ -53,14 +47,14 @@ def test_two_mounts_seal_the_same_artifact(mount_artfs, s3_store_uri, tmp_path):
     refs = sorted(json.loads(r[1])["ref"] for r in results)
     assert refs == ["animals:v1", "animals:v2"]
     v2 = ma.path / "animals" / "v2"
-    _wait_for(v2)  # b's version reaches a's mount by its poll
+    wait_for_path(v2, 30)  # b's version reaches a's mount by its poll
     merged = {"shared.txt": "shared.txt v0\n", "x.txt": "x from a\n", "y.txt": "y from b\n", "z.txt": "z.txt v0\n",
               "dir-b/from-b.txt": "b\n"}
     for rel, text in merged.items():
         assert (v2 / rel).read_text() == text, rel
     assert (v2 / "from-a.bin").read_bytes() == b"a" * 100_000
     # each staging is now a fresh view of what it published; let both follow the merged latest
-    _wait_for(mb.path / "animals" / "v2")
+    wait_for_path(mb.path / "animals" / "v2", 30)
     deadline = time.monotonic() + 30
     while snapshot(sa) != snapshot(v2) or snapshot(sb) != snapshot(v2):
         assert time.monotonic() < deadline, "an untouched staging did not follow latest"
