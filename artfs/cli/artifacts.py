@@ -119,7 +119,11 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
         if name is None:
             rows = []
             for art in repo.artifacts():
-                recs = repo.versions(art)
+                recs, problems = repo.readable_versions(art)
+                for problem in problems:
+                    click.echo(f"warning: {problem}", err=True)
+                if not recs:
+                    continue
                 rows.append({"name": art, "type": recs[-1].type, "versions": len(recs),
                              "latest": recs[-1].ref, "bytes": recs[-1].bytes, "updated": recs[-1].created})
             if as_json:
@@ -132,7 +136,9 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
         parsed = parse_ref(name)
         numbers = repo.require_artifact(parsed.name)
         by_version = _aliases_by_version(repo, parsed.name, numbers[-1])
-        recs = repo.versions(parsed.name)
+        recs, problems = repo.readable_versions(parsed.name)
+        for problem in problems:
+            click.echo(f"warning: {problem}", err=True)
         if as_json:
             print_json([_version_json(r, by_version.get(r.version, [])) for r in recs])
             return

@@ -8,6 +8,7 @@ commit never leaves the index pointing at data that is not there.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -15,14 +16,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from artfs.core.chunker import MappedFile, cut, digest
+from artfs.core.chunker import digest, read_chunks
 from artfs.core.manifest import DIR, LINK, Entry, Header, ManifestWriter
 from artfs.core.names import check_alias, check_name, check_path, check_symlink_target
 from artfs.core.packs import ChunkRef, PackBuilder
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
 from artfs.core.store_keys import pack_key
-from artfs.errors import ArtfsError, InvalidName
+from artfs.errors import ArtfsError, InvalidName, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 UPLOADS_IN_FLIGHT = 4
 Progress = Callable[[int], None]
@@ -76,6 +79,9 @@ class Committer:
         self._futures: list[Future] = []
         self._lock = threading.Lock()
         self._parent_known = False
+        self._bad: set[tuple[bytes, str]] = set()  # quarantined locations: content to upload afresh
+        self._packs_seen: dict[str, bool] = {}  # pack → still in the store (asked once per commit)
+        self.repaired = False  # content was uploaded again because the copies to reuse were bad or gone
         self.uploaded_bytes = 0
         self.new_chunks = 0
         self.reused_chunks = 0
@@ -98,30 +104,56 @@ class Committer:
         if self._progress:
             self._progress(entry.size)
 
-    def add_file(self, path: str, source: str | os.PathLike, mode: int, mtime_ns: int, size: int) -> None:
-        """Chunk, hash and (for new chunks) pack a file's content."""
+    def add_file(self, path: str, source: str | os.PathLike, mode: int, mtime_ns: int, size: int,
+                 expect: os.stat_result | None = None) -> None:
+        """Chunk, hash and (for new chunks) pack a file's content: `size` bytes, read once into memory of
+        this process (chunker.read_chunks), the file still as `expect` describes it when read (else
+        SourceChanged: nothing is published)."""
         refs: list[ChunkRef] = []
-        with MappedFile(source, size) as mapped:
-            if len(mapped.buf) != size:
-                raise ArtfsError(f"{path} changed size while being committed")
-            for data in cut(mapped.buf):
-                refs.append(self._chunk(data))
-                if self._progress:
-                    self._progress(len(data))
+        for data in read_chunks(source, expect, size):
+            refs.append(self._chunk(data))
+            if self._progress:
+                self._progress(len(data))
         self.writer.add_file(path, mode & 0o7777, mtime_ns, size, refs)
 
     def _know_parent_chunks(self) -> None:
-        """Dedup against the artifact's latest version even on a machine that never read it."""
+        """Dedup against the artifact's latest version even on a machine that never read it, and learn
+        which stored copies are bad (the quarantine). A latest that cannot be read is no dedup source,
+        and no reason to refuse the commit."""
         self._parent_known = True
+        self._bad = self.repo.quarantine.locations()
         numbers = self.repo.version_numbers(self.name)
         if numbers:
-            self.repo.ensure_chunks(self.repo.version(self.name, numbers[-1]))
+            try:
+                self.repo.ensure_chunks(self.repo.version(self.name, numbers[-1]))
+            except ArtfsError as e:
+                if isinstance(e, StoreUnavailable):
+                    raise
+                log.warning("%s:v%d is no dedup source: %s", self.name, numbers[-1], e)
+
+    def _reusable(self, ref: ChunkRef) -> bool:
+        """A known copy may be reused unless it failed verification or its pack is gone: asked of the
+        store once per pack per commit, so a deleted pack never ends up under a new version."""
+        if (ref.digest, ref.pack) in self._bad:
+            return False
+        present = self._packs_seen.get(ref.pack)
+        if present is None:
+            present = self._packs_seen[ref.pack] = self.repo.store.exists(pack_key(ref.pack))
+            if not present:
+                log.warning("pack %s is missing from the store: its content is uploaded again", ref.pack)
+                self.repo.index.forget_pack_chunks(ref.pack)
+        return present
 
     def _chunk(self, data: memoryview) -> ChunkRef:
         if not self._parent_known:
             self._know_parent_chunks()
         d = digest(data)
-        ref = self._pending.get(d) or self.repo.index.known_chunk(d)
+        ref = self._pending.get(d)
+        if ref is None:
+            ref = self.repo.index.known_chunk(d)
+            if ref is not None and not self._reusable(ref):
+                ref = None
+                self.repaired = True
         if ref is not None:
             self.reused_chunks += 1
             return ref
@@ -190,7 +222,8 @@ class Committer:
             manifest_path, header = self.build()
             try:
                 record = self.repo.publish(
-                    self.name, type_, manifest_path, header, message, metadata, aliases, parent
+                    self.name, type_, manifest_path, header, message, metadata, aliases, parent,
+                    repaired=self.repaired,
                 )
             finally:
                 if os.path.exists(manifest_path):
@@ -251,7 +284,7 @@ def commit_tree(
             if stat.S_ISDIR(st.st_mode):
                 committer.add_dir(path, st.st_mode, st.st_mtime_ns)
             elif stat.S_ISREG(st.st_mode):
-                committer.add_file(path, full, st.st_mode, st.st_mtime_ns, st.st_size)
+                committer.add_file(path, full, st.st_mode, st.st_mtime_ns, st.st_size, expect=st)
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(full)
                 try:

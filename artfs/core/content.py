@@ -13,8 +13,9 @@ area's unchanged base files (`core/staging/base_files.py`) and `artfs get` (`cor
 Where a second kind of content plugs in: a file whose bytes live in an external object (a reference) is
 one more FileLayout whose pieces are pinned ranges of that object, and one more way for
 `ChunkReader._get_stored` to fetch a span of them; bisecting, assembling, single flight, prefetch and the
-cache are shared as they are. Checks on a layout (its chunks add up to the file's size, its locations are
-sane) belong in `FileLayout.of_entry`, once, not in each reader.
+cache are shared as they are. A layout is built only from entries validated when their manifest block was
+decoded (`manifest_file._validate`: the chunks add up to the file's size, every location is one artfs
+could have written), so no reader checks them again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate
 
 from artfs.core.manifest import Entry
@@ -119,9 +120,12 @@ class ChunkReader:
     """Reads chunks cache first, fetching spans from the store and verifying every chunk. Thread-safe and
     blocking: call it from worker threads when on an event loop."""
 
-    def __init__(self, store: Store, cache: ChunkCache | None = None) -> None:
+    def __init__(self, store: Store, cache: ChunkCache | None = None,
+                 on_corrupt: Callable[[ChunkRef, str], None] | None = None) -> None:
+        """`on_corrupt(ref, why)` hears of every stored copy that fails verification (the quarantine)."""
         self.store = store
         self.cache = cache
+        self.on_corrupt = on_corrupt
         self.fetched_bytes = 0
         self.requests = 0
 
@@ -152,9 +156,18 @@ class ChunkReader:
         view = memoryview(blob).toreadonly()
         dense = sum(r.stored_len for r in span) >= DENSE * len(blob)
         out: dict[bytes, Chunk] = {}
+        bad: list[IntegrityError] = []
         for r in span:
-            data = decode_chunk(r, view[r.offset - start : r.end - start])
+            try:
+                data = decode_chunk(r, view[r.offset - start : r.end - start])
+            except IntegrityError as e:  # every bad copy of the span is reported, then the first raised
+                if self.on_corrupt is not None:
+                    self.on_corrupt(r, str(e))
+                bad.append(e)
+                continue
             out[r.digest] = data if dense or isinstance(data, bytes) else bytes(data)
+        if bad:
+            raise bad[0]
         if populate and self.cache is not None:
             self.cache.put_many(out.items())
         return out

@@ -222,6 +222,14 @@ class StoreIndex:
                 txn.put(r.digest, _CHUNK.pack(bytes.fromhex(r.pack), r.offset, r.stored_len, r.raw_len, r.flags),
                         db=db.chunks)
 
+    def forget_chunk(self, digest: bytes, pack: str) -> None:
+        """Drop a chunk's location if it points into `pack` (the copy there failed verification)."""
+        raw_pack = bytes.fromhex(pack)
+        with self._shared.transaction(write=True) as (txn, db):
+            raw = txn.get(digest, db=db.chunks)
+            if raw is not None and bytes(raw[:16]) == raw_pack:
+                txn.delete(digest, db=db.chunks)
+
     def forget_pack_chunks(self, pack: str) -> None:
         """Drop chunk locations pointing at a pack that turned out to be missing (e.g. deleted by GC)."""
         raw_pack = bytes.fromhex(pack)

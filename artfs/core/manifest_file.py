@@ -1,7 +1,10 @@
 """Reading a manifest file: streamed in full, or one block at a time to find a path or a directory.
 
 The store is untrusted, so everything read is validated: the footer and its block table, then every
-entry that is handed out (path rules, symlinks that stay inside, chunk tables that add up). Reads use
+entry that is handed out (path rules, symlinks that stay inside, chunk tables that add up to the file's
+size, chunk locations that artfs could have written: `packs.ref_problem`), block by block as entries are
+decoded — so no reader, export or dedup ever sees an unchecked entry, and the first byte of a huge
+version does not wait for the whole manifest. Reads use
 `pread` on one descriptor, so several threads may look things up at once.
 """
 
@@ -29,7 +32,7 @@ from artfs.core.manifest import (
     path_key,
 )
 from artfs.core.names import check_path, check_symlink_target
-from artfs.core.packs import REF
+from artfs.core.packs import REF, ref_problem
 from artfs.errors import IntegrityError, InvalidName
 
 MAX_BLOCK = 64 << 20  # a block decompresses to at most this (ours are ~64 KiB): a bound against bombs
@@ -179,9 +182,12 @@ def _validate(e: Entry, npacks: int, source: str) -> None:
         if len(e.data) % REF.size:
             raise _reject(source, f"bad chunk list for {e.path!r}")
         total = 0
-        for _, p, _, _, raw_len, _ in REF.iter_unpack(e.data):
+        for _, p, offset, stored_len, raw_len, flags in REF.iter_unpack(e.data):
             if p >= npacks:
                 raise _reject(source, f"chunk of {e.path!r} names an unknown pack")
+            problem = ref_problem(offset, stored_len, raw_len, flags)
+            if problem is not None:
+                raise _reject(source, f"{e.path!r} has {problem}")
             total += raw_len
         if total != e.size:
             raise _reject(source, f"chunks of {e.path!r} do not add up to its size")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import zstandard
 
+from artfs.core.chunker import MAX_CHUNK
 from artfs.core.chunker import digest as chunk_digest
 from artfs.errors import IntegrityError
 
@@ -67,6 +68,27 @@ def maybe_compress(data: bytes | memoryview, cctx: zstandard.ZstdCompressor) -> 
     if len(packed) <= 0.9 * n:
         return packed, FLAG_ZSTD
     return data, 0
+
+
+# A pack is closed once it reaches PACK_TARGET, so nothing in it lies beyond PACK_TARGET plus one stored chunk
+# (a chunk is stored raw or zstd-compressed only when that is smaller); the trailer follows the chunks.
+PACK_MAX = PACK_TARGET + MAX_CHUNK
+
+
+def ref_problem(offset: int, stored_len: int, raw_len: int, flags: int) -> str | None:
+    """Why a chunk location cannot have been written by artfs (a damaged or crafted manifest), or None.
+
+    Checked when a manifest entry is decoded, before any reader, export or dedup can trust the location:
+    a lie here would otherwise make a file of the wrong size or send a read far past a pack's end."""
+    if not 0 < raw_len <= MAX_CHUNK:
+        return f"a chunk of {raw_len} bytes (chunks are 1 to {MAX_CHUNK} bytes)"
+    if flags not in (0, FLAG_ZSTD):
+        return f"unknown chunk flags {flags}"
+    if (flags == 0 and stored_len != raw_len) or not 0 < stored_len <= raw_len:
+        return f"a stored length of {stored_len} for a chunk of {raw_len} bytes"
+    if offset < 0 or offset + stored_len > PACK_MAX:
+        return f"a chunk at offset {offset} (packs end before {PACK_MAX})"
+    return None
 
 
 def decode_chunk(ref: ChunkRef, stored: bytes | memoryview) -> bytes | memoryview:

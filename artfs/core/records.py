@@ -49,6 +49,19 @@ class AliasEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     creator: str
 
 
+class QuarantineRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A chunk location (digest in pack, at offset) whose bytes failed verification when someone read them.
+    Written once under `quarantine/<digest>/<pack>`; commits consult the set and upload that content afresh
+    instead of deduplicating against the bad copy."""
+
+    digest: str
+    pack: str
+    offset: int
+    reason: str
+    time: float
+    creator: str
+
+
 def creator() -> str:
     """`user@host` of whoever runs this process."""
     try:

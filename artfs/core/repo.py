@@ -22,6 +22,7 @@ from artfs.core.manifest import Entry, Header
 from artfs.core.manifest_file import read_manifest
 from artfs.core.names import Ref, check_alias, check_name, parse_version
 from artfs.core.places import Places
+from artfs.core.quarantine import Quarantine
 from artfs.core.records import (
     AliasEvent,
     VersionRecord,
@@ -60,6 +61,7 @@ class Repo:
         self.cache_dir = places.cache
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
         self.index = StoreIndex(places.store_index(store.uri), store.uri)
+        self.quarantine = Quarantine(store, self.index)
         self._manifest_dir = places.manifests(store.uri)
         os.makedirs(self._manifest_dir, exist_ok=True)
         self._cache_size = cache_size
@@ -106,6 +108,17 @@ class Repo:
 
     def versions(self, name: str) -> list[VersionRecord]:
         return [self.version(name, n) for n in self.version_numbers(name)]
+
+    def readable_versions(self, name: str) -> tuple[list[VersionRecord], list[str]]:
+        """The versions whose records can be read, and a line for each that cannot (a damaged or foreign
+        record must not hide the others from a listing)."""
+        records, problems = [], []
+        for n in self.version_numbers(name):
+            try:
+                records.append(self.version(name, n))
+            except (IntegrityError, NotFound) as e:
+                problems.append(f"{name}:v{n} is unreadable: {e}")
+        return records, problems
 
     def require_artifact(self, name: str) -> list[int]:
         check_name(name)
@@ -240,8 +253,10 @@ class Repo:
         aliases: list[str] | tuple[str, ...] = (),
         parent: int | None = None,
         number: int | None = None,
+        repaired: bool = False,
     ) -> VersionRecord | None:
-        """Claim the next version for an uploaded tree. None when the tree equals `latest`'s.
+        """Claim the next version for an uploaded tree. None when the tree equals `latest`'s — unless it
+        is `repaired`: the same content, uploaded afresh because copies it would have reused are bad.
 
         Packs must already be in the store: this uploads the manifest, then claims a number.
         With `number`, claim exactly that one or raise VersionTaken (a merge made against `number-1`
@@ -255,7 +270,7 @@ class Repo:
         number_fixed = number is not None
         while True:
             numbers = self.version_numbers(name)
-            if numbers and self.version(name, numbers[-1]).digest == header.digest:
+            if numbers and not repaired and self.version(name, numbers[-1]).digest == header.digest:
                 for alias in aliases:  # as W&B does: the aliases apply to the identical latest
                     self.set_alias(name, alias, numbers[-1])
                 return None

@@ -5,6 +5,8 @@ Keys are relative to the store's root (see storage/store.py):
     manifests/<id[:2]>/<id>                    manifests, named by the xxh3-128 of their bytes
     artifacts/<name>/versions/<n:010d>.json    version records, each claimed with create-if-absent
     artifacts/<name>/aliases/<seq:010d>.json   alias moves, an append-only log claimed the same way
+    quarantine/<digest>/<pack>                 a chunk location that failed verification (records.py):
+                                               no commit on any machine dedups against it again
 
 Packs and manifests are immutable and fanned out by the first two hex digits of their names. Record numbers
 are zero-padded to ten digits so that a LIST, which is lexicographic, returns them in numeric order, and
@@ -28,6 +30,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 ARTIFACTS = "artifacts/"
+QUARANTINE = "quarantine/"
 VERSIONS = "versions"
 ALIASES = "aliases"
 
@@ -38,6 +41,21 @@ def pack_key(pack_id: str) -> str:
 
 def manifest_key(mid: str) -> str:
     return f"manifests/{mid[:2]}/{mid}"
+
+
+def quarantine_key(digest: bytes, pack: str) -> str:
+    return f"{QUARANTINE}{digest.hex()}/{pack}"
+
+
+def parse_quarantine_key(key: str) -> tuple[bytes, str] | None:
+    """`quarantine/<digest hex>/<pack>` → (digest, pack); None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != QUARANTINE or len(parts[1]) != 32 or not parts[2]:
+        return None
+    try:
+        return bytes.fromhex(parts[1]), parts[2]
+    except ValueError:
+        return None
 
 
 def versions_prefix(name: str) -> str:

@@ -26,7 +26,7 @@ import ctypes.util
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -114,9 +114,10 @@ class ChunkSource:
     """Chunks by digest: memory, then cache, then the store (verified, cached), one fetch per chunk."""
 
     def __init__(self, store: Store, cache: ChunkCache, memory_bytes: int = MEMORY_BYTES,
-                 demand_slots: int = DEMAND_SLOTS, prefetch_slots: int = PREFETCH_SLOTS) -> None:
+                 demand_slots: int = DEMAND_SLOTS, prefetch_slots: int = PREFETCH_SLOTS,
+                 on_corrupt: Callable[[ChunkRef, str], None] | None = None) -> None:
         self.cache = cache
-        self.fetcher = ChunkReader(store, cache)
+        self.fetcher = ChunkReader(store, cache, on_corrupt)
         self.memory = _Memory(memory_bytes)
         self.stats: Counter[str] = Counter()
         self._flights: dict[bytes, _Flight] = {}

@@ -76,6 +76,25 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix + "/" if prefix else ""
 
 
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _checked_range(key: str, data: bytes, offset: int, length: int, content_range: str | None) -> bytes:
+    """The bytes of a ranged GET, or TransientStoreError when the body is shorter than the range the server
+    said it sends: a body cut on the wire (even with a Content-Length that matches the cut) is retried like
+    any dropped connection, not mistaken for a damaged object. Short only where the object ends."""
+    match = _CONTENT_RANGE.fullmatch(content_range or "")
+    if match is None:  # no Content-Range: a server that ignored the Range header sent the whole object
+        return data[offset : offset + length] if len(data) > length else data
+    first, last, total = match.groups()
+    expected = int(last) - int(first) + 1
+    if total != "*":
+        expected = min(expected, int(total) - offset, length)
+    if len(data) != expected:
+        raise TransientStoreError(f"short read of {key}: {len(data)} of {expected} bytes arrived")
+    return data
+
+
 class S3Store(Store):
     """Objects live at `<prefix><key>` in one bucket. One boto3 client, shared by all threads."""
 
@@ -167,7 +186,8 @@ class S3Store(Store):
                     return b""  # the object exists but ends before `offset`
                 raise
             with contextlib.closing(resp["Body"]) as body:
-                return body.read()
+                data = body.read()
+        return _checked_range(key, data, offset, length, resp.get("ContentRange"))
 
     def put(self, key: str, data: bytes) -> None:
         with self._errors(key):

@@ -5,7 +5,7 @@ import zstandard
 
 from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, diff_entries, path_key
 from artfs.core.manifest_file import read_manifest
-from artfs.core.packs import ChunkRef
+from artfs.core.packs import REF, ChunkRef
 from artfs.errors import IntegrityError
 
 
@@ -139,3 +139,20 @@ def test_diff_entries():
     new = [f("b", b"2"), f("c", b"4"), f("d", b"5")]
     assert list(diff_entries(iter(old), iter(new))) == [
         ("removed", "a"), ("modified", "c"), ("added", "d")]
+
+
+@pytest.mark.parametrize(("offset", "stored", "raw", "flags", "why"), [
+    (0, 2**32 - 1, 2**32 - 1, 0, "a chunk of"),  # a 4 GiB chunk (4,096 of them: 16 TiB): no chunker makes that
+    (0, 0, 0, 0, "a chunk of 0 bytes"),
+    (1 << 40, 100, 100, 0, "offset"),  # far past the end of any pack
+    (0, 200, 100, 0, "stored length"),  # stored raw, yet a different length
+    (0, 100, 100, 7, "flags"),
+])
+def test_crafted_chunk_locations_rejected(tmp_path, offset, stored, raw, flags, why):
+    """Chunk tables that add up but could not have been written by artfs are rejected at decode, before any
+    reader, export or dedup sees them."""
+    ref = REF.pack(b"\x01" * 16, 0, offset, stored, raw, flags)
+    header = {"format": 1, "packs": ["ab" * 16], "entries": 1, "files": 1, "bytes": raw, "digest": "0" * 32}
+    path = _raw_manifest(tmp_path, header, [["f", FILE, 0o644, 0, raw, ref, b""]])
+    with pytest.raises(IntegrityError, match=why):
+        list(read_manifest(path)[1])

@@ -24,9 +24,8 @@ import time
 from collections import OrderedDict
 
 import msgspec
-from pyfastcdc import FastCDC
 
-from artfs.core.chunker import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, digest
+from artfs.core.chunker import digest, stream_chunks
 from artfs.core.manifest import DIR, FILE, LINK, Entry, content_digest
 from artfs.core.repo import Repo
 from artfs.core.staging.base_files import BaseFiles
@@ -99,12 +98,7 @@ def file_digest(path: str) -> bytes:
     Streamed with read(), not mmap: the file may be truncated meanwhile (status runs beside writes), and
     a shrinking mapping would kill the process with SIGBUS; a stream just sees fewer bytes."""
     with open(path, "rb") as f:
-        head = f.read(MIN_CHUNK + 1)
-        if len(head) <= MIN_CHUNK:  # as chunker.cut: a small file is one chunk
-            return content_digest([digest(head)] if head else [])
-        f.seek(0)
-        cdc = FastCDC(avg_size=AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
-        return content_digest([digest(c.data) for c in cdc.cut_stream(f)])
+        return content_digest([digest(c) for c in stream_chunks(f)])
 
 
 class Files:
