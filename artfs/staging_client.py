@@ -74,10 +74,14 @@ def request(path: str, op: str, params: dict | None = None, progress: Progress |
 
 def request_seal(path: str, message: str = "", aliases: list[str] | tuple[str, ...] = (),
                  type_: str | None = None, metadata: dict[str, str] | None = None, force: bool = False,
-                 progress: Progress | None = None) -> dict:
-    """Publish the staging tree at `path` as the next version; returns the commit result."""
-    return request(path, "seal", {"message": message, "aliases": list(aliases), "type": type_,
-                                  "metadata": metadata or {}, "force": force}, progress)
+                 progress: Progress | None = None, wait: float | None = None) -> dict:
+    """Publish the staging tree at `path` as the next version; returns the commit result. The daemon first
+    waits up to `wait` seconds (its default: 30) for files still open for writing to be closed."""
+    params: dict = {"message": message, "aliases": list(aliases), "type": type_, "metadata": metadata or {},
+                    "force": force}
+    if wait is not None:
+        params["wait"] = wait
+    return request(path, "seal", params, progress)
 
 
 def request_status(path: str) -> dict:

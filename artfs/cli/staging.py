@@ -16,8 +16,10 @@ from artfs.core.names import check_alias, check_name, parse_meta
 @click.option("--type", "type_", default=None, help="Artifact type, for a new artifact (dataset, model, …).")
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata key=value (repeatable).")
 @click.option("--force", is_flag=True, help="On conflicting paths, take the staging side.")
+@click.option("--wait", type=click.FloatRange(0, 86400), default=None, metavar="SECONDS",
+              help="Wait this long for files still open for writing to be closed (default 30); then refuse.")
 @json_option
-def seal_cmd(path, message, aliases, type_, meta, force, as_json) -> None:
+def seal_cmd(path, message, aliases, type_, meta, force, wait, as_json) -> None:
     """Publish the staging directory PATH as the next version (prints the new ref)."""
     for a in aliases:
         check_alias(a)
@@ -25,11 +27,12 @@ def seal_cmd(path, message, aliases, type_, meta, force, as_json) -> None:
         check_name(type_, "type")
     metadata = parse_meta(meta)
     with progress_to("seal", not as_json) as update:
-        result = staging_client.request_seal(path, message, aliases, type_, metadata, force, update)
+        result = staging_client.request_seal(path, message, aliases, type_, metadata, force, update, wait)
     if as_json:
         print_json(result)
     elif result.get("unchanged"):
-        click.echo(f"{result.get('artifact', '')}: unchanged, identical to latest; nothing published")
+        click.echo(f"{result.get('artifact', '')}: unchanged, identical to latest; nothing published"
+                   + (f"; aliases set on latest: {', '.join(aliases)}" if aliases else ""))
     else:
         click.echo(result["ref"])
 

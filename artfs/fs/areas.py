@@ -48,6 +48,9 @@ def is_staging(ino: int) -> bool:
     return ino > NODE_MASK
 
 
+WRITERS_WAIT = 30.0  # seconds a seal waits for files open for writing to be closed (seal --wait)
+
+
 class SealProgress:
     """A seal's progress: the staged tree's bytes, and bytes through the committer so far (the seal's
     thread writes both; the control server reads them)."""
@@ -71,7 +74,8 @@ def _measure_and_seal(area: StagingArea, progress: SealProgress | None, message:
 class Area:
     """One artifact's staging directory as the mount sees it."""
 
-    __slots__ = ("name", "slot", "area", "opening", "gen", "root_names", "base_readers", "open_files")
+    __slots__ = ("name", "slot", "area", "opening", "gen", "root_names", "base_readers", "open_files", "writers",
+                 "draining", "writers_closed")
 
     def __init__(self, name: str, slot: int) -> None:
         self.name = name
@@ -82,6 +86,14 @@ class Area:
         self.root_names: set[str] = set()  # names the kernel got under the root in this generation
         self.base_readers: dict[int, set[int]] = {}  # node id → open handles reading it from the base
         self.open_files: dict[int, int] = {}  # node id → open handles (and opens in progress)
+        self.writers: dict[int, int] = {}  # handle → node id, for handles open for writing
+        self.draining = False  # a seal waits for writers to close: new opens for writing get EBUSY
+        self.writers_closed = trio.Event()  # set (and replaced) whenever a writer closes
+
+    def writer_closed(self, fh: int) -> None:
+        if self.writers.pop(fh, None) is not None:
+            self.writers_closed.set()
+            self.writers_closed = trio.Event()
 
     def ino(self, node_id: int) -> int:
         return (self.slot << SLOT_BITS) | node_id
@@ -257,21 +269,28 @@ class Areas:
 
     async def seal(self, name: str, message: str = "", aliases: list[str] | None = None,
                    type_: str | None = None, metadata: dict[str, str] | None = None, force: bool = False,
-                   progress: SealProgress | None = None) -> dict:
+                   progress: SealProgress | None = None, wait: float = WRITERS_WAIT) -> dict:
         """Publish `name`'s staging (in a thread; writes get EBUSY meanwhile), then show the result:
-        the new version in the tree, a fresh staging in the kernel."""
+        the new version in the tree, a fresh staging in the kernel.
+
+        A file is sealed whole or not at all: the seal first waits up to `wait` seconds for every handle
+        open for writing to close (new opens for writing get EBUSY meanwhile), and refuses, naming the
+        files and publishing nothing, if some stay open. Their writers keep working either way."""
         aliases = list(aliases or [])
         for alias in aliases:
             check_alias(alias)
         if type_ is not None:
             check_name(type_, "type")
         a, area = await self._named(name)
+        a.draining = True
         try:
+            await self._wait_for_writers(a, area, wait)
             result = await trio.to_thread.run_sync(
                 _measure_and_seal, area, progress, message, aliases, type_, metadata or {}, force)
         except OSError as e:
             raise ArtfsError(_busy(name) if e.errno == errno.EBUSY else f"seal of {name} failed: {e}") from None
         finally:
+            a.draining = False
             if a.area is area and a.gen != area.generation:
                 await self._replaced(a)
         if result.record is not None:
@@ -279,6 +298,24 @@ class Areas:
             if self.rescan is not None:
                 await self.rescan()
         return {**result.as_json(), "artifact": name}
+
+    async def _wait_for_writers(self, a: Area, area: StagingArea, wait: float) -> None:
+        with trio.move_on_after(wait):
+            while a.writers:
+                await a.writers_closed.wait()
+        if a.writers:
+            nodes = sorted(set(a.writers.values()))
+            paths = []
+            for node in nodes[:10]:
+                try:
+                    paths.append(await self.run(area.path_of, node))
+                except OSError:  # unlinked while open: it will not be sealed anyway
+                    paths.append(f"(deleted file {node})")
+            more = f" and {len(nodes) - 10} more" if len(nodes) > 10 else ""
+            raise ArtfsError(
+                f"not sealed: {len(nodes)} file(s) in {a.name}/staging still open for writing after {wait:g} s: "
+                f"{', '.join(paths)}{more} (close them, or seal with a longer --wait); nothing was published"
+            )
 
     async def status(self, name: str) -> dict:
         _, area = await self._named(name)

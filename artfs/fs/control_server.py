@@ -31,7 +31,7 @@ import trio
 
 from artfs.core.merge import MergeConflict
 from artfs.errors import ArtfsError
-from artfs.fs.areas import Areas, SealProgress
+from artfs.fs.areas import WRITERS_WAIT, Areas, SealProgress
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ async def _seal_with_progress(stream: trio.SocketStream, areas: Areas, name: str
     metadata = request.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ArtfsError("metadata must map keys to strings")
+    wait = request.get("wait", WRITERS_WAIT)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 24 * 3600:
+        raise ArtfsError("wait must be a number of seconds from 0 to 86400")
     async with trio.open_nursery() as nursery:
 
         async def report() -> None:
@@ -163,7 +166,7 @@ async def _seal_with_progress(stream: trio.SocketStream, areas: Areas, name: str
         # captured, so that a refusal (MergeConflict) reaches the caller as itself, not in an ExceptionGroup
         result = await outcome.acapture(
             areas.seal, name, str(request.get("message") or ""), list(request.get("aliases") or []),
-            request.get("type"), metadata, bool(request.get("force")), progress)
+            request.get("type"), metadata, bool(request.get("force")), progress, wait)
         nursery.cancel_scope.cancel()
     return result.unwrap()
 

@@ -284,9 +284,14 @@ class StagingOps:
     @handler_errors
     async def open(self, ino: int, flags: int) -> pyfuse3.FileInfo:
         a, area, node_id = await self._area(ino)
-        truncate = bool(flags & os.O_TRUNC) and bool(flags & (os.O_WRONLY | os.O_RDWR))
+        writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
+        if writing and a.draining:
+            raise FUSEError(errno.EBUSY)  # a seal is waiting for the writers it has to finish
+        truncate = bool(flags & os.O_TRUNC) and writing
         run = self.areas.run if truncate else partial(self.areas.peek, area)
         fh, f = self._register(a, area, node_id)
+        if writing:
+            a.writers[fh] = node_id
         try:
             entry = await run(_prepare_open, area, node_id, truncate)
         except BaseException:
@@ -305,10 +310,13 @@ class StagingOps:
     async def create(self, parent: int, raw: bytes, mode: int,
                      flags: int) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         a, area, pid = await self._area(parent)
+        if a.draining:
+            raise FUSEError(errno.EBUSY)
         name = _name(raw)
         node = await self.areas.run(area.create, pid, name, mode)
         attrs = self._entry(a, pid, name, node)
         fh, _ = self._register(a, area, node.id)
+        a.writers[fh] = node.id
         _unlist(a, node.id, fh)  # a new file has no base to read
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), attrs
 
@@ -345,6 +353,7 @@ class StagingOps:
         if f is not None:
             _closed(f.a, f.node)
             _unlist(f.a, f.node, fh)
+            f.a.writer_closed(fh)
 
     # --- changing names ----------------------------------------------------------------------------
 

@@ -76,7 +76,8 @@ def seal_area(
     area: SealableArea, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
     metadata: dict[str, str] | None = None, force: bool = False, progress: Callable[[int], None] | None = None,
 ) -> CommitResult:
-    """Publish the staged tree; `record` is None when it equals latest (nothing published, no alias set).
+    """Publish the staged tree; `record` is None when it equals latest (nothing published; the aliases are
+    set on latest, as `put` of an unchanged tree does).
 
     Raises MergeConflict (listing every conflicting path) if latest moved and changed the same paths,
     unless `force`, which keeps the staged side. Writes to the area get EBUSY meanwhile."""
@@ -90,7 +91,9 @@ def seal_area(
         if latest is not None:  # know latest's chunks too, so content already uploaded by others is reused
             latest_rec = repo.version(name, latest)
             repo.ensure_index(latest_rec)
-            if latest == area.base and not area.dirty:
+            if latest == area.base and not area.dirty:  # nothing to publish; aliases apply to latest, as in put
+                for alias in aliases:
+                    repo.set_alias(name, alias, latest)
                 return CommitResult(None, name, latest_rec.digest, latest_rec.files, latest_rec.bytes, 0, 0, 0)
         committer = Committer(repo, name, progress)
         try:
