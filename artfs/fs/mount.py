@@ -42,6 +42,7 @@ from artfs.fs.reader import Reader
 from artfs.fs.staging_ops import StagingOps
 from artfs.fs.tree import Tree
 from artfs.settings import Settings
+from artfs.storage.breaker import CircuitBreaker
 from artfs.storage.open import open_store
 from artfs.storage.store import Store
 
@@ -206,8 +207,8 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
     path = mountpoint.prepare(config.mountpoint, config.force)
     config.mountpoint = path
     settings = config.settings
-    store = open_store(config.store_uri, endpoint_url=config.endpoint_url, retries=settings.store_retries,
-                       deadline=settings.store_deadline)
+    store: Store = CircuitBreaker(open_store(config.store_uri, endpoint_url=config.endpoint_url,
+                                             retries=settings.store_retries, deadline=settings.store_deadline))
     repo = Repo(store, settings.places, cache_size=config.cache_size)
     try:
         try:

@@ -35,7 +35,9 @@ def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None
     if uri.startswith("s3://"):
         from artfs.storage.s3 import S3Store
 
-        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url), **policy)
+        # one attempt may not outlast the whole retry deadline: a silent server fails within it
+        timeout = min(20.0, deadline) if deadline else 20.0
+        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url, timeout=timeout), **policy)
     if uri.startswith("file://"):
         path = uri[len("file://") :]
     elif "://" in uri:

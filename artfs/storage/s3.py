@@ -98,14 +98,15 @@ def _checked_range(key: str, data: bytes, offset: int, length: int, content_rang
 class S3Store(Store):
     """Objects live at `<prefix><key>` in one bucket. One boto3 client, shared by all threads."""
 
-    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, uri: str, endpoint_url: str | None = None, timeout: float = 20.0) -> None:
+        """`timeout`: seconds to connect (at most 5) and between bytes of an answer, per attempt."""
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None  # the AWS chain, as boto3
         config = Config(
             max_pool_connections=32,
-            connect_timeout=5,
-            read_timeout=20,
+            connect_timeout=min(5.0, timeout),
+            read_timeout=timeout,
             # One attempt per call (`max_attempts` would count *extra* tries): RetryingStore retries.
             retries={"total_max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint else None,
