@@ -33,11 +33,17 @@ from artfs.errors import ArtfsError
 @click.option("-m", "--message", default="", help="What this version is.")
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version (repeatable).")
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata key=value (repeatable).")
+@click.option("--base", "base_ref", default=None, metavar="REF",
+              help="SRC is version REF plus your changes: merge them onto latest (conflicts are refused).")
+@click.option("--force", is_flag=True, help="With --base, on conflicting paths keep SRC's side.")
 @store_option
 @endpoint_option
 @json_option
-def put(src, name, type_, message, aliases, meta, store_uri, endpoint_url, as_json) -> None:
-    """Commit directory SRC as the next version of artifact NAME."""
+def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, endpoint_url, as_json) -> None:
+    """Commit directory SRC as the next version of artifact NAME.
+
+    The version is exactly SRC (a snapshot), whatever others published since you got it; with --base REF,
+    SRC's changes since REF are merged onto latest instead, as a seal does."""
     from artfs.core.commit import commit_tree, scan_size
     from artfs.core.names import check_name
 
@@ -45,13 +51,21 @@ def put(src, name, type_, message, aliases, meta, store_uri, endpoint_url, as_js
     for a in aliases:
         check_alias(a)
     metadata = parse_meta(meta)
+    if force and base_ref is None:
+        raise ArtfsError("--force only applies with --base")
+    base_spec = None
+    if base_ref is not None:  # `v3`, `best` or `animals:v3`
+        base_spec = parse_ref(base_ref if ":" in base_ref else f"{name}:{base_ref}")
+        if base_spec.name != name:
+            raise ArtfsError(f"--base must be a version of {name}, not of {base_spec.name}")
     if not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
     repo = open_repo(store_uri, endpoint_url)
     try:
+        base = repo.resolve(base_spec).version if base_spec is not None else None
         show = not as_json and sys.stderr.isatty()
         with progress(scan_size(src) if show else None, f"put {name}", show) as bar:
-            result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar)
+            result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar, base=base, force=force)
     finally:
         repo.close()
     if as_json:
@@ -64,6 +78,8 @@ def put(src, name, type_, message, aliases, meta, store_uri, endpoint_url, as_js
     click.echo(result.ref)
     click.echo(f"  {result.files} files, {human(result.bytes)}; uploaded {human(result.uploaded_bytes)}, "
                f"{result.reused_chunks} chunks already stored, {result.new_chunks} new")
+    click.echo(f"  {src}'s changes since {name}:v{base}, merged onto latest" if base is not None
+               else f"  exactly the tree of {src} (--base REF would merge its changes onto latest instead)")
 
 
 @click.command()

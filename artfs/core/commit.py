@@ -20,6 +20,7 @@ from artfs.core.chunker import digest, read_chunks
 from artfs.core.manifest import DIR, LINK, Entry, Header, ManifestWriter
 from artfs.core.names import check_alias, check_name, check_path, check_symlink_target
 from artfs.core.packs import ChunkRef, PackBuilder
+from artfs.core.rebase import publish_onto_latest
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
 from artfs.core.store_keys import pack_key
@@ -264,9 +265,13 @@ def scan_size(root: str) -> int:
 def commit_tree(
     repo: Repo, src: str, name: str, type_: str | None = None, message: str = "",
     metadata: dict[str, str] | None = None, aliases: list[str] | tuple[str, ...] = (),
-    progress: Progress | None = None,
+    progress: Progress | None = None, base: int | None = None, force: bool = False,
 ) -> CommitResult:
-    """`artfs put`: commit the directory `src` as the next version of `name`."""
+    """`artfs put`: commit the directory `src` as the next version of `name`.
+
+    Without `base` the version is exactly `src` (a snapshot: what others published meanwhile is not in
+    it). With `base`, `src` is version `base` plus the user's changes, and those changes are merged onto
+    latest like a seal's (core/rebase.py): conflicts are refused and listed, `force` keeps src's side."""
     check_name(name)
     for a in aliases:
         check_alias(a)
@@ -298,4 +303,17 @@ def commit_tree(
     except BaseException:
         committer.close()
         raise
-    return committer.publish(type_, message, metadata, aliases)
+    if base is None:
+        return committer.publish(type_, message, metadata, aliases)
+    try:
+        type_ = repo.check_type(name, type_)
+        cand_path, cand_header = committer.build()
+        try:
+            record, header = publish_onto_latest(repo, name, base, cand_path, cand_header, type_, message, metadata,
+                                                 aliases, force, side="DIR's", repaired=committer.repaired)
+        finally:
+            if os.path.exists(cand_path):
+                os.unlink(cand_path)
+    finally:
+        committer.close()
+    return committer.result(record, header)

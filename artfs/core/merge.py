@@ -23,12 +23,13 @@ from artfs.errors import Conflict
 class MergeConflict(Conflict):
     """The same paths changed on both sides; `paths` lists every one of them, in path order."""
 
-    def __init__(self, name: str, paths: list[str]) -> None:
+    def __init__(self, name: str, paths: list[str], side: str = "staged") -> None:
         self.paths = paths
         shown = ", ".join(paths[:20]) + (f", … ({len(paths)} paths)" if len(paths) > 20 else "")
+        where, how = ("staging", "seal") if side == "staged" else ("DIR", "put")
         super().__init__(
-            f"{name}: changed both in staging and in the latest version: {shown} "
-            f"(seal with --force to keep the staged side)"
+            f"{name}: changed both in {where} and in the latest version: {shown} "
+            f"({how} with --force to keep the {side} side)"
         )
 
 

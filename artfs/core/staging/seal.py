@@ -6,8 +6,8 @@ a fresh view of a version. StagingArea.seal()/status() call in here; nothing her
 
 A seal: freeze → write the staged tree as a candidate manifest (unchanged files by reference to their
 chunks, never re-read; new content chunked, and only new chunks uploaded) → if latest is still the base,
-publish it as base+1; else merge it onto latest (core/merge.py) and publish as latest+1, merging again if
-another writer claims that number first → reset staging to a fresh view of the new version.
+publish it as base+1; else merge it onto latest and publish as latest+1, merging again if another writer
+claims that number first (core/rebase.py) → reset staging to a fresh view of the new version.
 
 Nothing in staging changes until a publish succeeded, and publishing is atomic (core/repo.py), so a failure
 or kill -9 anywhere before leaves the staged changes intact and no partial version. A kill between the
@@ -24,13 +24,11 @@ from typing import Protocol
 import msgspec
 
 from artfs.core.commit import CommitResult, Committer
-from artfs.core.manifest import DIR, LINK, Entry, Header, ManifestWriter, diff_entries
-from artfs.core.manifest_file import read_manifest
-from artfs.core.merge import MergeConflict, Stream, merge_trees
+from artfs.core.manifest import DIR, LINK, Entry, diff_entries
 from artfs.core.names import check_alias, check_path
-from artfs.core.records import VersionRecord
-from artfs.core.repo import Repo, VersionTaken
-from artfs.errors import ArtfsError, InvalidName, NotFound
+from artfs.core.rebase import publish_onto_latest
+from artfs.core.repo import Repo
+from artfs.errors import ArtfsError, InvalidName
 
 
 class SealableArea(Protocol):
@@ -100,7 +98,8 @@ def seal_area(
             _feed(area, committer)
             cand_path, cand_header = committer.build()
             try:
-                record, header = _publish(area, type_, cand_path, cand_header, message, metadata, aliases, force)
+                record, header = publish_onto_latest(repo, name, area.base, cand_path, cand_header, type_, message,
+                                                     metadata, aliases, force)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(cand_path)
@@ -136,55 +135,3 @@ def _feed(area: SealableArea, committer: Committer) -> None:
     if bad:
         shown = "; ".join(bad[:10]) + (f"; … ({len(bad)} problems)" if len(bad) > 10 else "")
         raise InvalidName(f"cannot seal {area.name}: {shown}")
-
-
-def _publish(
-    area: SealableArea, type_: str, cand_path: str, cand_header: Header, message: str,
-    metadata: dict[str, str] | None, aliases: list[str] | tuple[str, ...], force: bool,
-) -> tuple[VersionRecord | None, Header]:
-    """Claim base+1 for the candidate, or latest+1 for its merge onto latest; re-merge if beaten to it.
-
-    repo.publish moves the manifest file it is given into the manifest cache, so each attempt gets its
-    own hard link of the candidate (the candidate is needed again if the attempt loses its number)."""
-    repo, name, base = area.repo, area.name, area.base
-    while True:
-        latest = area.latest()
-        if latest == base:
-            path = cand_path + ".attempt"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            os.link(cand_path, path)
-            header, number = cand_header, 0 if base is None else base + 1
-        elif latest is None:  # the base is gone from the store, and every version with it
-            raise NotFound(f"{name}:v{base} does not exist")
-        else:
-            path, header = _merge(area, cand_path, cand_header, latest, force)
-            number = latest + 1
-        try:
-            record = repo.publish(name, type_, path, header, message, metadata, aliases, parent=base, number=number)
-        except VersionTaken:
-            continue
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        return record, header
-
-
-def _merge(area: SealableArea, cand_path: str, cand_header: Header, latest: int, force: bool) -> tuple[str, Header]:
-    repo, name = area.repo, area.name
-
-    def stream(number: int) -> Stream:
-        header, entries = repo.entries(repo.version(name, number))
-        return header.packs, entries
-
-    base: Stream = ([], iter(())) if area.base is None else stream(area.base)
-    ours: Stream = (cand_header.packs, read_manifest(cand_path, "staged tree")[1])
-    writer = ManifestWriter(tmp_dir=repo.cache_dir)
-    try:
-        conflicts = merge_trees(base, stream(latest), ours, writer, force)
-        if conflicts and not force:
-            raise MergeConflict(name, conflicts)
-        return writer.finish()
-    except BaseException:
-        writer.close()
-        raise
