@@ -54,7 +54,7 @@ def test_put_and_get_under_wire_faults(s3_server, s3_store_uri, tmp_path, rate: 
     src = tmp_path / "src"
     _dataset(src)
     expected = snapshot(src)
-    puts = gets = 0
+    puts = gets = injected = 0
     for round_ in range(ROUNDS):
         (src / "round.txt").write_text(str(round_))  # each put a new version
         expected["round.txt"] = snapshot(src)["round.txt"]
@@ -62,6 +62,7 @@ def test_put_and_get_under_wire_faults(s3_server, s3_store_uri, tmp_path, rate: 
         with FaultProxy(s3_server.endpoint, rate=rate, seed=round_, stall=0.5) as proxy:
             res = run_artfs("put", str(src), "animals", "--store", s3_store_uri, "--json", env=_through(proxy),
                             check=False, timeout=300)
+        injected += sum(proxy.counts.values())
         after = _versions(s3_store_uri, "animals")
         if res.returncode != 0:
             assert res.returncode == 1 and res.stderr.strip().count("\n") == 0, res.stderr
@@ -74,11 +75,13 @@ def test_put_and_get_under_wire_faults(s3_server, s3_store_uri, tmp_path, rate: 
         with FaultProxy(s3_server.endpoint, rate=rate, seed=100 + round_, stall=0.5) as proxy:
             res = run_artfs("get", f"animals:v{version}", str(dest), "--store", s3_store_uri,
                             env=_through(proxy), check=False, timeout=300)
+        injected += sum(proxy.counts.values())
         if res.returncode != 0:
             assert res.returncode == 1 and res.stderr.strip().count("\n") == 0, res.stderr
             assert not dest.exists(), "a failed get left a half-written copy"
             continue
         gets += 1
         assert snapshot(dest) == expected, f"round {round_}: wrong bytes"
+    assert injected >= ROUNDS, "the proxy injected (almost) no faults: the test tests nothing"
     if rate <= 0.1:  # retries work, not just clean failures: at least 19 of 20
         assert puts >= ROUNDS - ROUNDS // 20 and gets >= puts - ROUNDS // 20, (puts, gets)
