@@ -5,6 +5,7 @@
     artifacts.py  put, get, ls, files, info, log, diff, alias: the store, no mount needed
     mount.py      mount, unmount: hand over to artfs.fs, imported only when they run
     staging.py    seal, status, discard: requests to a mount's daemon (artfs/staging_client.py)
+    maintenance.py  verify: is the store still sound (room for gc and the cache commands)
 
 A new group is one more module with its COMMANDS, added to the list below.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from artfs.cli import artifacts, mount, staging
+from artfs.cli import artifacts, maintenance, mount, staging
 from artfs.cli.common import run
 
 
@@ -23,7 +24,7 @@ def cli() -> None:
     """artfs: versioned ML artifacts (datasets, models) as ordinary directories."""
 
 
-for _group in (artifacts, mount, staging):
+for _group in (artifacts, mount, staging, maintenance):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 

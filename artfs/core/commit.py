@@ -122,7 +122,7 @@ class Committer:
         which stored copies are bad (the quarantine). A latest that cannot be read is no dedup source,
         and no reason to refuse the commit."""
         self._parent_known = True
-        self._bad = self.repo.quarantine.locations()
+        self._bad = self.repo.damage.locations()
         numbers = self.repo.version_numbers(self.name)
         if numbers:
             try:

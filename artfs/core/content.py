@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
+from typing import Protocol
 
 from artfs.core.manifest import Entry
 from artfs.core.packs import ChunkRef, decode_chunk
@@ -116,16 +117,23 @@ class FileLayout:
             yield start, ref
 
 
+class DamageControl(Protocol):
+    """What a reader does about bad copies (core/damage.py): report them, and look for a good one."""
+
+    def report(self, ref: ChunkRef, why: str) -> None: ...
+    def relocated(self, ref: ChunkRef) -> ChunkRef | None: ...
+
+
 class ChunkReader:
     """Reads chunks cache first, fetching spans from the store and verifying every chunk. Thread-safe and
     blocking: call it from worker threads when on an event loop."""
 
-    def __init__(self, store: Store, cache: ChunkCache | None = None,
-                 on_corrupt: Callable[[ChunkRef, str], None] | None = None) -> None:
-        """`on_corrupt(ref, why)` hears of every stored copy that fails verification (the quarantine)."""
+    def __init__(self, store: Store, cache: ChunkCache | None = None, damage: DamageControl | None = None) -> None:
+        """`damage` hears of every stored copy that fails verification (the quarantine), and is asked for a
+        good copy elsewhere (a relocation) before the failure reaches the caller."""
         self.store = store
         self.cache = cache
-        self.on_corrupt = on_corrupt
+        self.damage = damage
         self.fetched_bytes = 0
         self.requests = 0
 
@@ -142,7 +150,7 @@ class ChunkReader:
                 f"pack {pack} is missing from the store (needed for chunk {span[0].digest.hex()})"
             ) from None
 
-    def fetch_span(self, span: list[ChunkRef], populate: bool = True) -> dict[bytes, Chunk]:
+    def fetch_span(self, span: list[ChunkRef], populate: bool = True, relocated: bool = False) -> dict[bytes, Chunk]:
         """One ranged GET covering `span` (chunks of one pack, by offset) → digest → verified data.
 
         Stored-raw chunks come back as read-only views of the GET's one buffer, not copies: a copy per
@@ -150,26 +158,46 @@ class ChunkReader:
         buffer alive, so where the chunks fill less than DENSE of it (a span bridging gaps between small
         chunks) they are copied out instead: a cache of views must not hold megabytes per kilobyte chunk.
         """
-        start, blob = self._get_stored(span)
+        try:
+            start, blob = self._get_stored(span)
+        except IntegrityError as e:  # the pack is gone
+            return self._relocated(span, e, populate, relocated)
         self.requests += 1
         self.fetched_bytes += len(blob)
         view = memoryview(blob).toreadonly()
         dense = sum(r.stored_len for r in span) >= DENSE * len(blob)
         out: dict[bytes, Chunk] = {}
-        bad: list[IntegrityError] = []
+        bad: list[tuple[ChunkRef, IntegrityError]] = []
         for r in span:
             try:
                 data = decode_chunk(r, view[r.offset - start : r.end - start])
-            except IntegrityError as e:  # every bad copy of the span is reported, then the first raised
-                if self.on_corrupt is not None:
-                    self.on_corrupt(r, str(e))
-                bad.append(e)
+            except IntegrityError as e:  # every bad copy of the span is reported (quarantined)
+                if self.damage is not None:
+                    self.damage.report(r, str(e))
+                bad.append((r, e))
                 continue
             out[r.digest] = data if dense or isinstance(data, bytes) else bytes(data)
         if bad:
-            raise bad[0]
+            out.update(self._relocated([r for r, _ in bad], bad[0][1], populate, relocated))
         if populate and self.cache is not None:
             self.cache.put_many(out.items())
+        return out
+
+    def _relocated(self, refs: list[ChunkRef], error: IntegrityError, populate: bool,
+                   relocated: bool) -> dict[bytes, Chunk]:
+        """The chunks of bad copies `refs`, read from where a repair relocated them (verified like any
+        chunk), or `error` if one has no good copy recorded. One hop: a relocation's target is not followed."""
+        if self.damage is None or relocated:
+            raise error
+        targets = []
+        for r in refs:
+            to = self.damage.relocated(r)
+            if to is None:
+                raise error
+            targets.append(to)
+        out: dict[bytes, Chunk] = {}
+        for span in plan_spans(targets):
+            out.update(self.fetch_span(span, populate, relocated=True))
         return out
 
     # --- cache first ----------------------------------------------------------------------------------

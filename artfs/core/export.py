@@ -57,7 +57,7 @@ def export_version(
     tmp = os.path.join(parent, f".{os.path.basename(dest)}.artfs-partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp, 0o700)
-    reader = ChunkReader(repo.store, repo.cache, repo.quarantine.report)
+    reader = ChunkReader(repo.store, repo.cache, repo.damage)
     try:
         header, entries = repo.entries(rec)
         dirs: list[tuple[str, int, int]] = []

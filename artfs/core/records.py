@@ -12,6 +12,7 @@ import socket
 import msgspec
 
 from artfs.core.names import check_alias, check_name
+from artfs.core.packs import ref_problem
 from artfs.errors import IntegrityError, InvalidName
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -60,6 +61,33 @@ class QuarantineRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     reason: str
     time: float
     creator: str
+
+
+class RelocationRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Chunk `digest`'s copy in `from_pack` is bad; a verified copy lives at (pack, offset, …). Written once
+    under `relocations/<digest>/<from_pack>` by `artfs verify --repair`."""
+
+    digest: str
+    from_pack: str
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    flags: int
+    time: float
+    creator: str
+
+
+def decode_relocation(data: bytes, digest: bytes) -> RelocationRecord:
+    """A relocation record, checked: it must be about `digest` and name a location artfs could have written."""
+    try:
+        rec = msgspec.json.decode(data, type=RelocationRecord)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise IntegrityError(f"relocation record of chunk {digest.hex()} is malformed: {e}") from None
+    problem = ref_problem(rec.offset, rec.stored_len, rec.raw_len, rec.flags)
+    if rec.digest != digest.hex() or not _HEX32.match(rec.pack) or problem:
+        raise IntegrityError(f"relocation record of chunk {digest.hex()} is invalid: {problem or 'wrong names'}")
+    return rec
 
 
 def creator() -> str:

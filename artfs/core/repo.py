@@ -17,12 +17,12 @@ from collections.abc import Iterator
 
 import xxhash
 
+from artfs.core.damage import StoreDamage
 from artfs.core.index import StoreIndex
 from artfs.core.manifest import Entry, Header
 from artfs.core.manifest_file import read_manifest
 from artfs.core.names import Ref, check_alias, check_name, parse_version
 from artfs.core.places import Places
-from artfs.core.quarantine import Quarantine
 from artfs.core.records import (
     AliasEvent,
     VersionRecord,
@@ -61,7 +61,7 @@ class Repo:
         self.cache_dir = places.cache
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
         self.index = StoreIndex(places.store_index(store.uri), store.uri)
-        self.quarantine = Quarantine(store, self.index)
+        self.damage = StoreDamage(store, self.index)
         self._manifest_dir = places.manifests(store.uri)
         os.makedirs(self._manifest_dir, exist_ok=True)
         self._cache_size = cache_size

@@ -7,6 +7,7 @@ Keys are relative to the store's root (see storage/store.py):
     artifacts/<name>/aliases/<seq:010d>.json   alias moves, an append-only log claimed the same way
     quarantine/<digest>/<pack>                 a chunk location that failed verification (records.py):
                                                no commit on any machine dedups against it again
+    relocations/<digest>/<pack>                where a good copy of a bad one lives (damage.py)
 
 Packs and manifests are immutable and fanned out by the first two hex digits of their names. Record numbers
 are zero-padded to ten digits so that a LIST, which is lexicographic, returns them in numeric order, and
@@ -31,6 +32,7 @@ from typing import NamedTuple
 
 ARTIFACTS = "artifacts/"
 QUARANTINE = "quarantine/"
+RELOCATIONS = "relocations/"
 VERSIONS = "versions"
 ALIASES = "aliases"
 
@@ -45,6 +47,10 @@ def manifest_key(mid: str) -> str:
 
 def quarantine_key(digest: bytes, pack: str) -> str:
     return f"{QUARANTINE}{digest.hex()}/{pack}"
+
+
+def relocation_key(digest: bytes, pack: str) -> str:
+    return f"{RELOCATIONS}{digest.hex()}/{pack}"
 
 
 def parse_quarantine_key(key: str) -> tuple[bytes, str] | None:

@@ -26,11 +26,11 @@ import ctypes.util
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import trio
 
-from artfs.core.content import Chunk, ChunkReader, plan_spans
+from artfs.core.content import Chunk, ChunkReader, DamageControl, plan_spans
 from artfs.core.packs import ChunkRef
 from artfs.errors import ArtfsError
 from artfs.storage.cache import ChunkCache
@@ -115,9 +115,9 @@ class ChunkSource:
 
     def __init__(self, store: Store, cache: ChunkCache, memory_bytes: int = MEMORY_BYTES,
                  demand_slots: int = DEMAND_SLOTS, prefetch_slots: int = PREFETCH_SLOTS,
-                 on_corrupt: Callable[[ChunkRef, str], None] | None = None) -> None:
+                 damage: DamageControl | None = None) -> None:
         self.cache = cache
-        self.fetcher = ChunkReader(store, cache, on_corrupt)
+        self.fetcher = ChunkReader(store, cache, damage)
         self.memory = _Memory(memory_bytes)
         self.stats: Counter[str] = Counter()
         self._flights: dict[bytes, _Flight] = {}

@@ -218,7 +218,7 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
         deadline = _read_deadline(store)
         tree = Tree(repo, catalog, deadline=deadline)
         memory = MEMORY_BYTES if settings.memory_cache is None else settings.memory_cache
-        chunks = ChunkSource(store, repo.cache, memory_bytes=memory, on_corrupt=repo.quarantine.report)
+        chunks = ChunkSource(store, repo.cache, memory_bytes=memory, damage=repo.damage)
         reader = Reader(chunks, repo.index, deadline)
         areas = Areas(tree, settings.places.control_socket(path))
         areas.load_local()

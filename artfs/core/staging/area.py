@@ -54,7 +54,7 @@ class StagingArea:
         self.name = name
         self._layout = layout
         self._gen = -1
-        self._chunks = ChunkReader(repo.store, repo.cache, repo.quarantine.report)
+        self._chunks = ChunkReader(repo.store, repo.cache, repo.damage)
         self._nodes = NodeTable(name)
         self._files = Files(self._nodes, repo)
         self._namespace = Namespace(self._nodes, self._files, repo)
