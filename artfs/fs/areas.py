@@ -29,6 +29,7 @@ from pyfuse3 import FUSEError
 from artfs.core.commit import CommitResult
 from artfs.core.manifest import FILE
 from artfs.core.names import check_alias, check_name
+from artfs.core.records import VersionRecord
 from artfs.core.staging import StagingArea, WouldBlock
 from artfs.core.staging.layout import ROOT_ID
 from artfs.errors import ArtfsError, InvalidName
@@ -111,6 +112,8 @@ class Areas:
         self.repo = tree.repo
         self.control_path = control_path
         self.rescan: Callable[[], Awaitable[None]] | None = None  # the daemon's catalog refresh
+        # after a seal published: re-point open handles of staged files (node → path) at the new version
+        self.sealed: Callable[[Area, dict[int, str], VersionRecord], Awaitable[None]] | None = None
         self._by_name: dict[str, Area] = {}
         self._by_slot: dict[int, Area] = {}
         self._next_slot = 1
@@ -285,8 +288,11 @@ class Areas:
         a.draining = True
         try:
             await self._wait_for_writers(a, area, wait)
+            open_paths = await self._open_paths(a, area)
             result = await trio.to_thread.run_sync(
                 _measure_and_seal, area, progress, message, aliases, type_, metadata or {}, force)
+            if result.record is not None and self.sealed is not None and open_paths:
+                await self.sealed(a, open_paths, result.record)
         except OSError as e:
             raise ArtfsError(_busy(name) if e.errno == errno.EBUSY else f"seal of {name} failed: {e}") from None
         finally:
@@ -298,6 +304,16 @@ class Areas:
             if self.rescan is not None:
                 await self.rescan()
         return {**result.as_json(), "artifact": name}
+
+    async def _open_paths(self, a: Area, area: StagingArea) -> dict[int, str]:
+        """Where the files open in this area are (node → path), before a seal replaces the nodes."""
+        out = {}
+        for node in list(a.open_files):
+            try:
+                out[node] = await self.run(area.path_of, node)
+            except OSError:
+                pass  # unlinked while open: not in the version
+        return out
 
     async def _wait_for_writers(self, a: Area, area: StagingArea, wait: float) -> None:
         with trio.move_on_after(wait):

@@ -24,9 +24,11 @@ from functools import partial
 from typing import Any
 
 import pyfuse3
+import trio
 from pyfuse3 import FUSEError
 
-from artfs.core.manifest import LINK
+from artfs.core.manifest import FILE, LINK
+from artfs.core.records import VersionRecord
 from artfs.core.staging import StagedNode, StagingArea
 from artfs.core.staging.layout import ROOT_ID
 from artfs.fs.areas import Area, Areas
@@ -123,6 +125,20 @@ class StagingOps:
         self._files: dict[int, _File] = {}
         self._dirs: dict[int, _Dir] = {}
         self._next_fh = FIRST_FH
+        areas.sealed = self._sealed
+
+    async def _sealed(self, a: Area, open_paths: dict[int, str], record: VersionRecord) -> None:
+        """A seal published `record`: handles still open on staged files read on from it (the same bytes,
+        now in the version), so no reader sees ENOENT because a seal happened."""
+        repo = self.areas.repo
+        header = await trio.to_thread.run_sync(repo.ensure_index, record)
+        for f in list(self._files.values()):
+            path = open_paths.get(f.node)
+            if f.a is not a or path is None or f.base is not None:
+                continue  # another area, an unlinked file, or already reading a version's chunks
+            entry = await trio.to_thread.run_sync(repo.index.lookup, record.manifest, path)
+            if entry is not None and entry.kind == FILE:
+                f.base = self.reader.open(f"{record.ref}/{path}", record.manifest, header.packs, entry)
 
     def _what(self, op: str, args: tuple[Any, ...]) -> str:
         name = self.areas.name_of(args[0]) if args and isinstance(args[0], int) else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -118,3 +119,37 @@ def test_kill_9_in_the_middle_of_a_seal(mount_artfs, small_store, tmp_path):
     assert seal(st, "-m", "after the crash")["ref"] == "animals:v1"
     assert snapshot(m2.path / "animals" / "v1") == expected
     assert run_artfs("status", str(st)).stdout == ""
+
+
+def test_kill_9_of_the_daemon_at_random_moments_of_seals(mount_artfs, small_store, tmp_path):
+    """The daemon killed at a random moment of a seal, again and again: each time either the seal published
+    exactly the staged tree (and staging starts over from it) or nothing was published and every staged
+    change is still there; the next seal succeeds (ARTFS_STRESS=1: 10 rounds)."""
+    store, _ = small_store
+    cache = tmp_path / "cache"
+    rng = random.Random(3)
+    m = mount_artfs(store, cache_dir=cache)
+    for round_ in range(10 if os.environ.get("ARTFS_STRESS") else 3):
+        st = m.path / "animals" / "staging"
+        (st / f"round{round_}.bin").write_bytes(rng.randbytes(rng.randint(1, 12) * CHUNK))
+        expected = snapshot(st)
+        before = _versions(store)
+        sealing = subprocess.Popen(artfs_cmd("seal", str(st)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.6))
+        _kill9(m.pid)
+        sealing.wait(60)
+        m.closed = True
+        m = mount_artfs(store, "--force", cache_dir=cache, path=m.path)
+        st = m.path / "animals" / "staging"
+        after = _versions(store)
+        if after == before:
+            assert snapshot(st) == expected, "staged changes lost"
+        else:
+            assert after == [*before, f"animals:v{len(before)}"]
+            assert snapshot(m.path / "animals" / f"v{len(before)}") == expected
+            assert snapshot(st) == expected  # a fresh view of the new latest, or the same changes to re-seal
+    st = m.path / "animals" / "staging"
+    final = snapshot(st)
+    seal(st, "-m", "after the crashes")  # publishes what is staged, or is "unchanged"
+    latest = os.readlink(m.path / "animals" / "latest")
+    assert snapshot(m.path / "animals" / latest) == final

@@ -98,3 +98,19 @@ def test_an_alias_on_an_unchanged_tree_is_set_and_said(mount_artfs, small_store,
     assert "unchanged" in res.stdout and "aliases set on latest: best" in res.stdout
     (v0,) = json.loads(run_artfs("ls", "animals", "--store", store, "--json").stdout)
     assert "best" in v0["aliases"]
+
+
+def test_reads_through_descriptors_open_across_a_seal_keep_working(mount_artfs, small_store) -> None:
+    store, _ = small_store
+    m = mount_artfs(store)
+    st = m.path / "animals" / "staging"
+    data = random.Random(2).randbytes(3 * MiB)
+    (st / "staged.bin").write_bytes(data)
+    with open(st / "staged.bin", "rb") as staged, open(st / "README.md", "rb") as base:
+        assert staged.read(10) == data[:10] and base.read(3) == b"# a"
+        res = seal(st, "-m", "sealed under open readers")
+        assert res["version"] == 1
+        assert staged.read() == data[10:]  # now read from v1: the same bytes, no ENOENT
+        staged.seek(0)
+        assert staged.read(MiB) == data[:MiB]
+        assert base.read() == b"nimals\n"
