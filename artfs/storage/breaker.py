@@ -58,7 +58,7 @@ class CircuitBreaker(Store):
             left = self._open_until - self._clock()
             if left > 0:
                 raise StoreUnavailable(
-                    f"store {self.uri} is not answering ({self._last}); failing fast for another {left:.0f} s"
+                    f"store {self.uri} unreachable ({self._last}); failing fast for another {left:.0f} s"
                 )
         try:
             result = fn()
