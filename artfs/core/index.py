@@ -152,6 +152,8 @@ class StoreIndex:
         done_key = bytes.fromhex(mid) + b"/chunks"
         if self._shared.get(done_key, _MANIFESTS) is not None:
             return
+        for _ in read_manifest(manifest_path, mid)[1]:
+            pass  # validated whole first: a dedup source with one bad entry gives the index nothing
         header, entries = read_manifest(manifest_path, mid)
         packs = [bytes.fromhex(p) for p in header.packs]
         batch: list[tuple[bytes, bytes]] = []

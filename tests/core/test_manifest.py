@@ -156,3 +156,20 @@ def test_crafted_chunk_locations_rejected(tmp_path, offset, stored, raw, flags, 
     path = _raw_manifest(tmp_path, header, [["f", FILE, 0o644, 0, raw, ref, b""]])
     with pytest.raises(IntegrityError, match=why):
         list(read_manifest(path)[1])
+
+
+def test_a_dedup_source_is_validated_whole(tmp_path):
+    """One bad entry late in a manifest: none of its chunk locations become dedup sources."""
+    from artfs.core.index import StoreIndex
+
+    good = REF.pack(b"\x02" * 16, 0, 0, 100, 100, 0)
+    header = {"format": 1, "packs": ["ab" * 16], "entries": 2, "files": 1, "bytes": 100, "digest": "0" * 32}
+    path = _raw_manifest(tmp_path, header, [["a", FILE, 0o644, 0, 100, good, b""],
+                                            ["b/../../x", DIR, 0o755, 0, 0, b"", b""]])
+    index = StoreIndex(str(tmp_path / "index"), "file:///store")
+    try:
+        with pytest.raises(IntegrityError):
+            index.build_chunks("cd" * 16, path)
+        assert index.known_chunk(b"\x02" * 16) is None
+    finally:
+        index.close()
