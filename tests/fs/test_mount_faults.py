@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import random
 
 import pytest
 
+from tests.support.cli import run_artfs
 from tests.support.fault_proxy import FaultProxy
 from tests.support.repos import commit
 from tests.support.s3server import s3_env
-from tests.support.trees import write_tree
+from tests.support.trees import snapshot, write_tree
 
 MiB = 1 << 20
 STRESS = bool(os.environ.get("ARTFS_STRESS"))
@@ -51,3 +53,39 @@ def test_cold_reads_under_wire_faults(mount_artfs, s3_server, s3_store_uri, tmp_
     if rate <= 0.1:
         assert failed == 0, f"{failed} reads failed at a 10% fault rate ({proxy.counts})"
     assert ok + failed == len(digests)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_seal_under_wire_faults(mount_artfs, s3_server, s3_store_uri, tmp_path, rate: float) -> None:
+    """Each seal publishes exactly the staged tree, or fails with one line, publishes nothing and keeps
+    every staged change."""
+    rng = random.Random(int(rate * 1000))
+    src = tmp_path / "src"
+    write_tree(src, {"a.txt": b"a"})
+    commit(s3_store_uri, src, "animals", tmp_path / "writer")
+    rounds = 10 if STRESS else 3
+    sealed = 0
+    with FaultProxy(s3_server.endpoint, rate=rate, seed=17, stall=0.5,
+                    faults=("reset", "slowdown", "error_after_apply", "truncate", "stall")) as proxy:
+        m = mount_artfs(s3_store_uri, env={**s3_env(proxy.endpoint), "ARTFS_STORE_DEADLINE": "10"})
+        m.expected_errors = [r"store .* unreachable", r"seal of animals failed"]
+        st = m.path / "animals" / "staging"
+        for round_ in range(rounds):
+            (st / f"r{round_}.bin").write_bytes(rng.randbytes(rng.randint(1, 6) * MiB))
+            expected = snapshot(st)
+            before = sorted(os.listdir(m.path / "animals"))
+            res = run_artfs("seal", str(st), "--json", check=False, timeout=300)
+            if res.returncode != 0:
+                assert res.returncode == 1 and res.stderr.strip().count("\n") == 0, res.stderr
+                assert sorted(os.listdir(m.path / "animals")) == before, "a failed seal published"
+                assert snapshot(st) == expected, "a failed seal lost staged changes"
+                continue
+            sealed += 1
+            version = json.loads(res.stdout)["version"]
+            dest = tmp_path / f"v{version}"
+            run_artfs("get", f"animals:v{version}", str(dest), "--store", s3_store_uri,
+                      env=s3_env(s3_server.endpoint))  # straight to the server: what was really stored
+            assert snapshot(dest) == expected
+        assert sum(proxy.counts.values()) > 0
+    if rate <= 0.1:
+        assert sealed >= rounds - rounds // 10, (sealed, proxy.counts)
