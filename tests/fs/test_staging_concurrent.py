@@ -5,11 +5,13 @@ and disjoint changes are merged; the same path changed on both sides is refused 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-from tests.support.cli import artfs_cmd, seal
+from tests.support.cli import artfs_cmd, run_artfs, seal
 from tests.support.polling import wait_for_path
 from tests.support.repos import commit
 from tests.support.trees import snapshot
@@ -81,3 +83,41 @@ def test_two_mounts_seal_the_same_artifact(mount_artfs, s3_store_uri, tmp_path):
     forced_side = "shared from a\n" if loser_staging == sa else "shared from b\n"
     assert (v4 / "shared.txt").read_text() == forced_side
     assert not (v4 / "z.txt").exists() and (v4 / "only-b.txt").read_text() == "only b\n"  # and the rest merged
+
+
+def test_put_with_base_racing_seals_loses_nothing(mount_artfs, s3_store_uri, tmp_path):
+    """A mount seals new files round after round while a CLI job does `get latest`, adds a file and
+    `put --base` what it got: in the end latest holds every file either side ever added."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "seed.txt").write_text("seed")
+    commit(s3_store_uri, seed, "animals", tmp_path / "writer")
+    m = mount_artfs(s3_store_uri, poll="1s")
+    st = m.path / "animals" / "staging"
+    rounds = 10 if os.environ.get("ARTFS_STRESS") else 3
+    added = []
+    errors: list[BaseException] = []
+
+    def sealer() -> None:
+        try:
+            for i in range(rounds):
+                (st / f"sealed-{i}.txt").write_text(f"sealed {i}")
+                seal(st, "-m", f"seal {i}")
+                added.append(f"sealed-{i}.txt")
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=sealer)
+    t.start()
+    for i in range(rounds):
+        work = tmp_path / f"work{i}"
+        res = run_artfs("get", "animals:latest", str(work), "--store", s3_store_uri, "--json")
+        base = json.loads(res.stdout)["ref"]  # the version this job's copy is, whatever latest is by now
+        (work / f"put-{i}.txt").write_text(f"put {i}")
+        run_artfs("put", str(work), "animals", "--store", s3_store_uri, "--base", base)
+        added.append(f"put-{i}.txt")
+    t.join(300)
+    assert not errors, errors
+    final = tmp_path / "final"
+    run_artfs("get", "animals:latest", str(final), "--store", s3_store_uri)
+    assert sorted(added) == sorted(p.name for p in final.iterdir() if p.name != "seed.txt")
