@@ -176,3 +176,19 @@ def test_type_mismatch(store, src):
 def test_usage_error_is_one_line_ish(store):
     p = artfs("frobnicate", check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    """`artfs files NAME | head -1`: the reader has what it wanted; exit 0, no message."""
+    src = tmp_path / "many"
+    write_tree(src, {f"f{i:05d}.txt": b"x" for i in range(5000)})  # more lines than a pipe holds
+    store = str(tmp_path / "store")
+    artfs("put", str(src), "many", "--store", store)
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'artfs'; from artfs.cli import main; main()"]
+    for args in (["files", "many"], ["ls", "many"]):
+        proc = subprocess.Popen([*cmd, *args, "--store", store], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # as `head -1` does
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and err == b"", (args, proc.returncode, err)

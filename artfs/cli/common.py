@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -112,7 +113,15 @@ def progress_to(desc: str, enabled: bool) -> Iterator[Callable[[int, int], None]
 def run(group: click.Group) -> None:
     """Run the CLI, turning expected failures into one line and a non-zero exit."""
     try:
-        group.main(standalone_mode=False, prog_name="artfs")
+        try:
+            group.main(standalone_mode=False, prog_name="artfs")
+            sys.stdout.flush()  # here, not at exit: a closed pipe is handled below
+        except SystemExit as e:
+            # click answers a closed stdout (`artfs log NAME | head -1`) by muting the streams and exiting 1;
+            # the reader has what it wanted, which is not an error
+            if e.code == 1 and "PacifyFlush" in type(sys.stdout).__name__:
+                sys.exit(0)
+            raise
     except click.exceptions.Abort:
         click.echo("artfs: interrupted", err=True)
         sys.exit(130)
@@ -127,6 +136,10 @@ def run(group: click.Group) -> None:
     except KeyboardInterrupt:
         click.echo("artfs: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `artfs log NAME | head -1`: the reader has what it wanted; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+        sys.exit(0)
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         click.echo(f"artfs: {e.strerror or e}{where}", err=True)
