@@ -26,6 +26,21 @@ TMP_PREFIX = ".tmp-"
 _UNAVAILABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it (os.umask sets while it reads, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+_UMASK = _process_umask()
+
+
 def _check_key(key: str) -> None:
     """Keys are relative '/'-separated names; anything else could escape the root or hit a temp file."""
     parts = key.split("/")
@@ -77,6 +92,7 @@ class LocalStore(Store):
         parent = self._prepare_dir(path)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=parent)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # as any new file: a store shared by a group stays readable to it
             yield fd, tmp
         finally:
             with contextlib.suppress(OSError):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -427,3 +430,16 @@ def test_retry_create_if_absent_loses_to_another_writer(tmp_path) -> None:
     inner = FaultyStore(LocalStore(str(tmp_path)), fail_first=2)
     LocalStore(str(tmp_path)).put("claim", b"theirs")
     assert _retrying(inner).create_if_absent("claim", b"ours") is False
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_directory_store_files_respect_the_umask(tmp_path, umask: int) -> None:
+    """A directory store shared by a group (umask 002) stays readable and writable to the group."""
+    code = ("import os, sys; os.umask(int(sys.argv[2], 8)); from artfs.storage.local import LocalStore; "
+            "s = LocalStore(sys.argv[1]); s.put('packs/ab/x', b'1'); s.create_if_absent('artifacts/a/r', b'2'); "
+            "s.put_file('manifests/cd/y', sys.argv[3])")
+    src = tmp_path / "src"
+    src.write_bytes(b"m")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "store"), oct(umask)[2:], str(src)], check=True)
+    for key in ("packs/ab/x", "artifacts/a/r", "manifests/cd/y"):
+        assert stat.S_IMODE(os.stat(tmp_path / "store" / key).st_mode) == 0o666 & ~umask, key
