@@ -192,3 +192,12 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
         proc.stdout.close()  # as `head -1` does
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0 and err == b"", (args, proc.returncode, err)
+
+
+def test_log_shows_a_version_above_the_alias_set_with_it(tmp_path, src):
+    store = str(tmp_path / "store")
+    artfs("put", str(src), "animals", "--store", store)
+    (src / "new.txt").write_text("new")
+    artfs("put", str(src), "animals", "--store", store, "--alias", "best")
+    lines = artfs("log", "animals", "--store", store).stdout.splitlines()
+    assert "animals:v1" in lines[0] and "alias best -> animals:v1" in lines[1] and "animals:v0" in lines[2]

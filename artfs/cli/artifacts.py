@@ -263,7 +263,16 @@ def log(name, store_uri, endpoint_url, as_json) -> None:
                     "creator": e.creator} for e in repo.alias_log(parsed.name)]
     finally:
         repo.close()
-    events.sort(key=lambda e: e["time"], reverse=True)
+    # newest first, but an alias set with a version (`put --alias`, `seal --alias`) comes right below it
+    created = {e["ref"]: (e["time"], e["creator"]) for e in events if e["event"] == "version"}
+
+    def order(e: dict) -> tuple[float, int]:
+        made = created.get(e["ref"]) if e["event"] == "alias" else None
+        if made is not None and made[1] == e["creator"] and 0 <= e["time"] - made[0] < 60:
+            return made[0], 0
+        return e["time"], 1
+
+    events.sort(key=order, reverse=True)
     if as_json:
         print_json(events)
         return
