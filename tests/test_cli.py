@@ -201,3 +201,31 @@ def test_log_shows_a_version_above_the_alias_set_with_it(tmp_path, src):
     artfs("put", str(src), "animals", "--store", store, "--alias", "best")
     lines = artfs("log", "animals", "--store", store).stdout.splitlines()
     assert "animals:v1" in lines[0] and "alias best -> animals:v1" in lines[1] and "animals:v0" in lines[2]
+
+
+@pytest.mark.parametrize("alias", ["-1", "V3", "v", "v-1", "7"])
+def test_aliases_that_read_as_refs_are_refused(tmp_path, src, alias):
+    store = str(tmp_path / "store")
+    artfs("put", str(src), "animals", "--store", store)
+    fails("alias", "--store", store, "animals:v0", "--", alias, match="invalid alias")
+
+
+def test_metadata_and_messages_are_checked_before_any_upload(tmp_path, src):
+    store = str(tmp_path / "store")
+    fails("put", str(src), "animals", "--store", store, "--meta", "k=1", "--meta", "k=2", match="given twice")
+    p = subprocess.run([sys.executable, "-m", "artfs", "put", str(src), "animals", "--store", store,
+                        "-m", b"caf\xe9".decode("utf-8", "surrogateescape")], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1 and "not valid UTF-8" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not os.path.exists(os.path.join(store, "packs")), "uploaded before the input was checked"
+
+
+def test_ls_and_log_of_name_ref(tmp_path, src):
+    store = str(tmp_path / "store")
+    artfs("put", str(src), "animals", "--store", store)
+    (src / "more.txt").write_text("more")
+    artfs("put", str(src), "animals", "--store", store)
+    listed = json.loads(artfs("ls", "animals:v0", "--store", store, "--json").stdout)
+    assert [v["ref"] for v in listed] == ["animals:v0"]
+    fails("ls", "animals:v9", "--store", store, match="v9")
+    fails("log", "animals:v0", "--store", store, match="log shows a whole artifact")

@@ -22,7 +22,7 @@ from artfs.cli.common import (
     table,
     when,
 )
-from artfs.core.names import check_alias, parse_meta, parse_ref
+from artfs.core.names import check_alias, check_message, parse_meta, parse_ref
 from artfs.errors import ArtfsError
 
 
@@ -51,6 +51,7 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, en
     for a in aliases:
         check_alias(a)
     metadata = parse_meta(meta)
+    check_message(message, metadata)
     if force and base_ref is None:
         raise ArtfsError("--force only applies with --base")
     base_spec = None
@@ -152,7 +153,10 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
         parsed = parse_ref(name)
         numbers = repo.require_artifact(parsed.name)
         by_version = _aliases_by_version(repo, parsed.name, numbers[-1])
-        recs, problems = repo.readable_versions(parsed.name)
+        if parsed.ref is not None:  # NAME:REF lists that one version
+            recs, problems = [repo.resolve(parsed)], []
+        else:
+            recs, problems = repo.readable_versions(parsed.name)
         for problem in problems:
             click.echo(f"warning: {problem}", err=True)
         if as_json:
@@ -253,6 +257,8 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
 def log(name, store_uri, endpoint_url, as_json) -> None:
     """Versions and alias moves of artifact NAME, newest first."""
     parsed = parse_ref(name)
+    if parsed.ref is not None:
+        raise ArtfsError(f"log shows a whole artifact: give {parsed.name}, not {name} (see `artfs info {name}`)")
     repo = open_repo(store_uri, endpoint_url)
     try:
         repo.require_artifact(parsed.name)

@@ -6,7 +6,7 @@ import click
 
 from artfs import staging_client
 from artfs.cli.common import json_option, print_json, progress_to
-from artfs.core.names import check_alias, check_name, parse_meta
+from artfs.core.names import check_alias, check_message, check_name, parse_meta
 
 
 @click.command(name="seal")
@@ -26,6 +26,7 @@ def seal_cmd(path, message, aliases, type_, meta, force, wait, as_json) -> None:
     if type_ is not None:
         check_name(type_, "type")
     metadata = parse_meta(meta)
+    check_message(message, metadata)
     with progress_to("seal", not as_json) as update:
         result = staging_client.request_seal(path, message, aliases, type_, metadata, force, update, wait)
     if as_json:

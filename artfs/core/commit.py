@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from artfs.core.chunker import digest, read_chunks
 from artfs.core.manifest import DIR, LINK, Entry, Header, ManifestWriter
-from artfs.core.names import check_alias, check_name, check_path, check_symlink_target
+from artfs.core.names import check_alias, check_message, check_name, check_path, check_symlink_target
 from artfs.core.packs import ChunkRef, PackBuilder
 from artfs.core.rebase import publish_onto_latest
 from artfs.core.records import VersionRecord
@@ -275,6 +275,7 @@ def commit_tree(
     check_name(name)
     for a in aliases:
         check_alias(a)
+    check_message(message, metadata)
     if not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
     repo.check_type(name, type_)

@@ -27,13 +27,22 @@ def check_name(name: str, what: str = "artifact name") -> str:
     return name
 
 
-def check_alias(alias: str) -> str:
-    """An alias follows the name rules, is not `latest`/`staging`, and does not look like a version."""
+_LOOKS_LIKE_A_VERSION = re.compile(r"^[vV]?-?[0-9]*$")
+
+
+def check_alias(alias: str, new: bool = True) -> str:
+    """An alias follows the name rules, is not `latest`/`staging`, and does not look like a version.
+
+    A `new` alias (one being set) must also not start with '-' or look like a version in any spelling
+    (`V3`, `v`, `v-1`, `-1`, `7`): such names read as refs or options. Alias records already in a store
+    are read with `new=False`, so a store written under the older rule keeps loading."""
     check_name(alias, "alias")
     if alias in RESERVED:
         raise InvalidName(f"invalid alias {alias!r}: {alias!r} is reserved")
-    if _VERSION_RE.match(alias) or re.match(r"^v[0-9]+$", alias):
+    if _VERSION_RE.match(alias) or re.match(r"^v[0-9]+$", alias) or (new and _LOOKS_LIKE_A_VERSION.match(alias)):
         raise InvalidName(f"invalid alias {alias!r}: an alias may not look like a version")
+    if new and alias.startswith("-"):
+        raise InvalidName(f"invalid alias {alias!r}: an alias may not start with '-'")
     return alias
 
 
@@ -120,12 +129,33 @@ def check_symlink_target(path: str, target: str) -> str:
     return target
 
 
+def check_text(text: str, what: str) -> str:
+    """Free text stored in a record (a message, metadata): valid UTF-8, checked before any work starts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        raise InvalidName(f"{what} is not valid UTF-8 text: {text.encode('utf-8', 'replace')!r}") from None
+    return text
+
+
+def check_message(message: str, metadata: dict[str, str] | None) -> None:
+    """A version's message and metadata: UTF-8 text (they go into a JSON record), checked up front."""
+    check_text(message, "the message")
+    for key, value in (metadata or {}).items():
+        check_text(key, "a metadata key")
+        check_text(value, f"metadata {key!r}")
+
+
 def parse_meta(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """`k=v` strings → dict; a pair without '=' is an error."""
+    """`k=v` strings → dict; a pair without '=', a key given twice or text that is not UTF-8 is an error."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidName(f"invalid metadata {pair!r}: use key=value")
+        check_text(key, "a metadata key")
+        check_text(value, f"metadata {key!r}")
+        if key in out:
+            raise InvalidName(f"metadata key {key!r} given twice")
         out[key] = value
     return out

@@ -118,7 +118,7 @@ def decode_version(data: bytes, key: str, name: str, number: int) -> VersionReco
 def decode_alias(data: bytes, key: str, seq: int) -> AliasEvent:
     try:
         ev = msgspec.json.decode(data, type=AliasEvent)
-        check_alias(ev.alias)
+        check_alias(ev.alias, new=False)
     except (msgspec.ValidationError, msgspec.DecodeError, InvalidName) as e:
         raise IntegrityError(f"alias record {key} rejected: {e}") from None
     if ev.seq != seq:

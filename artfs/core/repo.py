@@ -311,7 +311,7 @@ class Repo:
         return self._append_alias_event(name, alias, version)
 
     def delete_alias(self, name: str, alias: str) -> AliasEvent:
-        check_alias(alias)
+        check_alias(alias, new=False)
         self.require_artifact(name)
         if alias not in self.aliases(name):
             raise NotFound(f"artifact {name!r} has no alias {alias!r}")

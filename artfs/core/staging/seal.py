@@ -25,7 +25,7 @@ import msgspec
 
 from artfs.core.commit import CommitResult, Committer
 from artfs.core.manifest import DIR, LINK, Entry, diff_entries
-from artfs.core.names import check_alias, check_path
+from artfs.core.names import check_alias, check_message, check_path
 from artfs.core.rebase import publish_onto_latest
 from artfs.core.repo import Repo
 from artfs.errors import ArtfsError, InvalidName
@@ -82,6 +82,7 @@ def seal_area(
     repo, name = area.repo, area.name
     for a in aliases:
         check_alias(a)
+    check_message(message, metadata)
     area.freeze()
     try:
         type_ = repo.check_type(name, type_)
