@@ -27,9 +27,10 @@ discard = request_discard
 
 
 @contextlib.contextmanager
-def open_repo(store: str | None = None, endpoint_url: str | None = None) -> Iterator[Repo]:
-    """A Repo on `store` (default: $ARTFS_STORE, else the embedded default), closed afterwards."""
-    repo = Settings.from_env().open_repo(store, endpoint_url)
+def open_repo(store: str | None = None, endpoint_url: str | None = None, create: bool = False) -> Iterator[Repo]:
+    """A Repo on `store` (default: $ARTFS_STORE, else the embedded default), closed afterwards; a store that
+    is not there is an error unless `create`."""
+    repo = Settings.from_env().open_repo(store, endpoint_url, create=create)
     try:
         yield repo
     finally:
@@ -40,7 +41,7 @@ def put(src: str, name: str, *, type: str | None = None, message: str = "",  # n
         aliases: list[str] | tuple[str, ...] = (), metadata: dict[str, str] | None = None,
         store: str | None = None) -> CommitResult:
     """Commit directory `src` as the next version of `name` (nothing new if it equals latest)."""
-    with open_repo(store) as repo:
+    with open_repo(store, create=True) as repo:
         return commit_tree(repo, src, name, type, message, metadata, aliases)
 
 

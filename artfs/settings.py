@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -98,15 +98,26 @@ class Settings:
 
 
     def open_repo(self, store_uri: str | None = None, endpoint_url: str | None = None,
-                  cache_size: int | None = None) -> Repo:
+                  cache_size: int | None = None, create: bool = False,
+                  on_retry: Callable[[str, float], None] | None = None) -> Repo:
         """The Repo of a store (default: the settings' store), in the settings' places, with their retry
-        policy and cache bound (an explicit `cache_size` wins). The caller closes it."""
+        policy and cache bound (an explicit `cache_size` wins). The caller closes it.
+
+        A store that is not there is an error (a mistyped store is not an empty one) unless `create` (a
+        put may make a new directory store) or it is the embedded default, made on first use."""
         from artfs.core.repo import Repo
         from artfs.storage.open import open_store
 
-        store = open_store(store_uri or self.store_uri, endpoint_url=endpoint_url, retries=self.store_retries,
-                           deadline=self.store_deadline)
-        return Repo(store, self.places, cache_size=self.cache_size if cache_size is None else cache_size)
+        uri = store_uri or self.store_uri
+        store = open_store(uri, endpoint_url=endpoint_url, retries=self.store_retries,
+                           deadline=self.store_deadline, on_retry=on_retry)
+        try:
+            if not create and os.path.abspath(os.path.expanduser(uri)) != self.places.default_store():
+                store.check()
+            return Repo(store, self.places, cache_size=self.cache_size if cache_size is None else cache_size)
+        except BaseException:
+            store.close()
+            raise
 
 
 def _size(env: Mapping[str, str], name: str) -> int | None:

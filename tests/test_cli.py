@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.support.s3server import s3_env
 from tests.support.trees import snapshot, write_tree
 
 
@@ -229,3 +230,26 @@ def test_ls_and_log_of_name_ref(tmp_path, src):
     assert [v["ref"] for v in listed] == ["animals:v0"]
     fails("ls", "animals:v9", "--store", store, match="v9")
     fails("log", "animals:v0", "--store", store, match="log shows a whole artifact")
+
+
+def test_a_store_that_is_not_there_is_said_to_be(tmp_path, src, s3_server):
+    missing = str(tmp_path / "no-such-store")
+    for args in (("ls",), ("ls", "animals"), ("get", "animals", str(tmp_path / "out")), ("verify", "--all")):
+        fails(*args, "--store", missing, match=f"store {missing} does not exist")
+    artfs("put", str(src), "animals", "--store", missing)  # a put may create a new directory store
+    artfs("ls", "--store", missing)
+    fails("ls", "--store", "s3://no-such-bucket/p", "--endpoint-url", s3_server.endpoint,
+          env=s3_env(s3_server.endpoint), match="bucket 'no-such-bucket' not found")
+
+
+def test_a_silent_store_says_so_while_it_retries(tmp_path):
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts, never answers
+        env = {**s3_env(f"http://127.0.0.1:{silent.getsockname()[1]}"), "ARTFS_STORE_DEADLINE": "4"}
+        p = artfs("ls", "--store", "s3://bucket/p", env=env, check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert len(lines) == 2 and "still trying" in lines[0] and "unreachable" in lines[1], lines

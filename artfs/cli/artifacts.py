@@ -61,7 +61,7 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, en
             raise ArtfsError(f"--base must be a version of {name}, not of {base_spec.name}")
     if not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
-    repo = open_repo(store_uri, endpoint_url)
+    repo = open_repo(store_uri, endpoint_url, create=True)
     try:
         base = repo.resolve(base_spec).version if base_spec is not None else None
         show = not as_json and sys.stderr.isatty()

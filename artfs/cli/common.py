@@ -47,9 +47,22 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def open_repo(store_uri: str | None, endpoint_url: str | None):
-    """The Repo of `--store`/`--endpoint-url` (defaults: the settings'); the caller closes it."""
-    return settings().open_repo(store_uri, endpoint_url)
+def open_repo(store_uri: str | None, endpoint_url: str | None, create: bool = False):
+    """The Repo of `--store`/`--endpoint-url` (defaults: the settings'); the caller closes it. A store that
+    is not there is an error unless `create`; a store slow to answer is said to be, once, on stderr."""
+    return settings().open_repo(store_uri, endpoint_url, create=create, on_retry=_still_trying())
+
+
+def _still_trying(after: float = 2.0) -> Callable[[str, float], None]:
+    said = False
+
+    def note(why: str, elapsed: float) -> None:
+        nonlocal said
+        if not said and elapsed >= after:
+            said = True
+            click.echo(f"artfs: {why}; still trying…", err=True)
+
+    return note
 
 
 def human(n: float) -> str:

@@ -212,6 +212,8 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
     repo = Repo(store, settings.places, cache_size=config.cache_size)
     try:
         try:
+            if os.path.abspath(config.store_uri) != settings.places.default_store():
+                store.check()  # a mistyped store must not mount as an empty one
             catalog = scan(repo)
         except ArtfsError as e:
             raise ArtfsError(f"cannot read the store {store.uri}: {e}") from None

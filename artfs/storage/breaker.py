@@ -102,6 +102,9 @@ class CircuitBreaker(Store):
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))
 
+    def check(self) -> None:
+        self._call(self.inner.check)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -116,6 +116,11 @@ class LocalStore(Store):
         finally:
             os.close(fd)
 
+    def check(self) -> None:
+        if not os.path.isdir(self.root):
+            what = "is not a directory" if os.path.exists(self.root) else "does not exist"
+            raise StoreUnavailable(f"store {self.root} {what}")
+
     def get(self, key: str) -> bytes:
         path = self._path(key)
         with self._errors(key), open(path, "rb") as f:

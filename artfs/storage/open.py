@@ -8,6 +8,7 @@ starts without it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TypedDict
 
 from artfs.errors import InvalidName
@@ -24,7 +25,7 @@ class _Policy(TypedDict, total=False):
 
 
 def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None = None,
-               deadline: float | None = None) -> Store:
+               deadline: float | None = None, on_retry: Callable[[str, float], None] | None = None) -> Store:
     """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries
     (`retries` attempts within `deadline` seconds; None: the policy's defaults)."""
     policy = _Policy()
@@ -35,13 +36,14 @@ def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None
     if uri.startswith("s3://"):
         from artfs.storage.s3 import S3Store
 
-        # one attempt may not outlast the whole retry deadline: a silent server fails within it
-        timeout = min(20.0, deadline) if deadline else 20.0
-        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url, timeout=timeout), **policy)
+        # a silent server costs one attempt a third of the deadline, so there is time to retry (and to say
+        # so) within it; ~8 s between bytes of an answer by default is already a server that has stalled
+        timeout = max(1.0, min(20.0, (25.0 if deadline is None else deadline) / 3))
+        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url, timeout=timeout), on_retry=on_retry, **policy)
     if uri.startswith("file://"):
         path = uri[len("file://") :]
     elif "://" in uri:
         raise InvalidName(f"unsupported store URI {uri!r} (use s3://bucket/prefix, file:///path or a path)")
     else:
         path = uri
-    return RetryingStore(LocalStore(os.path.abspath(os.path.expanduser(path))), **policy)
+    return RetryingStore(LocalStore(os.path.abspath(os.path.expanduser(path))), on_retry=on_retry, **policy)

@@ -37,10 +37,13 @@ class RetryingStore(Store):
         base_delay: float = 0.1,
         max_delay: float = 5.0,
         deadline: float = 25.0,
+        on_retry: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`on_retry(why, seconds so far)` hears of every retry (a CLI says it is still trying)."""
         self.inner = inner
         self.attempts = attempts
         self.deadline = deadline
+        self.on_retry = on_retry
         self.base_delay = base_delay
         self.max_delay = max_delay
 
@@ -61,6 +64,8 @@ class RetryingStore(Store):
             if tries >= self.attempts or time.monotonic() - start + delay > self.deadline:
                 break
             log.debug("store %s: %s; retry %d in %.2fs", self.uri, last, tries, delay)
+            if self.on_retry is not None:
+                self.on_retry(str(last), time.monotonic() - start)
             time.sleep(delay)
         raise StoreUnavailable(f"store {self.uri} unreachable after {tries} attempts: {last}") from last
 
@@ -98,6 +103,9 @@ class RetryingStore(Store):
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))
+
+    def check(self) -> None:
+        self._call(self.inner.check)
 
     def close(self) -> None:
         self.inner.close()

@@ -170,6 +170,19 @@ class S3Store(Store):
             with contextlib.closing(body):
                 return body.read()
 
+    def check(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except bx.ClientError as e:
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status == 404 or e.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreUnavailable(
+                    f"bucket {self.bucket!r} not found at {self.endpoint} (or that endpoint is not S3)"
+                ) from None
+            raise self._translate(e, "the bucket") from e
+        except Exception as e:  # noqa: BLE001 - translated: unreachable, denied, …
+            raise self._translate(e, "the bucket") from e
+
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """Like pread: a range past the end of the object comes back short."""
         if offset < 0 or length < 0:

@@ -59,6 +59,10 @@ class Store(ABC):
             return False
         return True
 
+    def check(self) -> None:  # noqa: B027 - optional: a store that cannot be missing has nothing to check
+        """Raise StoreUnavailable, saying so in one line, if the store itself (its directory, its bucket)
+        is not there: a reader must not mistake a mistyped store for an empty one."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the default has none."""
 
