@@ -42,7 +42,7 @@ def test_explicit_store_wins() -> None:
 def test_cache_size_reaches_the_cache(tmp_path) -> None:
     for env, expected in (({"ARTFS_CACHE_SIZE": "8M"}, 8 * MiB), ({}, 20 << 30)):
         s = Settings.from_env({**env, "ARTFS_CACHE": str(tmp_path / "cache"), "ARTFS_DATA": str(tmp_path / "d")})
-        repo = s.open_repo(str(tmp_path / "store"))
+        repo = s.open_repo(str(tmp_path / "store"), create=True)
         try:
             assert repo.cache.max_bytes == expected
         finally:
