@@ -35,7 +35,10 @@ class SealConflict(Conflict):
 def staging_target(path: str) -> tuple[str, str]:
     """(control socket path, artifact name) for a staging directory inside a mount."""
     if not os.path.exists(path):
-        raise ArtfsError(f"{path} does not exist")
+        from artfs.fs.mountpoint import stale_message, stale_mount_above  # no FUSE in there: stays light
+
+        stale = stale_mount_above(path)
+        raise ArtfsError(stale_message(stale) if stale else f"{path} does not exist")
     try:
         sock = os.getxattr(path, CONTROL_XATTR).decode()
         name = os.getxattr(path, ARTIFACT_XATTR).decode()

@@ -213,6 +213,11 @@ def _mounted_ref(path: str) -> str | None:
 @json_option
 def info(ref, store_uri, endpoint_url, as_json) -> None:
     """Show version REF (or the version a path in a mount belongs to)."""
+    if "/" in ref and not os.path.exists(ref):
+        from artfs.fs.mountpoint import stale_message, stale_mount_above  # no FUSE in there: stays light
+
+        stale = stale_mount_above(ref)
+        raise ArtfsError(stale_message(stale) if stale else f"{ref} does not exist")
     if os.path.exists(ref) and ("/" in ref or ref in (".", "..")):
         mounted = _mounted_ref(ref)
         if mounted is None:

@@ -77,6 +77,25 @@ def is_stale(path: str) -> bool:
     return False
 
 
+def stale_mount_above(path: str) -> str | None:
+    """The stale mount that `path` lies in (its mount point: the highest ancestor that answers ENOTCONN),
+    or None. For commands that get a path inside a mount whose daemon died."""
+    found = None
+    p = os.path.abspath(path)
+    while True:
+        if is_stale(p):
+            found = p
+        parent = os.path.dirname(p)
+        if parent == p:
+            return found
+        p = parent
+
+
+def stale_message(path: str) -> str:
+    return (f"{path} is a stale mount (transport endpoint is not connected: its daemon died); "
+            f"run `artfs unmount {path}` or mount again with --force")
+
+
 def _fusermount(path: str, lazy: bool) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
@@ -90,10 +109,7 @@ def prepare(path: str, force: bool = False) -> str:
     path = os.path.abspath(path)
     if is_stale(path):
         if not force:
-            raise ArtfsError(
-                f"{path} is a stale mount (transport endpoint is not connected: its daemon died); "
-                f"run `artfs unmount {path}` or mount again with --force"
-            )
+            raise ArtfsError(stale_message(path))
         log.info("%s: cleaning up a stale mount", path)
         res = _fusermount(path, lazy=True)
         if res.returncode != 0 or is_stale(path):

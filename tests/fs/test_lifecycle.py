@@ -78,6 +78,10 @@ def test_stale_mount_is_named_and_forced(mount_artfs, local_animals, tmp_path):
     assert info.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)  # the latter if in flight at the death
     msg = _mount_fails(tmp_path, m.path, local_animals)
     assert "stale mount" in msg and "--force" in msg
+    for args in (("status", str(m.path / "animals" / "staging")), ("info", str(m.path / "animals" / "v0" / "x"))):
+        res = run_artfs(*args, check=False)  # commands on paths inside it say the same, not "does not exist"
+        assert res.returncode == 1 and res.stderr.strip().count("\n") == 0, res.stderr
+        assert f"{m.path} is a stale mount" in res.stderr, res.stderr
     again = mount_artfs(local_animals, "--force", path=m.path)
     assert (again.path / "animals" / "v0" / "hello.txt").read_text() == "hello\n"
 
