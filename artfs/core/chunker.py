@@ -7,6 +7,7 @@ chunks around the insert, and unchanged regions dedup against earlier versions. 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -27,6 +28,12 @@ _cdc = FastCDC(avg_size=AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
 def digest(data: bytes | memoryview) -> bytes:
     """The 16-byte xxh3-128 address of a chunk."""
     return xxhash.xxh3_128_digest(data)
+
+
+@functools.lru_cache(maxsize=256)
+def zero_chunk_digest(size: int) -> bytes:
+    """The digest of `size` zero bytes: a chunk with it is a hole (sparse files, zero-filled tensors)."""
+    return digest(bytes(size))
 
 
 def cut(buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:

@@ -1,5 +1,8 @@
 """Exporting a version to a directory (`artfs get`): parallel ranged GETs, verified, written in place.
 
+Chunks of zeros are not written: the files are created at their full size, so those ranges stay holes
+(a sparse file comes back sparse, as `cp --sparse` and `rsync -S` keep it) and are not even fetched.
+
 The export is built in a hidden sibling directory and renamed into place at the end, so an interrupted
 or failed export never leaves a half-written DEST. It reads through the chunk cache but does not fill
 it: the exported copy is the user's copy, and caching it too would double the disk used.
@@ -7,6 +10,7 @@ it: the exported copy is the user's copy, and caching it too would double the di
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from artfs.core.chunker import zero_chunk_digest
 from artfs.core.content import ChunkReader, FileLayout, plan_spans
 from artfs.core.manifest import DIR, FILE, LINK
 from artfs.core.packs import ChunkRef
@@ -37,28 +42,39 @@ class ExportResult:
     requests: int
 
 
-def _check_dest(dest: str) -> None:
+def _check_dest(dest: str) -> bool:
+    """True if DEST is an existing empty directory (filled in place), False if it is to be made."""
+    if os.path.islink(dest):
+        raise ArtfsError(f"{dest} is a symlink, not a directory")
     if os.path.lexists(dest):
-        if not os.path.isdir(dest) or os.path.islink(dest):
+        if not os.path.isdir(dest):
             raise ArtfsError(f"{dest} exists and is not a directory")
         if os.listdir(dest):
             raise ArtfsError(f"{dest} exists and is not empty")
+        return True
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        raise ArtfsError(f"{parent} is not a directory" if os.path.lexists(parent) else f"{parent} does not exist")
+    return False
 
 
 def export_version(
     repo: Repo, rec: VersionRecord, dest: str, progress: Callable[[int], None] | None = None,
     workers: int = WORKERS,
 ) -> ExportResult:
+    """Write version `rec` to `dest`: a new directory, or an existing empty one, filled in place (its owner,
+    mode and inode stay: it may be a mount point, or sit in a read-only parent). The tree is built in a
+    hidden directory (beside a new DEST, inside an existing one) and moved into place at the end; a failed
+    export removes it, leaving DEST as it was. Errors name DEST's paths, never the hidden ones."""
     dest = os.path.abspath(dest)
-    _check_dest(dest)
-    parent = os.path.dirname(dest)
-    if not os.path.isdir(parent):
-        raise ArtfsError(f"{parent} does not exist")
-    tmp = os.path.join(parent, f".{os.path.basename(dest)}.artfs-partial-{os.getpid()}")
+    in_place = _check_dest(dest)
+    name = f".artfs-partial-{os.getpid()}"
+    tmp = os.path.join(dest, name) if in_place else os.path.join(os.path.dirname(dest),
+                                                                   f".{os.path.basename(dest)}{name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    os.mkdir(tmp, 0o700)
     reader = ChunkReader(repo.store, repo.cache, repo.damage)
     try:
+        os.mkdir(tmp, 0o700)
         header, entries = repo.entries(rec)
         dirs: list[tuple[str, int, int]] = []
         batch = _Batch(tmp, header.packs, reader, progress, workers)
@@ -78,14 +94,34 @@ def export_version(
         for full, mode, mtime in reversed(dirs):  # children first: setting them touches the parent
             os.chmod(full, mode)
             os.utime(full, ns=(mtime, mtime))
-        os.chmod(tmp, 0o755)
-        if os.path.isdir(dest):
-            os.rmdir(dest)
-        os.rename(tmp, dest)
+        if in_place:  # each top-level entry renamed into DEST (same filesystem), then the hidden dir goes
+            for entry in os.listdir(tmp):
+                os.rename(os.path.join(tmp, entry), os.path.join(dest, entry))
+            os.rmdir(tmp)
+        else:
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, dest)
+    except OSError as e:
+        _remove(tmp, dest, in_place)
+        where = (e.filename or dest).replace(tmp, dest)
+        raise ArtfsError(f"cannot write {where}: {e.strerror or e}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp, dest, in_place)
         raise
     return ExportResult(dest, header.files, header.bytes, reader.fetched_bytes, reader.requests)
+
+
+def _remove(tmp: str, dest: str, in_place: bool) -> None:
+    """Undo a failed export: the hidden tree, and whatever was already moved into an in-place DEST."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if in_place:
+        for entry in os.listdir(dest):
+            path = os.path.join(dest, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
 
 class _Batch:
@@ -110,6 +146,10 @@ class _Batch:
             os.close(fd)
         self.files.append((full, e.mode, e.mtime_ns))
         for pos, ref in FileLayout.of_entry(e, self.packs).pieces():
+            if ref.digest == zero_chunk_digest(ref.raw_len):  # a hole, as the source had (cp --sparse):
+                if self.progress:                              # the file is already that long
+                    self.progress(ref.raw_len)
+                continue
             if ref.digest not in self.targets:
                 self.refs.append(ref)
             self.targets[ref.digest].append((full, pos))

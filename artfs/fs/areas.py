@@ -31,6 +31,7 @@ from artfs.core.manifest import FILE
 from artfs.core.names import check_alias, check_name
 from artfs.core.records import VersionRecord
 from artfs.core.staging import StagingArea, WouldBlock
+from artfs.core.staging.area import AreasClaim
 from artfs.core.staging.layout import ROOT_ID
 from artfs.errors import ArtfsError, InvalidName
 from artfs.fs.errnos import core_errors
@@ -118,10 +119,12 @@ class Areas:
         self._by_slot: dict[int, Area] = {}
         self._next_slot = 1
         self._lookups: dict[int, int] = {}  # staging inode → the kernel's lookup count
+        self._claim: AreasClaim | None = None
 
     def load_local(self) -> None:
-        """Show every artifact that has a staging area here (a new one lives only here until sealed).
-        Blocking (a directory listing): call before the loop starts."""
+        """Claim the store's staging areas for this mount, and show every artifact that has one here (a
+        new one lives only here until sealed). Blocking: call before the loop starts."""
+        self._claim = AreasClaim(self.repo)
         self.tree.local.update(StagingArea.existing(self.repo))
 
     def exists(self, name: str) -> bool:
@@ -172,7 +175,7 @@ class Areas:
                 return await trio.to_thread.run_sync(fn, *args)
 
     def close(self) -> None:
-        """At unmount: release every area (its lock, its database)."""
+        """At unmount: release every area (its lock, its database), then the claim on them all."""
         for a in self._by_name.values():
             if a.area is not None:
                 try:
@@ -180,6 +183,9 @@ class Areas:
                 except Exception:
                     log.exception("closing the staging of %s", a.name)
                 a.area = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     # --- kernel bookkeeping ------------------------------------------------------------------------
 

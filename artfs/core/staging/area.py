@@ -15,6 +15,8 @@ FUSE operation should return are OSError(errno); everything else is an ArtfsErro
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import time
@@ -32,7 +34,7 @@ from artfs.core.staging.layout import Layout
 from artfs.core.staging.namespace import Namespace
 from artfs.core.staging.nodes import NodeTable, StagedNode, StatFs, WouldBlock
 from artfs.core.staging.seal import area_status, seal_area
-from artfs.errors import StoreError
+from artfs.errors import ArtfsError, StoreError
 
 T = TypeVar("T")
 
@@ -41,6 +43,35 @@ def areas_dir(repo: Repo) -> str:
     """The directory holding one staging area per artifact of `repo`'s store (in the data directory: staged
     data is not disposable; see core/places.py)."""
     return repo.places.staging_root(repo.store.uri)
+
+
+class AreasClaim:
+    """One process (a mount daemon) serves the staging areas of a store from one data directory: held for
+    its life, so a second mount sharing them is refused up front with the reason, instead of failing
+    every staging access later (each area has its own lock too; this says it once, at mount)."""
+
+    def __init__(self, repo: Repo) -> None:
+        root = areas_dir(repo)
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        self._fd = os.open(os.path.join(root, "owner.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise ArtfsError(
+                f"another artfs mount (pid {owner}) already serves the staging of {repo.store.uri} from "
+                f"{repo.places.data}: unmount it, or give this mount its own data directory (ARTFS_DATA)"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class StagingArea:
