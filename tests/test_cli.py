@@ -254,3 +254,23 @@ def test_a_silent_store_says_so_while_it_retries(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert len(lines) == 2 and "still trying" in lines[0] and "unreachable" in lines[1], lines
+
+
+def test_control_characters_in_names_stay_on_one_line(tmp_path):
+    src = tmp_path / "odd"
+    write_tree(src, {"two\nlines.txt": b"x", "tab\there.txt": b"y", "plain.txt": b"z"})
+    store = str(tmp_path / "store")
+    artfs("put", str(src), "odd", "--store", store, "-m", "line one\nline two")
+    lines = artfs("files", "odd", "--store", store).stdout.splitlines()
+    assert len(lines) == 3 and any("$'two\\nlines.txt'" in ln for ln in lines), lines
+    assert any(ln.endswith("  plain.txt") for ln in lines)
+    assert len(artfs("ls", "odd", "--store", store).stdout.splitlines()) == 2  # header + one version
+    as_json = json.loads(artfs("files", "odd", "--store", store, "--json").stdout)
+    assert "two\nlines.txt" in [f["path"] for f in as_json]
+
+
+def test_json_errors_are_json(tmp_path):
+    p = artfs("info", "nosuch", "--store", str(tmp_path / "store"), "--json", check=False)
+    assert p.returncode == 1 and p.stderr.strip().count("\n") == 0
+    error = json.loads(p.stdout)
+    assert "nosuch" in error["error"] and error["kind"]

@@ -18,6 +18,7 @@ from artfs.cli.common import (
     open_repo,
     print_json,
     progress,
+    shown,
     store_option,
     table,
     when,
@@ -163,7 +164,7 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
             print_json([_version_json(r, by_version.get(r.version, [])) for r in recs])
             return
         table([[f"v{r.version}", ",".join(by_version.get(r.version, [])), str(r.files), human(r.bytes),
-                 when(r.created), r.message] for r in reversed(recs)],
+                 when(r.created), shown(r.message)] for r in reversed(recs)],
                ["VERSION", "ALIASES", "FILES", "SIZE", "CREATED", "MESSAGE"])
     finally:
         repo.close()
@@ -189,11 +190,11 @@ def files(ref, store_uri, endpoint_url, as_json) -> None:
             return
         for e in entries:
             if e.kind == 0:
-                click.echo(f"{e.size:>14}  {e.path}")
+                click.echo(f"{e.size:>14}  {shown(e.path)}")
             elif e.kind == 1:
-                click.echo(f"{'-':>14}  {e.path}/")
+                click.echo(f"{'-':>14}  {shown(e.path)}/")
             else:
-                click.echo(f"{'-':>14}  {e.path} -> {e.target}")
+                click.echo(f"{'-':>14}  {shown(e.path)} -> {shown(e.target)}")
     finally:
         repo.close()
 
@@ -241,7 +242,9 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
     click.echo(rec.ref)
     for key in ("type", "digest", "files", "bytes", "created", "creator", "message", "aliases", "parent"):
         value = data[key]
-        if key == "created":
+        if key == "message":
+            value = shown(value)
+        elif key == "created":
             value = when(value)
         elif key == "bytes":
             value = f"{value} ({human(value)})"
@@ -251,7 +254,7 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
             continue
         click.echo(f"  {key:8} {value}")
     for k, v in sorted(rec.metadata.items()):
-        click.echo(f"  meta     {k}={v}")
+        click.echo(f"  meta     {shown(k)}={shown(v)}")
 
 
 @click.command()
@@ -290,7 +293,7 @@ def log(name, store_uri, endpoint_url, as_json) -> None:
     for e in events:
         at = when(e["time"])
         if e["event"] == "version":
-            msg = f"  {e['message']}" if e["message"] else ""
+            msg = f"  {shown(e['message'])}" if e["message"] else ""
             click.echo(f"{at}  {e['ref']:<20} {e['files']} files, {human(e['bytes'])}  by {e['creator']}{msg}")
         elif e["event"] == "alias":
             click.echo(f"{at}  alias {e['alias']} -> {e['ref']}  by {e['creator']}")
@@ -325,7 +328,7 @@ def diff(a, b, store_uri, endpoint_url, as_json) -> None:
         return
     marks = {"added": "+", "removed": "-", "modified": "M"}
     for kind, path in changes:
-        click.echo(f"{marks[kind]} {path}")
+        click.echo(f"{marks[kind]} {shown(path)}")
     counts = {k: sum(1 for c, _ in changes if c == k) for k in marks}
     click.echo(f"{va.ref} -> {vb.ref}: {counts['added']} added, {counts['removed']} removed, "
                f"{counts['modified']} modified", err=True)

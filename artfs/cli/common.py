@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -63,6 +64,29 @@ def _still_trying(after: float = 2.0) -> Callable[[str, float], None]:
             click.echo(f"artfs: {why}; still trying…", err=True)
 
     return note
+
+
+_PLAIN = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "'": "\\'", "\\": "\\\\"}
+
+
+def shown(text: str) -> str:
+    """A name or message as one safe line of text output: control characters (a newline in a file name)
+    and bytes that are not UTF-8 are quoted as `ls` and bash do, $'a\\nb'; plain text is left as it is.
+    --json output needs none of this."""
+    if _PLAIN.fullmatch(text) and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogate-escaped)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
 
 
 def human(n: float) -> str:
@@ -145,6 +169,12 @@ def run(group: click.Group) -> None:
         sys.exit(e.exit_code)
     except ArtfsError as e:
         click.echo(f"artfs: {e}", err=True)
+        if "--json" in sys.argv[1:]:  # a script parsing stdout gets the failure as JSON too
+            error: dict[str, object] = {"error": str(e), "kind": type(e).__name__}
+            paths = getattr(e, "paths", None)
+            if paths is not None:
+                error["conflicts"] = list(paths)
+            click.echo(json.dumps(error))
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("artfs: interrupted", err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from artfs import staging_client
-from artfs.cli.common import json_option, print_json, progress_to
+from artfs.cli.common import json_option, print_json, progress_to, shown
 from artfs.core.names import check_alias, check_message, check_name, parse_meta
 
 
@@ -49,7 +49,7 @@ def status_cmd(path, as_json) -> None:
         return
     marks = {"added": "A", "modified": "M", "deleted": "D"}
     for change in result.get("changes", []):
-        click.echo(f"{marks.get(change['change'], '?')} {change['path']}")
+        click.echo(f"{marks.get(change['change'], '?')} {shown(change['path'])}")
     base = result.get("base") or "nothing (a new artifact)"
     click.echo(f"{len(result.get('changes', []))} changes against {base}", err=True)
 
