@@ -199,6 +199,39 @@ def files(ref, store_uri, endpoint_url, as_json) -> None:
         repo.close()
 
 
+def _staging_root(path: str) -> str | None:
+    """The staging directory `path` is in (or is), found by the control xattr its root carries; or None."""
+    p = os.path.abspath(path)
+    while True:
+        try:
+            os.getxattr(p, "user.artfs.control")
+            return p
+        except OSError:
+            pass
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent
+
+
+def _staging_info(path: str, staging: str, as_json: bool) -> None:
+    """`artfs info` of a staging path: which artifact, from which base, and how much is staged."""
+    from artfs.staging_client import request_status
+
+    name = os.getxattr(staging, "user.artfs.artifact").decode()
+    result = request_status(staging)
+    rel = os.path.relpath(os.path.abspath(path), staging)
+    rel = "" if rel == "." else rel
+    base, changes = result.get("base"), len(result.get("changes", []))
+    if as_json:
+        print_json({"staging": name, "base": base, "path": rel, "changes": changes})
+        return
+    click.echo(f"{name} staging (unsealed), based on {base or 'nothing yet (a new artifact)'}")
+    if rel:
+        click.echo(f"  path     {shown(rel)}")
+    click.echo(f"  changes  {changes} (artfs status {shown(staging)})")
+
+
 def _mounted_ref(path: str) -> str | None:
     """`artfs info PATH` inside a mount: the ref the filesystem reports for that path."""
     try:
@@ -219,10 +252,16 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
 
         stale = stale_mount_above(ref)
         raise ArtfsError(stale_message(stale) if stale else f"{ref} does not exist")
-    if os.path.exists(ref) and ("/" in ref or ref in (".", "..")):
-        mounted = _mounted_ref(ref)
-        if mounted is None:
+    looks_like_a_path = "/" in ref or ref in (".", "..")
+    mounted = _mounted_ref(ref) if os.path.exists(ref) else None
+    if mounted is None and os.path.exists(ref):
+        staging = _staging_root(ref)
+        if staging is not None:
+            _staging_info(ref, staging, as_json)
+            return
+        if looks_like_a_path:
             raise ArtfsError(f"{ref} is not inside an artfs mount")
+    if mounted is not None:  # a path in a mount, even one without '/' (`cd MNT/animals; artfs info v0`)
         if store_uri is None:
             with contextlib.suppress(OSError):
                 store_uri = os.getxattr(ref, "user.artfs.store").decode()

@@ -243,3 +243,16 @@ def test_seal_refuses_conflicts_listing_paths_and_force_takes_ours(mount_artfs, 
     v2 = m.path / "animals" / "v2"
     assert (v2 / "README.md").read_text() == "ours\n"
     assert (v2 / "mine.txt").read_text() == "mine\n" and (v2 / "theirs.txt").read_text() == "theirs\n"
+
+
+def test_info_of_staging_paths_and_of_bare_names_in_a_mount(mount_artfs, small_store):
+    store, _ = small_store
+    m = mount_artfs(store)
+    st = m.path / "animals" / "staging"
+    (st / "new.txt").write_text("new")
+    res = run_artfs("info", str(st / "README.md"), "--json")
+    assert json.loads(res.stdout) == {"staging": "animals", "base": "animals:v0", "path": "README.md", "changes": 1}
+    assert "based on animals:v0" in run_artfs("info", str(st)).stdout
+    res = subprocess.run(artfs_cmd("info", "v0", "--json"), cwd=m.path / "animals", capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and json.loads(res.stdout)["ref"] == "animals:v0", res.stderr
