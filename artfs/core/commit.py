@@ -182,7 +182,10 @@ class Committer:
             try:
                 data = b"".join(parts)
                 self.repo.store.put(pack_key(pack.pack_id), data)
-                self.repo.index.add_chunks(refs)
+                try:
+                    self.repo.index.add_chunks(refs)
+                except ArtfsError as e:  # the index only speeds up later dedup: the pack is stored
+                    log.warning("%s", e)
                 with self._lock:
                     self.uploaded_bytes += len(data)
             finally:

@@ -10,6 +10,7 @@ sees `False`, re-lists and claims n+1 — both succeed with distinct numbers.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -45,6 +46,8 @@ from artfs.core.store_keys import (
 from artfs.errors import ArtfsError, Conflict, IntegrityError, NotFound, StoreNotFound
 from artfs.storage.cache import ChunkCache
 from artfs.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class VersionTaken(Conflict):
@@ -285,11 +288,17 @@ class Repo:
             )
             data = encode(rec)
             if self.store.create_if_absent(version_key(name, number), data):
-                self.index.put_record(version_key(name, number), data)
+                try:
+                    self.index.put_record(version_key(name, number), data)
+                except ArtfsError as e:  # published: the index is a disposable copy of the record
+                    log.warning("%s", e)
                 break
             if number_fixed:
                 raise VersionTaken(f"{name}:v{number} was published by someone else meanwhile")
-        self.index.build(mid, os.path.join(self._manifest_dir, mid))
+        try:
+            self.index.build(mid, os.path.join(self._manifest_dir, mid))
+        except ArtfsError as e:  # published; the index is rebuilt on the next read of this version
+            log.warning("%s", e)
         for alias in aliases:
             self.set_alias(name, alias, number)
         return rec

@@ -148,6 +148,11 @@ class SharedEnv(Generic[H]):
         try:
             with h.env.begin(write=write, buffers=True) if buffers else h.env.begin(write=write) as txn:
                 yield txn, h
+        except (lmdb.DiskError, lmdb.MapFullError) as e:  # a full disk: one clear line, not a traceback
+            raise ArtfsError(
+                f"cannot write {self.options.what} at {self.path} ({e}): free space on that disk, or point "
+                "ARTFS_CACHE elsewhere (the cache is disposable)"
+            ) from None
         finally:
             self.exit()
 
