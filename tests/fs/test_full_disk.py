@@ -1,0 +1,79 @@
+"""Disks that fill up: the cache's disk (put fails with one clear line, works again once there is room) and
+the staging disk (writes get ENOSPC, not EIO; the area keeps working and takes writes again once there is
+room). Small tmpfs mounts stand in for full disks (root only, as the FUSE tests are)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import run_artfs
+from tests.support.trees import write_tree
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 16 MiB filesystem, unmounted afterwards."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(path)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill the disk to the last block; returns the filler to delete for room."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * MiB)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    return filler
+
+
+def test_put_with_a_full_cache_disk_says_so_then_works(small_disk, tmp_path) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a.bin": os.urandom(2 * MiB), "b.txt": b"b"})
+    env = {"ARTFS_CACHE": str(small_disk / "cache")}
+    store = str(tmp_path / "store")
+    filler = _fill(small_disk)
+    res = run_artfs("put", str(src), "animals", "--store", store, env=env, check=False)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "space" in res.stderr.lower(), res.stderr
+    filler.unlink()
+    run_artfs("put", str(src), "animals", "--store", store, env=env)
+    run_artfs("get", "animals", str(tmp_path / "out"), "--store", store, env=env)
+    assert (tmp_path / "out" / "a.bin").read_bytes() == (src / "a.bin").read_bytes()
+
+
+def test_staging_on_a_full_disk_gives_enospc_and_recovers(mount_artfs, small_store, small_disk) -> None:
+    store, _ = small_store
+    m = mount_artfs(store, env={"ARTFS_DATA": str(small_disk / "data")})
+    st = m.path / "animals" / "staging"
+    with pytest.raises(OSError) as info, open(st / "huge.bin", "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(MiB))
+            f.flush()
+        os.fsync(f.fileno())
+    assert info.value.errno == errno.ENOSPC, info.value
+    status = run_artfs("status", str(st))
+    assert "huge.bin" in status.stdout  # the area still answers
+    (st / "huge.bin").unlink()
+    (st / "small.txt").write_text("fits now")
+    assert (st / "small.txt").read_text() == "fits now"
+    assert "small.txt" in run_artfs("status", str(st)).stdout
