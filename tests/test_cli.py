@@ -274,3 +274,23 @@ def test_json_errors_are_json(tmp_path):
     assert p.returncode == 1 and p.stderr.strip().count("\n") == 0
     error = json.loads(p.stdout)
     assert "nosuch" in error["error"] and error["kind"]
+
+
+def test_every_command_has_examples_and_mount_help_tells_of_staging():
+    from artfs.cli import cli
+
+    for name in cli.commands:
+        assert "Examples:" in artfs(name, "--help").stdout, name
+    text = artfs("mount", "--help").stdout
+    assert "staging" in text and "seal" in text
+
+
+def test_completion_scripts_and_artifact_names(tmp_path, src):
+    for shell in ("bash", "zsh", "fish"):
+        assert "_ARTFS_COMPLETE" in artfs("completion", shell).stdout
+    store = str(tmp_path / "store")
+    artfs("put", str(src), "animals", "--store", store, "--alias", "best")
+    env = {"ARTFS_STORE": store, "COMP_WORDS": "artfs get ani", "COMP_CWORD": "2", "_ARTFS_COMPLETE": "bash_complete"}
+    assert "plain,animals" in artfs(env=env).stdout.splitlines()
+    env["COMP_WORDS"] = "artfs get animals:"
+    assert {"plain,animals:v0", "plain,animals:latest", "plain,animals:best"} <= set(artfs(env=env).stdout.splitlines())

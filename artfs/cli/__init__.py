@@ -5,7 +5,7 @@
     artifacts.py  put, get, ls, files, info, log, diff, alias: the store, no mount needed
     mount.py      mount, unmount: hand over to artfs.fs, imported only when they run
     staging.py    seal, status, discard: requests to a mount's daemon (artfs/staging_client.py)
-    maintenance.py  verify: is the store still sound (room for gc and the cache commands)
+    maintenance.py  verify (is the store still sound), completion (shell scripts); room for gc, cache
 
 A new group is one more module with its COMMANDS, added to the list below.
 """

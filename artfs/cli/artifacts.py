@@ -12,7 +12,9 @@ import sys
 import click
 
 from artfs.cli.common import (
+    complete_refs,
     endpoint_option,
+    examples,
     human,
     json_option,
     open_repo,
@@ -27,9 +29,13 @@ from artfs.core.names import check_alias, check_message, parse_meta, parse_ref
 from artfs.errors import ArtfsError
 
 
-@click.command()
+@click.command(epilog=examples(
+    'artfs put ./data animals -m "first cut" --alias best',
+    'artfs put ./model resnet --type model --meta epoch=10',
+    'artfs put ./animals-v3 animals --base v3   # my changes to v3, merged onto latest',
+))
 @click.argument("src", type=click.Path(file_okay=False, path_type=str))
-@click.argument("name")
+@click.argument("name", shell_complete=complete_refs)
 @click.option("--type", "type_", default=None, help="Artifact type (dataset, model, …); default dataset.")
 @click.option("-m", "--message", default="", help="What this version is.")
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version (repeatable).")
@@ -84,8 +90,11 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, en
                else f"  exactly the tree of {src} (--base REF would merge its changes onto latest instead)")
 
 
-@click.command()
-@click.argument("ref")
+@click.command(epilog=examples(
+    'artfs get animals            # latest, into ./animals-vN',
+    'artfs get animals:best /data/animals',
+))
+@click.argument("ref", shell_complete=complete_refs)
 @click.argument("dest", required=False)
 @store_option
 @endpoint_option
@@ -125,8 +134,8 @@ def _aliases_by_version(repo, name: str, latest: int) -> dict[int, list[str]]:
     return out
 
 
-@click.command(name="ls")
-@click.argument("name", required=False)
+@click.command(name="ls", epilog=examples('artfs ls', 'artfs ls animals', 'artfs ls animals:v3 --json'))
+@click.argument("name", required=False, shell_complete=complete_refs)
 @store_option
 @endpoint_option
 @json_option
@@ -170,8 +179,8 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
         repo.close()
 
 
-@click.command()
-@click.argument("ref")
+@click.command(epilog=examples('artfs files animals:v3', 'artfs files animals --json | jq -r ".[].path"'))
+@click.argument("ref", shell_complete=complete_refs)
 @store_option
 @endpoint_option
 @json_option
@@ -240,8 +249,12 @@ def _mounted_ref(path: str) -> str | None:
         return None
 
 
-@click.command()
-@click.argument("ref")
+@click.command(epilog=examples(
+    'artfs info animals:best',
+    'artfs info ~/art/animals/latest/labels.csv',
+    'artfs info ~/art/animals/staging',
+))
+@click.argument("ref", shell_complete=complete_refs)
 @store_option
 @endpoint_option
 @json_option
@@ -296,8 +309,8 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
         click.echo(f"  meta     {shown(k)}={shown(v)}")
 
 
-@click.command()
-@click.argument("name")
+@click.command(epilog=examples('artfs log animals', 'artfs log animals | head -5'))
+@click.argument("name", shell_complete=complete_refs)
 @store_option
 @endpoint_option
 @json_option
@@ -340,9 +353,9 @@ def log(name, store_uri, endpoint_url, as_json) -> None:
             click.echo(f"{at}  alias {e['alias']} deleted  by {e['creator']}")
 
 
-@click.command()
-@click.argument("a")
-@click.argument("b")
+@click.command(epilog=examples('artfs diff animals:v2 animals:latest'))
+@click.argument("a", shell_complete=complete_refs)
+@click.argument("b", shell_complete=complete_refs)
 @store_option
 @endpoint_option
 @json_option
@@ -373,8 +386,8 @@ def diff(a, b, store_uri, endpoint_url, as_json) -> None:
                f"{counts['modified']} modified", err=True)
 
 
-@click.command()
-@click.argument("target")
+@click.command(epilog=examples('artfs alias animals:v3 best', 'artfs alias --delete animals best'))
+@click.argument("target", shell_complete=complete_refs)
 @click.argument("alias")
 @click.option("--delete", is_flag=True, help="Delete ALIAS from artifact TARGET (give NAME, not NAME:REF).")
 @store_option

@@ -89,6 +89,31 @@ def shown(text: str) -> str:
     return "$'" + "".join(out) + "'"
 
 
+def examples(*lines: str) -> str:
+    """A command's `--help` epilog: the lines kept as written (click's \\b stops it rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def complete_refs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of NAME / NAME:REF from the store the command line names (or the default one):
+    artifact names, then after `NAME:` its versions and aliases. Silent on any failure (a completion must
+    never print an error into the user's prompt)."""
+    try:
+        store = ctx.params.get("store_uri")
+        repo = settings().open_repo(store, ctx.params.get("endpoint_url"))
+        try:
+            name, sep, _ = incomplete.partition(":")
+            if not sep:
+                return [n for n in repo.artifacts() if n.startswith(incomplete)]
+            numbers = repo.version_numbers(name)
+            refs = [f"v{n}" for n in numbers] + ["latest", *sorted(repo.aliases(name))]
+            return [f"{name}:{r}" for r in refs if f"{name}:{r}".startswith(incomplete)]
+        finally:
+            repo.close()
+    except Exception:  # noqa: BLE001 - see the docstring
+        return []
+
+
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -6,13 +6,26 @@ import sys
 
 import click
 
-from artfs.cli.common import endpoint_option, json_option, open_repo, print_json, progress, store_option
+from artfs.cli.common import (
+    complete_refs,
+    endpoint_option,
+    examples,
+    json_option,
+    open_repo,
+    print_json,
+    progress,
+    store_option,
+)
 from artfs.core.names import parse_ref
 from artfs.errors import ArtfsError
 
 
-@click.command()
-@click.argument("refs", nargs=-1, metavar="[NAME[:REF]]...")
+@click.command(epilog=examples(
+    'artfs verify animals',
+    'artfs verify --all --deep',
+    'artfs verify animals:v3 --deep --repair',
+))
+@click.argument("refs", nargs=-1, metavar="[NAME[:REF]]...", shell_complete=complete_refs)
 @click.option("--all", "all_", is_flag=True, help="Every version of every artifact.")
 @click.option("--deep", is_flag=True, help="Read every chunk back and check it against its digest.")
 @click.option("--repair", is_flag=True, help="Point bad copies at good ones where the store or this machine's "
@@ -62,4 +75,20 @@ def verify(refs, all_, deep, repair, store_uri, endpoint_url, as_json) -> None:
         sys.exit(1)
 
 
-COMMANDS = [verify]
+@click.command(epilog=examples(
+    'eval "$(artfs completion bash)"          # in ~/.bashrc',
+    'artfs completion fish > ~/.config/fish/completions/artfs.fish',
+))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
+    """Print the shell completion script for SHELL: commands, options, and artifact names and versions."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # click knows the three shells the Choice allows
+    root = ctx.find_root().command
+    click.echo(cls(root, {}, "artfs", "_ARTFS_COMPLETE").source())
+
+
+COMMANDS = [verify, completion]

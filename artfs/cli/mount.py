@@ -13,7 +13,7 @@ import re
 
 import click
 
-from artfs.cli.common import cache_dir_option, cache_size_option, endpoint_option, settings, store_option
+from artfs.cli.common import cache_dir_option, cache_size_option, endpoint_option, examples, settings, store_option
 from artfs.errors import ArtfsError
 from artfs.settings import parse_size
 
@@ -42,7 +42,12 @@ def _mount_options(values: tuple[str, ...]) -> set[str]:
     return options
 
 
-@click.command()
+@click.command(epilog=examples(
+    'artfs mount ~/art --daemon',
+    'ls ~/art/animals                 # v0 v1 latest best staging',
+    'cp new.png ~/art/animals/staging/images/ && artfs seal ~/art/animals/staging',
+    'artfs mount ~/art --store s3://bucket/prefix --poll 30s --daemon',
+))
 @click.argument("mountpoint")
 @store_option
 @endpoint_option
@@ -58,7 +63,11 @@ def _mount_options(values: tuple[str, ...]) -> set[str]:
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 def mount(mountpoint, store_uri, endpoint_url, cache_dir, cache_size, poll, options, daemon, force, log_path,
           ready_fd) -> None:
-    """Mount the store's artifacts at MOUNTPOINT: one directory per artifact, one per version, read lazily."""
+    """Mount the store's artifacts at MOUNTPOINT: one directory per artifact, one per version, read lazily.
+
+    NAME/staging in the mount is writable: a copy-on-write view of latest that takes any tool; `artfs seal
+    MOUNTPOINT/NAME/staging` publishes it as the next version (`artfs status`, `artfs discard` too), and
+    `mkdir MOUNTPOINT/NAME` starts a new artifact."""
     from artfs.fs import mount as fsmount
 
     mountpoint = os.path.abspath(mountpoint)
@@ -127,7 +136,7 @@ def _absolute_store(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
-@click.command()
+@click.command(epilog=examples('artfs unmount ~/art'))
 @click.argument("mountpoint")
 @click.option("-z", "--lazy", is_flag=True, help="Detach now even if busy; the mount goes away when unused.")
 def unmount(mountpoint, lazy) -> None:

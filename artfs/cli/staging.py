@@ -5,11 +5,14 @@ from __future__ import annotations
 import click
 
 from artfs import staging_client
-from artfs.cli.common import json_option, print_json, progress_to, shown
+from artfs.cli.common import examples, json_option, print_json, progress_to, shown
 from artfs.core.names import check_alias, check_message, check_name, parse_meta
 
 
-@click.command(name="seal")
+@click.command(name="seal", epilog=examples(
+    'artfs seal ~/art/animals/staging -m "add eagle" --alias best',
+    'artfs seal ~/art/resnet/staging --type model --wait 120',
+))
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("-m", "--message", default="", help="What this version is.")
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version (repeatable).")
@@ -38,7 +41,7 @@ def seal_cmd(path, message, aliases, type_, meta, force, wait, as_json) -> None:
         click.echo(result["ref"])
 
 
-@click.command(name="status")
+@click.command(name="status", epilog=examples('artfs status ~/art/animals/staging'))
 @click.argument("path", type=click.Path(path_type=str))
 @json_option
 def status_cmd(path, as_json) -> None:
@@ -54,7 +57,7 @@ def status_cmd(path, as_json) -> None:
     click.echo(f"{len(result.get('changes', []))} changes against {base}", err=True)
 
 
-@click.command(name="discard")
+@click.command(name="discard", epilog=examples('artfs discard ~/art/animals/staging'))
 @click.argument("path", type=click.Path(path_type=str))
 def discard_cmd(path) -> None:
     """Drop the changes staged in PATH: it becomes a fresh view of latest again."""
