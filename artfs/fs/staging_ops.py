@@ -230,8 +230,11 @@ class StagingOps:
     @handler_errors
     async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields) -> pyfuse3.EntryAttributes:
-        """chmod, truncate, utimens. Ownership is not stored in a version: a chown the kernel allowed
-        (default_permissions) is accepted and changes nothing, as on rclone's mounts."""
+        """chmod, truncate, utimens. Versions record no owners, and every staged file belongs to the user
+        the mount runs as: a chown to that owner is a no-op, to anyone else EPERM (POSIX allows either;
+        never a success that changed nothing)."""
+        if (fields.update_uid and attr.st_uid != self.tree.uid) or (fields.update_gid and attr.st_gid != self.tree.gid):
+            raise FUSEError(errno.EPERM)
         a, area, node_id = await self._area(ino)
         size = attr.st_size if fields.update_size else None
         node = await self.areas.run(

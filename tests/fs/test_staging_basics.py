@@ -256,3 +256,14 @@ def test_info_of_staging_paths_and_of_bare_names_in_a_mount(mount_artfs, small_s
     res = subprocess.run(artfs_cmd("info", "v0", "--json"), cwd=m.path / "animals", capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and json.loads(res.stdout)["ref"] == "animals:v0", res.stderr
+
+
+def test_chown_to_another_owner_is_refused_not_ignored(mount_artfs, small_store):
+    store, _ = small_store
+    m = mount_artfs(store)
+    f = m.path / "animals" / "staging" / "README.md"
+    st = os.stat(f)
+    os.chown(f, st.st_uid, st.st_gid)  # to its owner: fine, nothing to change
+    assert errno_of(lambda: os.chown(f, st.st_uid + 1234, -1)) == errno.EPERM
+    assert errno_of(lambda: os.chown(f, -1, st.st_gid + 1234)) == errno.EPERM
+    assert os.stat(f).st_uid == st.st_uid
