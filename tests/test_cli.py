@@ -270,6 +270,7 @@ def test_control_characters_in_names_stay_on_one_line(tmp_path):
 
 
 def test_json_errors_are_json(tmp_path):
+    (tmp_path / "store").mkdir()
     p = artfs("info", "nosuch", "--store", str(tmp_path / "store"), "--json", check=False)
     assert p.returncode == 1 and p.stderr.strip().count("\n") == 0
     error = json.loads(p.stdout)

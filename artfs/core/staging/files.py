@@ -334,6 +334,10 @@ class Files:
         d = file_digest(path)
         with nodes.lock:
             if self._wseq.get(node_id, 0) == seq and nodes.row(node_id) is not None:
-                with nodes.txn() as db:
-                    db.execute("UPDATE nodes SET digest = ? WHERE id = ?", (d, node_id))
+                try:
+                    with nodes.txn() as db:
+                        db.execute("UPDATE nodes SET digest = ? WHERE id = ?", (d, node_id))
+                except OSError as e:  # a full disk: the digest is only remembered to save a re-hash
+                    if e.errno != errno.ENOSPC:
+                        raise
         return d

@@ -204,6 +204,16 @@ class Namespace:
         raise oserror(errno.EPERM, f"{new_name}: hard links are not supported in staging")
 
     def unlink(self, parent_id: int, name: str) -> None:
+        """Remove a name; on a full disk the area's reserve pays for the transaction (deleting is how a
+        user makes room, so it must work when nothing else can)."""
+        try:
+            self._unlink(parent_id, name)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self._nodes.spend_reserve():
+                raise
+            self._unlink(parent_id, name)
+
+    def _unlink(self, parent_id: int, name: str) -> None:
         raw = check_entry_name(name)
         with self._nodes.lock:
             self._nodes.check_writable()

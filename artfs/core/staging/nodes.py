@@ -5,6 +5,7 @@ NodeTable is the one part every other part is given (files.py, namespace.py); it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from artfs.errors import IntegrityError
 RENAME_NOREPLACE = 1  # as <linux/fs.h>
 RENAME_EXCHANGE = 2
 NAME_MAX = 255
+RESERVE_BYTES = 1 << 20
 COLS = "id, parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, has_data, target, digest"
 
 
@@ -152,6 +154,34 @@ class NodeTable:
         db.execute("DELETE FROM nodes WHERE parent IS NULL AND id != ?", (ROOT_ID,))
         self._db = db
         self.base, self.manifest, self.dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
+        self._reserve = os.path.join(os.path.dirname(os.path.dirname(path)), "reserve")
+        self._keep_reserve()
+
+    def spend_reserve(self) -> bool:
+        """Give the reserve back to the disk (True if there was one): see `_keep_reserve`."""
+        try:
+            os.unlink(self._reserve)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _keep_reserve(self) -> None:
+        """A little disk held back for the database: on a full disk, the transaction of an unlink (the way
+        to make room) must still commit, so an unlink that gets ENOSPC spends this and tries again; it is
+        taken back after the next transaction that finds room."""
+        if os.path.exists(self._reserve):
+            return
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._reserve)  # still full: try again after the next transaction
 
     def close(self) -> None:
         if self._db is not None:
@@ -197,6 +227,7 @@ class NodeTable:
             if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
                 raise oserror(errno.ENOSPC, f"staging of {self.name}: {e}") from e
             raise
+        self._keep_reserve()
 
     def row(self, node_id: int) -> Row | None:
         r = self.db.execute(f"SELECT {COLS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
