@@ -218,17 +218,22 @@ class Committer:
 
     def publish(
         self, type_: str | None = None, message: str = "", metadata: dict[str, str] | None = None,
-        aliases: list[str] | tuple[str, ...] = (), parent: int | None = None,
+        aliases: list[str] | tuple[str, ...] = (), parent: int | None = None, base: int | None = None,
+        force: bool = False,
     ) -> CommitResult:
-        """Build, then claim the next version (none if the tree equals latest's)."""
+        """Build, then claim the next version (none if the tree equals latest's). With `base`, the tree is
+        that version plus changes, merged onto latest (core/rebase.py; `force` keeps this side)."""
         try:
             type_ = self.repo.check_type(self.name, type_)
             manifest_path, header = self.build()
             try:
-                record = self.repo.publish(
-                    self.name, type_, manifest_path, header, message, metadata, aliases, parent,
-                    repaired=self.repaired,
-                )
+                if base is None:
+                    record = self.repo.publish(self.name, type_, manifest_path, header, message, metadata, aliases,
+                                               parent, repaired=self.repaired)
+                else:
+                    record, header = publish_onto_latest(self.repo, self.name, base, manifest_path, header, type_,
+                                                         message, metadata, aliases, force, side="DIR's",
+                                                         repaired=self.repaired)
             finally:
                 if os.path.exists(manifest_path):
                     os.unlink(manifest_path)
@@ -307,17 +312,4 @@ def commit_tree(
     except BaseException:
         committer.close()
         raise
-    if base is None:
-        return committer.publish(type_, message, metadata, aliases)
-    try:
-        type_ = repo.check_type(name, type_)
-        cand_path, cand_header = committer.build()
-        try:
-            record, header = publish_onto_latest(repo, name, base, cand_path, cand_header, type_, message, metadata,
-                                                 aliases, force, side="DIR's", repaired=committer.repaired)
-        finally:
-            if os.path.exists(cand_path):
-                os.unlink(cand_path)
-    finally:
-        committer.close()
-    return committer.result(record, header)
+    return committer.publish(type_, message, metadata, aliases, base=base, force=force)

@@ -14,23 +14,22 @@ Wraps a RetryingStore (retry.py): the breaker counts what is left after retries.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from artfs.errors import StoreUnavailable, TransientStoreError
-from artfs.storage.store import Store
+from artfs.storage.store import Store, WrappingStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class CircuitBreaker(Store):
+class CircuitBreaker(WrappingStore):
     def __init__(self, inner: Store, threshold: int = 3, cooldown: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock
@@ -38,10 +37,6 @@ class CircuitBreaker(Store):
         self._failures = 0
         self._open_until = 0.0
         self._last = ""
-
-    @property
-    def uri(self) -> str:  # type: ignore[override]
-        return self.inner.uri
 
     @property
     def deadline(self) -> float:
@@ -80,33 +75,3 @@ class CircuitBreaker(Store):
                 self._open_until = self._clock() + self.cooldown
                 log.warning("store %s unreachable %d times in a row (%s): failing fast for %.0f s",
                             self.uri, self._failures, why, self.cooldown)
-
-    def get(self, key: str) -> bytes:
-        return self._call(lambda: self.inner.get(key))
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        return self._call(lambda: self.inner.get_range(key, offset, length))
-
-    def put(self, key: str, data: bytes) -> None:
-        self._call(lambda: self.inner.put(key, data))
-
-    def put_file(self, key: str, path: str | os.PathLike) -> None:
-        self._call(lambda: self.inner.put_file(key, path))
-
-    def create_if_absent(self, key: str, data: bytes) -> bool:
-        return self._call(lambda: self.inner.create_if_absent(key, data))
-
-    def list(self, prefix: str) -> Iterator[str]:
-        return self._call(lambda: self.inner.list(prefix))
-
-    def delete(self, key: str) -> None:
-        self._call(lambda: self.inner.delete(key))
-
-    def check(self) -> None:
-        self._call(self.inner.check)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __repr__(self) -> str:
-        return f"CircuitBreaker({self.inner!r})"

@@ -13,20 +13,19 @@ must tell writers apart put something unique (a writer id) in what they claim.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from artfs.errors import StoreUnavailable, TransientStoreError
-from artfs.storage.store import Store
+from artfs.storage.store import Store, WrappingStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RetryingStore(Store):
+class RetryingStore(WrappingStore):
     """Wraps a store with the retry policy (the settings' ARTFS_STORE_RETRIES and ARTFS_STORE_DEADLINE
     reach it through `open_store`)."""
 
@@ -40,16 +39,12 @@ class RetryingStore(Store):
         on_retry: Callable[[str, float], None] | None = None,
     ) -> None:
         """`on_retry(why, seconds so far)` hears of every retry (a CLI says it is still trying)."""
-        self.inner = inner
+        super().__init__(inner)
         self.attempts = attempts
         self.deadline = deadline
         self.on_retry = on_retry
         self.base_delay = base_delay
         self.max_delay = max_delay
-
-    @property
-    def uri(self) -> str:  # type: ignore[override]
-        return self.inner.uri
 
     def _call(self, fn: Callable[[], T]) -> T:
         start = time.monotonic()
@@ -68,18 +63,6 @@ class RetryingStore(Store):
                 self.on_retry(str(last), time.monotonic() - start)
             time.sleep(delay)
         raise StoreUnavailable(f"store {self.uri} unreachable after {tries} attempts: {last}") from last
-
-    def get(self, key: str) -> bytes:
-        return self._call(lambda: self.inner.get(key))
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        return self._call(lambda: self.inner.get_range(key, offset, length))
-
-    def put(self, key: str, data: bytes) -> None:
-        self._call(lambda: self.inner.put(key, data))
-
-    def put_file(self, key: str, path: str | os.PathLike) -> None:
-        self._call(lambda: self.inner.put_file(key, path))
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         failed_before = False
@@ -100,15 +83,3 @@ class RetryingStore(Store):
     def list(self, prefix: str) -> Iterator[str]:
         """Listed eagerly, so a failure halfway through a listing is retried as a whole."""
         return iter(self._call(lambda: [*self.inner.list(prefix)]))
-
-    def delete(self, key: str) -> None:
-        self._call(lambda: self.inner.delete(key))
-
-    def check(self) -> None:
-        self._call(self.inner.check)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __repr__(self) -> str:
-        return f"RetryingStore({self.inner!r})"

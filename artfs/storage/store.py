@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from artfs.errors import StoreNotFound
+
+T = TypeVar("T")
 
 
 class Store(ABC):
@@ -69,3 +72,47 @@ class Store(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
 
+
+class WrappingStore(Store):
+    """A store around another, every call going through `_call`: how cross-cutting concerns (retries,
+    the circuit breaker) wrap any store instead of branching inside each one."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    @property
+    def uri(self) -> str:  # type: ignore[override]
+        return self.inner.uri
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+    def get(self, key: str) -> bytes:
+        return self._call(lambda: self.inner.get(key))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._call(lambda: self.inner.get_range(key, offset, length))
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call(lambda: self.inner.put(key, data))
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        self._call(lambda: self.inner.put_file(key, path))
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        return self._call(lambda: self.inner.create_if_absent(key, data))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self._call(lambda: self.inner.list(prefix))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.inner.delete(key))
+
+    def check(self) -> None:
+        self._call(self.inner.check)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
