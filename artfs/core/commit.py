@@ -219,7 +219,7 @@ class Committer:
     def publish(
         self, type_: str | None = None, message: str = "", metadata: dict[str, str] | None = None,
         aliases: list[str] | tuple[str, ...] = (), parent: int | None = None, base: int | None = None,
-        force: bool = False,
+        force: bool = False, run: str | None = None,
     ) -> CommitResult:
         """Build, then claim the next version (none if the tree equals latest's). With `base`, the tree is
         that version plus changes, merged onto latest (core/rebase.py; `force` keeps this side)."""
@@ -229,11 +229,11 @@ class Committer:
             try:
                 if base is None:
                     record = self.repo.publish(self.name, type_, manifest_path, header, message, metadata, aliases,
-                                               parent, repaired=self.repaired)
+                                               parent, repaired=self.repaired, run=run)
                 else:
                     record, header = publish_onto_latest(self.repo, self.name, base, manifest_path, header, type_,
                                                          message, metadata, aliases, force, side="DIR's",
-                                                         repaired=self.repaired)
+                                                         repaired=self.repaired, run=run)
             finally:
                 if os.path.exists(manifest_path):
                     os.unlink(manifest_path)
@@ -273,7 +273,7 @@ def scan_size(root: str) -> int:
 def commit_tree(
     repo: Repo, src: str, name: str, type_: str | None = None, message: str = "",
     metadata: dict[str, str] | None = None, aliases: list[str] | tuple[str, ...] = (),
-    progress: Progress | None = None, base: int | None = None, force: bool = False,
+    progress: Progress | None = None, base: int | None = None, force: bool = False, run: str | None = None,
 ) -> CommitResult:
     """`artfs put`: commit the directory `src` as the next version of `name`.
 
@@ -312,4 +312,4 @@ def commit_tree(
     except BaseException:
         committer.close()
         raise
-    return committer.publish(type_, message, metadata, aliases, base=base, force=force)
+    return committer.publish(type_, message, metadata, aliases, base=base, force=force, run=run)

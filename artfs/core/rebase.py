@@ -24,7 +24,7 @@ from artfs.errors import NotFound
 def publish_onto_latest(
     repo: Repo, name: str, base: int | None, cand_path: str, cand_header: Header, type_: str, message: str,
     metadata: dict[str, str] | None, aliases: list[str] | tuple[str, ...], force: bool, side: str = "staged",
-    repaired: bool = False,
+    repaired: bool = False, run: str | None = None,
 ) -> tuple[VersionRecord | None, Header]:
     """Claim base+1 for the candidate, or latest+1 for its merge onto latest; re-merge if beaten to it.
     `side` names the candidate in a conflict message ("staged", "DIR's").
@@ -47,7 +47,7 @@ def publish_onto_latest(
             number = latest + 1
         try:
             record = repo.publish(name, type_, path, header, message, metadata, aliases, parent=base,
-                                  number=number, repaired=repaired)
+                                  number=number, repaired=repaired, run=run)
         except VersionTaken:
             continue
         finally:

@@ -33,6 +33,7 @@ class VersionRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     message: str = ""
     metadata: dict[str, str] = {}
     parent: int | None = None  # the version a staging tree started from (lineage)
+    run: str | None = None  # the run that produced this version (core/runs.py), if it was made inside one
     format: int = 1
 
     @property

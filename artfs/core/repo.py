@@ -257,6 +257,7 @@ class Repo:
         parent: int | None = None,
         number: int | None = None,
         repaired: bool = False,
+        run: str | None = None,
     ) -> VersionRecord | None:
         """Claim the next version for an uploaded tree. None when the tree equals `latest`'s — unless it
         is `repaired`: the same content, uploaded afresh because copies it would have reused are bad.
@@ -284,7 +285,7 @@ class Repo:
             rec = VersionRecord(
                 artifact=name, version=number, type=type_, digest=header.digest, manifest=mid,
                 files=header.files, bytes=header.bytes, created=time.time(), creator=who,
-                message=message, metadata=dict(metadata or {}), parent=parent,
+                message=message, metadata=dict(metadata or {}), parent=parent, run=run,
             )
             data = encode(rec)
             if self.store.create_if_absent(version_key(name, number), data):

@@ -253,10 +253,10 @@ class StagingArea:
     def seal(
         self, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
         metadata: dict[str, str] | None = None, force: bool = False,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None, run: str | None = None,
     ) -> CommitResult:
         """Publish the staged tree as the next version (merging onto a newer latest); see seal.py."""
-        return seal_area(self, message, aliases, type_, metadata, force, progress)
+        return seal_area(self, message, aliases, type_, metadata, force, progress, run=run)
 
     def status(self) -> list[tuple[str, str]]:
         """[(added|modified|deleted, path)] against the base, in path order; see seal.py."""
