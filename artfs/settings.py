@@ -5,12 +5,14 @@ daemon's start) and passed down as plain configuration: storage and core never r
     ARTFS_CACHE           the cache directory, disposable (default: $XDG_CACHE_HOME/artfs, ~/.cache/artfs)
     ARTFS_DATA            the data directory: staged changes, the default store (default:
                           $XDG_DATA_HOME/artfs, ~/.local/share/artfs)
-    ARTFS_CACHE_SIZE      the chunk cache's bound, e.g. 20G (default 20G)
+    ARTFS_CACHE_SIZE      the chunk cache's bound, e.g. 20G (default: the bound last given, else 20G)
     ARTFS_MEMORY_CACHE    decoded chunks a mount daemon keeps in memory, e.g. 128M (default 128M)
     ARTFS_STORE_RETRIES   attempts per store request (default 5)
     ARTFS_STORE_DEADLINE  seconds a store request may keep retrying (default 25)
     ARTFS_LOG_LEVEL       a mount daemon's log level: DEBUG, INFO, WARNING, ERROR (default INFO)
     ARTFS_READ_AHEAD_KB   the kernel readahead a mount asks for, in KiB (default 1024)
+    ARTFS_RUN_ID          the run this process belongs to, set by `artfs run` for its command (core/runs.py)
+    ARTFS_RUN_HEARTBEAT   seconds between a run's heartbeats (default 10); silent for 3 of them: crashed
     XDG_CACHE_HOME, XDG_DATA_HOME, XDG_STATE_HOME, XDG_RUNTIME_DIR   the usual base directories
 
 Where the directories are used, and which of them are disposable: core/places.py. The AWS configuration
@@ -59,6 +61,8 @@ class Settings:
     log_level: str = "INFO"
     read_ahead_kb: int = 1024
     test_seal_gate: str | None = None  # ARTFS_TEST_SEAL_GATE: see fs/control_server.py (tests only)
+    run_id: str | None = None  # ARTFS_RUN_ID: inside `artfs run`, the run's id
+    run_heartbeat: float | None = None  # ARTFS_RUN_HEARTBEAT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +98,8 @@ class Settings:
             log_level=level,
             read_ahead_kb=_read_ahead_kb(env),
             test_seal_gate=env.get("ARTFS_TEST_SEAL_GATE") or None,
+            run_id=_run_id(env),
+            run_heartbeat=_number(env, "ARTFS_RUN_HEARTBEAT", float, 0.01),
         )
 
 
@@ -128,6 +134,18 @@ def _size(env: Mapping[str, str], name: str) -> int | None:
         return parse_size(text)
     except ArtfsError as e:
         raise ArtfsError(f"{name}: {e}") from None
+
+
+def _run_id(env: Mapping[str, str]) -> str | None:
+    from artfs.core.runs import RUN_ENV, check_run_id
+
+    value = env.get(RUN_ENV)
+    if not value:
+        return None
+    try:
+        return check_run_id(value)
+    except ArtfsError as e:
+        raise ArtfsError(f"{RUN_ENV}: {e}") from None
 
 
 def _read_ahead_kb(env: Mapping[str, str]) -> int:

@@ -77,13 +77,18 @@ def request(path: str, op: str, params: dict | None = None, progress: Progress |
 
 def request_seal(path: str, message: str = "", aliases: list[str] | tuple[str, ...] = (),
                  type_: str | None = None, metadata: dict[str, str] | None = None, force: bool = False,
-                 progress: Progress | None = None, wait: float | None = None) -> dict:
+                 progress: Progress | None = None, wait: float | None = None, ttl: float | str | None = None) -> dict:
     """Publish the staging tree at `path` as the next version; returns the commit result. The daemon first
-    waits up to `wait` seconds (its default: 30) for files still open for writing to be closed."""
+    waits up to `wait` seconds (its default: 30) for files still open for writing to be closed. `ttl`
+    (seconds, or "30d"): the version is deleted that long after its creation (core/lifecycle.py)."""
     params: dict = {"message": message, "aliases": list(aliases), "type": type_, "metadata": metadata or {},
                     "force": force}
     if wait is not None:
         params["wait"] = wait
+    if ttl is not None:
+        from artfs.core.lifecycle import parse_ttl
+
+        params["ttl"] = parse_ttl(ttl)
     return request(path, "seal", params, progress)
 
 

@@ -1,12 +1,15 @@
 """Benchmark artfs beside its peers, in one run: tables (markdown) on stdout, progress on stderr.
 
-    scripts/bench [--quick] [--only core|mount|staging] [--reps N] [--json FILE]
+    scripts/bench [--quick] [--only core|mount|staging|capture|lineage|runs] [--reps N] [--json FILE]
 
 (`scripts/bench` sets up the venv and the peers, then runs `python -m bench` from the repo root.)
 
 Table 1 (core): `artfs put`/`get` on a local store and on moto S3, beside `cp -r` and boto3.
 Table 2 (mount): reads through `artfs mount` beside local disk, boto3, rclone mount and s3fs.
 Table 3 (staging): writes into MNT/NAME/staging and `artfs seal`, beside local disk, rclone and s3fs.
+Table 4 (capture): small-file reads through a mount inside `artfs run` beside the same reads outside.
+Table 5 (lineage): `artfs lineage` on a directory store with 10,000 runs and 1,000 versions.
+Table 6 (runs): runs_using, run_info, producing_run, list_runs on a store of 10,000 runs, 1,000 versions.
 Figures are medians of --reps repetitions (3; 1 with --quick); ratios are artfs ÷ peer, higher is better.
 Whatever is not available (the mount, staging, a peer) prints as n/a with the reason.
 """
@@ -21,13 +24,13 @@ import platform
 import sys
 import traceback
 
-from bench import table_core, table_mount, table_staging
+from bench import table_capture, table_core, table_gc, table_lineage, table_mount, table_runs, table_staging
 from bench.common import CLEANUP, drop_caches, install_signal_handlers, log, temp_dir
 from bench.data import Scale, make_dataset
 from bench.mounts import Artfs
 from bench.s3peer import S3
 
-TABLES = ("core", "mount", "staging")
+TABLES = ("core", "mount", "staging", "capture", "lineage", "runs", "gc")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -92,6 +95,10 @@ def main(argv: list[str]) -> int:
             "core": lambda: run_core(artfs, s3, data, work, args.reps, report),
             "mount": lambda: table_mount.run(artfs, s3, data, work, args.reps, scale, report),
             "staging": lambda: table_staging.run(artfs, s3, data, work, args.reps, report),
+            "capture": lambda: table_capture.run(artfs, data, work, args.reps, report),
+            "lineage": lambda: table_lineage.run(artfs, work, args.reps, report),
+            "runs": lambda: table_runs.run(work, args.reps, args.quick, report),
+            "gc": lambda: table_gc.run(work, args.reps, args.quick, report),
         }
         failed = 0
         for name in which:

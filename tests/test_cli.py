@@ -295,3 +295,12 @@ def test_completion_scripts_and_artifact_names(tmp_path, src):
     assert "plain,animals" in artfs(env=env).stdout.splitlines()
     env["COMP_WORDS"] = "artfs get animals:"
     assert {"plain,animals:v0", "plain,animals:latest", "plain,animals:best"} <= set(artfs(env=env).stdout.splitlines())
+    (src / "more.txt").write_text("v1")
+    artfs("put", str(src), "animals", "--store", store)
+    artfs("put", str(src), "gone", "--store", store)
+    artfs("rm", "animals:v1", "--store", store)
+    artfs("rm", "gone", "--yes", "--store", store)
+    offered = set(artfs(env=env).stdout.splitlines())  # deleted versions and artifacts are not offered
+    assert "plain,animals:v0" in offered and "plain,animals:v1" not in offered
+    env["COMP_WORDS"] = "artfs get "
+    assert "plain,gone" not in artfs(env=env).stdout.splitlines()

@@ -41,7 +41,8 @@ def test_explicit_store_wins() -> None:
 
 def test_cache_size_reaches_the_cache(tmp_path) -> None:
     for env, expected in (({"ARTFS_CACHE_SIZE": "8M"}, 8 * MiB), ({}, 20 << 30)):
-        s = Settings.from_env({**env, "ARTFS_CACHE": str(tmp_path / "cache"), "ARTFS_DATA": str(tmp_path / "d")})
+        cache = str(tmp_path / f"cache-{expected}")  # a cache keeps the last bound given (storage/cache.py)
+        s = Settings.from_env({**env, "ARTFS_CACHE": cache, "ARTFS_DATA": str(tmp_path / "d")})
         repo = s.open_repo(str(tmp_path / "store"), create=True)
         try:
             assert repo.cache.max_bytes == expected

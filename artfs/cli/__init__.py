@@ -6,6 +6,10 @@
     mount.py      mount, unmount: hand over to artfs.fs, imported only when they run
     staging.py    seal, status, discard: requests to a mount's daemon (artfs/staging_client.py)
     maintenance.py  verify (is the store still sound), completion (shell scripts); room for gc, cache
+    runs.py       run (a command as a recorded run), runs, runs show
+    lifecycle.py  rm, restore, ttl, retain, retention: soft delete and expiry of versions
+    lineage.py    lineage: the graph of runs and versions (text, JSON, DOT, Mermaid, SVG: lineage_render.py)
+    cache.py      cache info, prune, clear: this machine's chunk cache, store indexes, downloaded manifests
 
 A new group is one more module with its COMMANDS, added to the list below.
 """
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import click
 
-from artfs.cli import artifacts, maintenance, mount, staging
+from artfs.cli import artifacts, lifecycle, lineage, maintenance, mount, runs, staging
+from artfs.cli import cache as cache_commands  # artfs cache info|prune|clear
+from artfs.cli import gc as gc_commands  # artfs gc (garbage collection)
 from artfs.cli.common import run
 
 
@@ -24,7 +30,7 @@ def cli() -> None:
     """artfs: versioned ML artifacts (datasets, models) as ordinary directories."""
 
 
-for _group in (artifacts, mount, staging, maintenance):
+for _group in (artifacts, mount, staging, runs, lineage, maintenance, gc_commands, lifecycle, cache_commands):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 

@@ -20,6 +20,7 @@ from artfs.cli.common import (
     open_repo,
     print_json,
     progress,
+    settings,
     shown,
     store_option,
     table,
@@ -43,18 +44,23 @@ from artfs.errors import ArtfsError
 @click.option("--base", "base_ref", default=None, metavar="REF",
               help="SRC is version REF plus your changes: merge them onto latest (conflicts are refused).")
 @click.option("--force", is_flag=True, help="With --base, on conflicting paths keep SRC's side.")
+@click.option("--ttl", "ttl_text", default=None, metavar="DURATION",
+              help="Delete the version this long after its creation (30d, 12h, 2w; see `artfs ttl`).")
 @store_option
 @endpoint_option
 @json_option
-def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, endpoint_url, as_json) -> None:
+def put(src, name, type_, message, aliases, meta, base_ref, force, ttl_text, store_uri, endpoint_url,
+        as_json) -> None:
     """Commit directory SRC as the next version of artifact NAME.
 
     The version is exactly SRC (a snapshot), whatever others published since you got it; with --base REF,
     SRC's changes since REF are merged onto latest instead, as a seal does."""
     from artfs.core.commit import commit_tree, scan_size
+    from artfs.core.lifecycle import parse_ttl
     from artfs.core.names import check_name
 
     check_name(name)
+    ttl = parse_ttl(ttl_text) if ttl_text is not None else None
     for a in aliases:
         check_alias(a)
     metadata = parse_meta(meta)
@@ -71,9 +77,11 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, en
     repo = open_repo(store_uri, endpoint_url, create=True)
     try:
         base = repo.resolve(base_spec).version if base_spec is not None else None
+        run = _enclosing_run(repo)
         show = not as_json and sys.stderr.isatty()
         with progress(scan_size(src) if show else None, f"put {name}", show) as bar:
-            result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar, base=base, force=force)
+            result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar, base=base, force=force,
+                                 run=run, ttl=ttl)
     finally:
         repo.close()
     if as_json:
@@ -88,6 +96,19 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, store_uri, en
                f"{result.reused_chunks} chunks already stored, {result.new_chunks} new")
     click.echo(f"  {src}'s changes since {name}:v{base}, merged onto latest" if base is not None
                else f"  exactly the tree of {src} (--base REF would merge its changes onto latest instead)")
+
+
+def _enclosing_run(repo) -> str | None:
+    """Inside `artfs run` ($ARTFS_RUN_ID), the run the new version is an output of — if the run is in this
+    store; a put into another store is not attributed to a run it cannot name."""
+    from artfs.core.runs import run_exists
+
+    run_id = settings().run_id
+    if run_id is None or run_exists(repo, run_id):
+        return run_id
+    click.echo(f"artfs: run {run_id} is not in store {repo.store.uri}; the version is not recorded as its "
+               "output", err=True)
+    return None
 
 
 @click.command(epilog=examples(
@@ -134,19 +155,31 @@ def _aliases_by_version(repo, name: str, latest: int) -> dict[int, list[str]]:
     return out
 
 
-@click.command(name="ls", epilog=examples('artfs ls', 'artfs ls animals', 'artfs ls animals:v3 --json'))
+@click.command(name="ls", epilog=examples('artfs ls', 'artfs ls animals', 'artfs ls animals:v3 --json',
+                                         'artfs ls animals --deleted'))
 @click.argument("name", required=False, shell_complete=complete_refs)
+@click.option("--deleted", is_flag=True, help="List deleted versions instead (restorable, and until when).")
 @store_option
 @endpoint_option
 @json_option
-def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
-    """List artifacts, or the versions of artifact NAME."""
+def ls_cmd(name, deleted, store_uri, endpoint_url, as_json) -> None:
+    """List artifacts, or the versions of artifact NAME (--deleted: the deleted ones)."""
+    from artfs.cli.lifecycle import deleted_listing
+
+    parsed = parse_ref(name) if name is not None else None
+    if deleted and parsed is not None and parsed.ref is not None:
+        raise ArtfsError(f"--deleted lists a whole artifact: give {parsed.name}, not {name}")
     repo = open_repo(store_uri, endpoint_url)
     try:
-        if name is None:
+        if deleted:
+            deleted_listing(repo, parsed.name if parsed else None, as_json)
+            return
+        if parsed is None:
             rows = []
-            for art in repo.artifacts():
-                recs, problems = repo.readable_versions(art)
+            for art, view in repo.views().items():
+                if view.latest is None:  # every version deleted (`artfs ls --deleted` shows them)
+                    continue
+                recs, problems = repo.readable_versions(art, view.live)
                 for problem in problems:
                     click.echo(f"warning: {problem}", err=True)
                 if not recs:
@@ -160,13 +193,12 @@ def ls_cmd(name, store_uri, endpoint_url, as_json) -> None:
                          when(r["updated"])] for r in rows],
                        ["NAME", "TYPE", "VERSIONS", "LATEST", "SIZE", "UPDATED"])
             return
-        parsed = parse_ref(name)
         numbers = repo.require_artifact(parsed.name)
         by_version = _aliases_by_version(repo, parsed.name, numbers[-1])
         if parsed.ref is not None:  # NAME:REF lists that one version
             recs, problems = [repo.resolve(parsed)], []
         else:
-            recs, problems = repo.readable_versions(parsed.name)
+            recs, problems = repo.readable_versions(parsed.name, numbers)
         for problem in problems:
             click.echo(f"warning: {problem}", err=True)
         if as_json:
@@ -283,7 +315,7 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
     try:
         parsed = parse_ref(ref)
         rec = repo.resolve(parsed)
-        numbers = repo.version_numbers(parsed.name)
+        numbers = repo.require_artifact(parsed.name)  # the live ones: the last is latest
         aliases = _aliases_by_version(repo, parsed.name, numbers[-1]).get(rec.version, [])
     finally:
         repo.close()
@@ -327,6 +359,8 @@ def log(name, store_uri, endpoint_url, as_json) -> None:
         events += [{"time": e.time, "event": "alias" if e.version is not None else "alias-deleted",
                     "alias": e.alias, "ref": f"{parsed.name}:v{e.version}" if e.version is not None else None,
                     "creator": e.creator} for e in repo.alias_log(parsed.name)]
+        events += [{"time": e.time, "event": e.kind, "refs": [f"{parsed.name}:v{n}" for n in e.versions],
+                    "ttl": e.ttl, "creator": e.creator} for e in repo.lifecycle_log(parsed.name)]
     finally:
         repo.close()
     # newest first, but an alias set with a version (`put --alias`, `seal --alias`) comes right below it
@@ -349,6 +383,12 @@ def log(name, store_uri, endpoint_url, as_json) -> None:
             click.echo(f"{at}  {e['ref']:<20} {e['files']} files, {human(e['bytes'])}  by {e['creator']}{msg}")
         elif e["event"] == "alias":
             click.echo(f"{at}  alias {e['alias']} -> {e['ref']}  by {e['creator']}")
+        elif e["event"] in ("delete", "restore", "ttl"):  # core/lifecycle.py
+            refs = ", ".join(e["refs"])
+            what = {"delete": "deleted", "restore": "restored"}.get(e["event"], "")
+            if e["event"] == "ttl":
+                what = f"TTL {e['ttl'] / 86400:g}d" if e["ttl"] is not None else "TTL removed"
+            click.echo(f"{at}  {refs} {what}  by {e['creator']}")
         else:
             click.echo(f"{at}  alias {e['alias']} deleted  by {e['creator']}")
 

@@ -39,7 +39,7 @@ cache_dir_option = click.option(
 )
 cache_size_option = click.option(
     "--cache-size", default=None, metavar="SIZE",
-    help="Bound of the chunk cache, e.g. 20G (default: $ARTFS_CACHE_SIZE, else 20G).",
+    help="Bound of the chunk cache, e.g. 20G (default: $ARTFS_CACHE_SIZE, else the bound last given, else 20G).",
 )
 
 
@@ -103,10 +103,10 @@ def complete_refs(ctx: click.Context, param: click.Parameter, incomplete: str) -
         repo = settings().open_repo(store, ctx.params.get("endpoint_url"))
         try:
             name, sep, _ = incomplete.partition(":")
-            if not sep:
-                return [n for n in repo.artifacts() if n.startswith(incomplete)]
-            numbers = repo.version_numbers(name)
-            refs = [f"v{n}" for n in numbers] + ["latest", *sorted(repo.aliases(name))]
+            if not sep:  # artifacts with a live version: deleted ones are not offered
+                return [n for n, v in sorted(repo.views().items()) if v.live and n.startswith(incomplete)]
+            view = repo.view(name)
+            refs = [f"v{n}" for n in view.live] + ["latest", *sorted(view.aliases)]
             return [f"{name}:{r}" for r in refs if f"{name}:{r}".startswith(incomplete)]
         finally:
             repo.close()

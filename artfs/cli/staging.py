@@ -21,9 +21,14 @@ from artfs.core.names import check_alias, check_message, check_name, parse_meta
 @click.option("--force", is_flag=True, help="On conflicting paths, take the staging side.")
 @click.option("--wait", type=click.FloatRange(0, 86400), default=None, metavar="SECONDS",
               help="Wait this long for files still open for writing to be closed (default 30); then refuse.")
+@click.option("--ttl", "ttl_text", default=None, metavar="DURATION",
+              help="Delete the version this long after its creation (30d, 12h, 2w; see `artfs ttl`).")
 @json_option
-def seal_cmd(path, message, aliases, type_, meta, force, wait, as_json) -> None:
+def seal_cmd(path, message, aliases, type_, meta, force, wait, ttl_text, as_json) -> None:
     """Publish the staging directory PATH as the next version (prints the new ref)."""
+    from artfs.core.lifecycle import parse_ttl
+
+    ttl = parse_ttl(ttl_text) if ttl_text is not None else None
     for a in aliases:
         check_alias(a)
     if type_ is not None:
@@ -31,7 +36,7 @@ def seal_cmd(path, message, aliases, type_, meta, force, wait, as_json) -> None:
     metadata = parse_meta(meta)
     check_message(message, metadata)
     with progress_to("seal", not as_json) as update:
-        result = staging_client.request_seal(path, message, aliases, type_, metadata, force, update, wait)
+        result = staging_client.request_seal(path, message, aliases, type_, metadata, force, update, wait, ttl)
     if as_json:
         print_json(result)
     elif result.get("unchanged"):

@@ -123,26 +123,25 @@ class Committer:
         and no reason to refuse the commit."""
         self._parent_known = True
         self._bad = self.repo.damage.locations()
-        numbers = self.repo.version_numbers(self.name)
-        if numbers:
+        self.repo.guard.prepare()  # the gc listing this commit's uploads are checked against (gc_guard.py)
+        latest = self.repo.heads(self.name)[0]  # the newest live version (deleted ones may be collected)
+        if latest is not None:
             try:
-                self.repo.ensure_chunks(self.repo.version(self.name, numbers[-1]))
+                self.repo.ensure_chunks(self.repo.version(self.name, latest))
             except ArtfsError as e:
                 if isinstance(e, StoreUnavailable):
                     raise
-                log.warning("%s:v%d is no dedup source: %s", self.name, numbers[-1], e)
+                log.warning("%s:v%d is no dedup source: %s", self.name, latest, e)
 
     def _reusable(self, ref: ChunkRef) -> bool:
-        """A known copy may be reused unless it failed verification or its pack is gone: asked of the
-        store once per pack per commit, so a deleted pack never ends up under a new version."""
+        """A known copy may be reused unless it failed verification, or its pack is gone or condemned by
+        garbage collection (core/gc_guard.py: one LIST of the condemned, at most one HEAD per pack), so
+        neither a stale local index nor a deleted pack ends up under a new version."""
         if (ref.digest, ref.pack) in self._bad:
             return False
         present = self._packs_seen.get(ref.pack)
         if present is None:
-            present = self._packs_seen[ref.pack] = self.repo.store.exists(pack_key(ref.pack))
-            if not present:
-                log.warning("pack %s is missing from the store: its content is uploaded again", ref.pack)
-                self.repo.index.forget_pack_chunks(ref.pack)
+            present = self._packs_seen[ref.pack] = self.repo.guard.usable(ref.pack)
         return present
 
     def _chunk(self, data: memoryview) -> ChunkRef:
@@ -181,7 +180,9 @@ class Committer:
         def upload() -> None:
             try:
                 data = b"".join(parts)
+                started = self.repo.guard.now()
                 self.repo.store.put(pack_key(pack.pack_id), data)
+                self.repo.guard.uploaded(pack.pack_id, started)
                 try:
                     self.repo.index.add_chunks(refs)
                 except ArtfsError as e:  # the index only speeds up later dedup: the pack is stored
@@ -219,21 +220,22 @@ class Committer:
     def publish(
         self, type_: str | None = None, message: str = "", metadata: dict[str, str] | None = None,
         aliases: list[str] | tuple[str, ...] = (), parent: int | None = None, base: int | None = None,
-        force: bool = False, run: str | None = None,
+        force: bool = False, run: str | None = None, ttl: float | None = None,
     ) -> CommitResult:
         """Build, then claim the next version (none if the tree equals latest's). With `base`, the tree is
-        that version plus changes, merged onto latest (core/rebase.py; `force` keeps this side)."""
+        that version plus changes, merged onto latest (core/rebase.py; `force` keeps this side). `ttl`:
+        seconds after which the new version is soft-deleted (core/lifecycle.py)."""
         try:
             type_ = self.repo.check_type(self.name, type_)
             manifest_path, header = self.build()
             try:
                 if base is None:
                     record = self.repo.publish(self.name, type_, manifest_path, header, message, metadata, aliases,
-                                               parent, repaired=self.repaired, run=run)
+                                               parent, repaired=self.repaired, run=run, ttl=ttl)
                 else:
                     record, header = publish_onto_latest(self.repo, self.name, base, manifest_path, header, type_,
                                                          message, metadata, aliases, force, side="DIR's",
-                                                         repaired=self.repaired, run=run)
+                                                         repaired=self.repaired, run=run, ttl=ttl)
             finally:
                 if os.path.exists(manifest_path):
                     os.unlink(manifest_path)
@@ -274,6 +276,7 @@ def commit_tree(
     repo: Repo, src: str, name: str, type_: str | None = None, message: str = "",
     metadata: dict[str, str] | None = None, aliases: list[str] | tuple[str, ...] = (),
     progress: Progress | None = None, base: int | None = None, force: bool = False, run: str | None = None,
+    ttl: float | None = None,
 ) -> CommitResult:
     """`artfs put`: commit the directory `src` as the next version of `name`.
 
@@ -312,4 +315,4 @@ def commit_tree(
     except BaseException:
         committer.close()
         raise
-    return committer.publish(type_, message, metadata, aliases, base=base, force=force, run=run)
+    return committer.publish(type_, message, metadata, aliases, base=base, force=force, run=run, ttl=ttl)

@@ -19,7 +19,7 @@ import os
 import struct
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -239,6 +239,53 @@ class StoreIndex:
             doomed = [bytes(k) for k, v in txn.cursor(db=db.chunks) if v[:16] == raw_pack]
             for k in doomed:
                 txn.delete(k, db=db.chunks)
+
+    # --- footprint (artfs cache) ------------------------------------------------------------------
+
+    def manifest_chunks(self, mid: str, among: Container[bytes]) -> set[bytes] | None:
+        """The digests of an indexed manifest's chunks that are `among` the given ones (one cursor pass over
+        its entries; the set stays as small as `among`); None if the manifest is not indexed here."""
+        if self._built(mid) is None:
+            return None
+        prefix = bytes.fromhex(mid)
+        decode = msgspec.msgpack.Decoder(Entry).decode
+        digests: set[bytes] = set()
+        with self._shared.transaction(buffers=True) as (txn, db):
+            cur = txn.cursor(db=db.tree)
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if bytes(key[: len(prefix)]) != prefix:
+                        break
+                    digests.update(ref[0] for ref in decode(value).refs_raw() if ref[0] in among)
+        return digests
+
+    def records_under(self, prefix: str) -> list[tuple[str, bytes]]:
+        """The records held here whose keys start with `prefix`, by key."""
+        start = prefix.encode()
+        out: list[tuple[str, bytes]] = []
+        with self._shared.transaction() as (txn, db):
+            cur = txn.cursor(db=db.records)
+            if not cur.set_range(start):
+                return out
+            for key, value in cur:
+                if not bytes(key).startswith(start):
+                    break
+                out.append((bytes(key).decode(), bytes(value)))
+        return out
+
+    def drop_rebuildable(self) -> int:
+        """Drop what is safe to drop while other processes use this index: the records (fetched again on
+        use) and the chunk locations (rebuilt from the parent version of the next commit; a chunk no longer
+        known is uploaded again). The manifests' lookup tables stay: a running mount reads them. The number
+        of entries dropped; LMDB reuses their pages (the file does not shrink)."""
+        with self._shared.transaction(write=True) as (txn, db):
+            dropped = txn.stat(db.records)["entries"] + txn.stat(db.chunks)["entries"]
+            txn.drop(db.records, delete=False)
+            txn.drop(db.chunks, delete=False)
+            done = [bytes(k) for k, _ in txn.cursor(db=db.manifests) if bytes(k).endswith(b"/chunks")]
+            for k in done:  # so build_chunks fills the locations again
+                txn.delete(k, db=db.manifests)
+        return dropped
 
     # --- immutable records -----------------------------------------------------------------------
 

@@ -4,16 +4,19 @@
         chunks.lmdb/                           the LMDB chunk cache (storage/cache.py), shared by processes
         stores/<store tag>/index.lmdb/         per-store index: version records, manifests' trees, chunks
         stores/<store tag>/manifests/          manifests as fetched from the store
+        stores/<store tag>/copies/             versions downloaded by the Python API (artfs/tracking.py)
         (temporary files)                      manifests being written by a commit or a seal
     <data>/                                    NOT disposable
         store/                                 the embedded default store (a directory store)
         staging/<store tag>/<artifact>/        staged, unsealed changes (core/staging/layout.py)
     <state>/logs/mount-<name>-<hash>.log       one log per mount point
     <state>/run/<hash>.sock                    a mount daemon's control socket (or under <runtime>)
+    <state>/runs/<pid>-<start>.json            the active runs on this machine (or under <runtime>)
 
 The roots come from the settings (artfs/settings.py: $ARTFS_CACHE, $ARTFS_DATA, $XDG_*), read once at the
 edge; nothing below reads the environment. Staged data used to live under `<cache>/stores/<tag>/staging`,
 where `rm -rf ~/.cache/artfs` deleted it: `staging_root` moves it to `<data>` the first time it is asked.
+`artfs cache info|prune|clear` (cli/cache.py) reports and drops the disposable part (`store_caches`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ def store_tag(store_uri: str) -> str:
 
 def _mount_tag(mountpoint: str) -> str:
     return hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreCache:
+    """One store's part of the cache: `uri` ("" if unknown), its directory, index, manifests and copies."""
+
+    uri: str
+    path: str
+    index: str
+    manifests: str
+    copies: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,32 @@ class Places:
     def manifests(self, store_uri: str) -> str:
         return os.path.join(self.store_cache(store_uri), "manifests")
 
+    def version_copy(self, store_uri: str, name: str, version: int, digest: str) -> str:
+        """A version's files exported for `ArtifactVersion.path()/download()` when no mount serves it. Named
+        with the digest too: a copy is never mistaken for another version that got the same number."""
+        return os.path.join(self.store_cache(store_uri), "copies", name, f"v{version}-{digest[:12]}")
+
+    def store_caches(self) -> list[StoreCache]:
+        """The per-store parts of the cache on this machine, one per store used from here (`artfs cache`)."""
+        root = os.path.join(self.cache, "stores")
+        try:
+            tags = sorted(os.listdir(root))
+        except OSError:
+            return []
+        found = []
+        for tag in tags:
+            path = os.path.join(root, tag)
+            if not os.path.isdir(path):
+                continue
+            try:
+                with open(os.path.join(path, "store-uri")) as f:  # written by the index (core/index.py)
+                    uri = f.read().strip()
+            except OSError:
+                uri = ""
+            found.append(StoreCache(uri, path, os.path.join(path, "index.lmdb"), os.path.join(path, "manifests"),
+                                    os.path.join(path, "copies")))
+        return found
+
     # --- kept -------------------------------------------------------------------------------------
 
     def default_store(self) -> str:
@@ -85,6 +125,12 @@ class Places:
         """`<state>/logs/mount-<name>-<hash>.log`: one log per mount point."""
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(os.path.abspath(mountpoint)))
         return os.path.join(self.state, "logs", f"mount-{name or 'root'}-{_mount_tag(mountpoint)[:8]}.log")
+
+    @property
+    def runs_registry(self) -> str:
+        """The machine-local registry of active runs (core/run_registry.py): <runtime>/runs, else
+        <state>/runs. Entries name live processes, so a tmpfs that a reboot empties is the right home."""
+        return os.path.join(self.runtime or self.state, "runs")
 
     def control_socket(self, mountpoint: str) -> str:
         """A mount daemon's control socket, in the first of <runtime>, <state>/run, /tmp/artfs-<uid> where

@@ -24,30 +24,32 @@ from artfs.errors import NotFound
 def publish_onto_latest(
     repo: Repo, name: str, base: int | None, cand_path: str, cand_header: Header, type_: str, message: str,
     metadata: dict[str, str] | None, aliases: list[str] | tuple[str, ...], force: bool, side: str = "staged",
-    repaired: bool = False, run: str | None = None,
+    repaired: bool = False, run: str | None = None, ttl: float | None = None,
 ) -> tuple[VersionRecord | None, Header]:
     """Claim base+1 for the candidate, or latest+1 for its merge onto latest; re-merge if beaten to it.
     `side` names the candidate in a conflict message ("staged", "DIR's").
 
     repo.publish moves the manifest file it is given into the manifest cache, so each attempt gets its
-    own hard link of the candidate (the candidate is needed again if the attempt loses its number)."""
+    own hard link of the candidate (the candidate is needed again if the attempt loses its number).
+
+    Latest is the newest live version and the number is the highest ever claimed + 1 (deleted versions
+    keep theirs, core/lifecycle.py); if every version was deleted meanwhile, the candidate is published
+    as it is (there is nothing to merge onto)."""
     while True:
-        numbers = repo.version_numbers(name)
-        latest = numbers[-1] if numbers else None
-        if latest == base:
+        latest, number = repo.heads(name)
+        if base is not None and number == 0:  # no version record at all: the base is not this store's
+            raise NotFound(f"{name}:v{base} does not exist")
+        if latest == base or latest is None:
             path = cand_path + ".attempt"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             os.link(cand_path, path)
-            header, number = cand_header, 0 if base is None else base + 1
-        elif latest is None:  # the base is gone from the store, and every version with it
-            raise NotFound(f"{name}:v{base} does not exist")
+            header = cand_header
         else:
             path, header = _merge(repo, name, base, cand_path, cand_header, latest, force, side)
-            number = latest + 1
         try:
             record = repo.publish(name, type_, path, header, message, metadata, aliases, parent=base,
-                                  number=number, repaired=repaired, run=run)
+                                  number=number, repaired=repaired, run=run, ttl=ttl)
         except VersionTaken:
             continue
         finally:

@@ -1,4 +1,5 @@
-"""Plain records kept in the store — version records and alias events — and their one JSON form.
+"""Plain records kept in the store — version records, alias and lifecycle events, the store's format — and
+their one JSON form.
 
 Records are validated on the way in, because a bucket may be written by someone else.
 """
@@ -49,6 +50,36 @@ class AliasEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     version: int | None
     time: float
     creator: str
+
+
+DELETE, RESTORE, TTL = "delete", "restore", "ttl"
+
+
+class LifecycleEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One change to versions' lives, appended to `artifacts/<name>/deleted/<seq>.json` and never rewritten
+    (core/tombstones.py replays the log). `delete` tombstones `versions` (all of them for `artfs rm NAME`,
+    `whole`); `restore` lifts a tombstone and drops the TTL; `ttl` sets (`ttl` seconds, soft-deleting at
+    `expires` = created + ttl) or removes (None) a version's time to live."""
+
+    seq: int
+    kind: str
+    versions: list[int]
+    time: float
+    creator: str
+    ttl: float | None = None
+    expires: float | None = None
+    whole: bool = False
+
+
+class FormatRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`format.json`: the store's format version and the features in use (core/store_format.py), and its
+    settings (the retention window of soft-deleted versions, seconds)."""
+
+    format: int
+    features: list[str] = []
+    retention: float | None = None
+    time: float = 0.0
+    creator: str = ""
 
 
 class QuarantineRecord(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -116,6 +147,26 @@ def decode_version(data: bytes, key: str, name: str, number: int) -> VersionReco
     return rec
 
 
+def decode_lifecycle(data: bytes, key: str, seq: int) -> LifecycleEvent:
+    try:
+        ev = msgspec.json.decode(data, type=LifecycleEvent)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise IntegrityError(f"lifecycle record {key} rejected: {e}") from None
+    if ev.seq != seq or ev.kind not in (DELETE, RESTORE, TTL) or any(n < 0 for n in ev.versions):
+        raise IntegrityError(f"lifecycle record {key} rejected: wrong sequence number, kind or version")
+    return ev
+
+
+def decode_format(data: bytes, key: str) -> FormatRecord:
+    try:
+        rec = msgspec.json.decode(data, type=FormatRecord)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise IntegrityError(f"store format record {key} rejected: {e}") from None
+    if rec.retention is not None and rec.retention < 0:
+        raise IntegrityError(f"store format record {key} rejected: negative retention window")
+    return rec
+
+
 def decode_alias(data: bytes, key: str, seq: int) -> AliasEvent:
     try:
         ev = msgspec.json.decode(data, type=AliasEvent)
@@ -125,3 +176,31 @@ def decode_alias(data: bytes, key: str, seq: int) -> AliasEvent:
     if ev.seq != seq:
         raise IntegrityError(f"alias record {key} rejected: sequence number mismatch")
     return ev
+
+
+class GcConfig(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`gc/config.json`: the safety margin (seconds) gc waits and every writer's pre-claim check assumes.
+    `previous` is the margin before the last change, still in force until `changed` + previous (a writer
+    may have read it just before the change: core/gc_guard.py)."""
+
+    margin: float
+    previous: float | None = None
+    changed: float = 0.0
+
+
+class GcLease(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`gc/lease`: a collector runs until `expires` (an optimisation: safety never depends on it)."""
+
+    holder: str
+    expires: float
+    started: float = 0.0
+
+
+class StagingLease(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`gc/staging/<area id>`: a staging area somewhere reads its base version's chunks until `expires`
+    (refreshed while the area exists; removed when it is discarded, sealed or reset to another base)."""
+
+    artifact: str
+    base: int | None
+    expires: float
+    holder: str = ""

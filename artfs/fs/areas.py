@@ -66,11 +66,12 @@ class SealProgress:
 
 
 def _measure_and_seal(area: StagingArea, progress: SealProgress | None, message: str, aliases: list[str],
-                      type_: str | None, metadata: dict[str, str], force: bool) -> CommitResult:
+                      type_: str | None, metadata: dict[str, str], force: bool, run: str | None = None,
+                      ttl: float | None = None) -> CommitResult:
     """Worker thread: measure the tree for the progress bar, then seal."""
     if progress is not None:
         progress.total = sum(e.size for e, _ in area.walk() if e.kind == FILE)
-    return area.seal(message, aliases, type_, metadata, force, progress=progress)
+    return area.seal(message, aliases, type_, metadata, force, progress=progress, run=run, ttl=ttl)
 
 
 class Area:
@@ -237,6 +238,13 @@ class Areas:
                 log.info("staging of %s now shows %s", name, _base_label(a.area))
                 await self._replaced(a)
 
+    async def renew_leases(self) -> None:
+        """Keep every open area's lease on its base version's chunks fresh (core/gc_guard.py: garbage
+        collection on any machine keeps them while the area exists); no request unless one is due."""
+        for a in list(self._by_name.values()):
+            if a.area is not None:
+                await trio.to_thread.run_sync(a.area.renew_lease)
+
     # --- artifacts that exist only here ------------------------------------------------------------
 
     async def create_artifact(self, name: str) -> None:
@@ -278,9 +286,11 @@ class Areas:
 
     async def seal(self, name: str, message: str = "", aliases: list[str] | None = None,
                    type_: str | None = None, metadata: dict[str, str] | None = None, force: bool = False,
-                   progress: SealProgress | None = None, wait: float = WRITERS_WAIT) -> dict:
+                   progress: SealProgress | None = None, wait: float = WRITERS_WAIT, run: str | None = None,
+                   ttl: float | None = None) -> dict:
         """Publish `name`'s staging (in a thread; writes get EBUSY meanwhile), then show the result:
-        the new version in the tree, a fresh staging in the kernel.
+        the new version in the tree, a fresh staging in the kernel. `run`: the run that asked (the version
+        is its output; control_server.py finds it from the requesting process).
 
         A file is sealed whole or not at all: the seal first waits up to `wait` seconds for every handle
         open for writing to close (new opens for writing get EBUSY meanwhile), and refuses, naming the
@@ -296,7 +306,7 @@ class Areas:
             await self._wait_for_writers(a, area, wait)
             open_paths = await self._open_paths(a, area)
             result = await trio.to_thread.run_sync(
-                _measure_and_seal, area, progress, message, aliases, type_, metadata or {}, force)
+                _measure_and_seal, area, progress, message, aliases, type_, metadata or {}, force, run, ttl)
             if result.record is not None and self.sealed is not None and open_paths:
                 await self.sealed(a, open_paths, result.record)
         except OSError as e:

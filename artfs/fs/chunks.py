@@ -13,7 +13,10 @@
 - **Fetches belong to the mount, not to the request.** They run in the mount's nursery: a read that hits
   its deadline returns EIO while the fetch completes and fills the cache for the next reader.
 - **A guess never delays a need.** Prefetches take a prefetch slot *before* registering their flights, so
-  a queued prefetch never holds a chunk that a reader is waiting for.
+  a queued prefetch never holds a chunk that a reader is waiting for. A reader that needs a chunk of a
+  running background fetch of a whole file (`yield_to_reads`) fetches that chunk itself rather than wait
+  for the whole GET: a random reader's chunk is one of many in it. (Sequential readahead is not treated so:
+  its reader needs the chunks in order, and the GET that brings them is the fastest way.)
 - **One cache writer.** Fetched chunks are served from memory at once and written to LMDB by one task,
   many spans per transaction: LMDB has one writer at a time, and readers must not wait behind it.
 """
@@ -30,7 +33,7 @@ from collections.abc import Iterable
 
 import trio
 
-from artfs.core.content import Chunk, ChunkReader, DamageControl, plan_spans
+from artfs.core.content import MAX_SPAN, Chunk, ChunkReader, DamageControl, plan_spans
 from artfs.core.packs import ChunkRef
 from artfs.errors import ArtfsError
 from artfs.storage.cache import ChunkCache
@@ -102,12 +105,13 @@ class _Memory:
 class _Flight:
     """One ranged GET (or cache load) in progress; each of its chunks maps to it until it lands."""
 
-    __slots__ = ("done", "data", "error")
+    __slots__ = ("done", "data", "error", "yields")
 
-    def __init__(self) -> None:
+    def __init__(self, yields: bool = False) -> None:
         self.done = trio.Event()
         self.data: dict[bytes, Chunk] = {}
         self.error: BaseException | None = None
+        self.yields = yields  # a background GET that a reader does not wait for (see the module docstring)
 
 
 class ChunkSource:
@@ -183,11 +187,20 @@ class ChunkSource:
             self.memory.put(digest, data)
         return data
 
+    def slice_now(self, ref: ChunkRef, lo: int, hi: int) -> bytes | None:
+        """Bytes [lo, hi) of a cached chunk that `now` would not serve inline (too big to copy whole on the
+        loop): a small random read copies only the bytes it asked for. None if it is not cached."""
+        data = self.cache.get_range(ref.digest, lo, hi - lo)  # a miss costs a B-tree lookup
+        if data is not None:
+            self.stats["slice_hits"] += 1
+        return data
+
     def present(self, digest: bytes) -> bool:
         """In memory, in the cache or on its way: nothing to fetch."""
         return digest in self.memory or digest in self._flights or self.cache.contains(digest)
 
-    def start(self, need: Iterable[ChunkRef], extra: Iterable[ChunkRef] = (), load_cached: bool = False) -> None:
+    def start(self, need: Iterable[ChunkRef], extra: Iterable[ChunkRef] = (), load_cached: bool = False,
+              max_span: int = MAX_SPAN, yield_to_reads: bool = False) -> None:
         """Get `need` now, with `extra` chunks where they share a GET; other `extra` spans prefetch.
 
         Chunks already in the cache are copied into memory by worker threads: the cache's pages may be
@@ -213,12 +226,12 @@ class ChunkSource:
                 todo.append(r)
             elif load_cached:
                 loads.append(r)
-        for span in plan_spans(todo):
+        for span in plan_spans(todo, max_span):
             if any(r.digest in wanted for r in span):
                 flight = self._register(span)
                 self._nursery.start_soon(self._run, span, flight, self._demand)
             else:
-                self._nursery.start_soon(self._prefetch_span, span)
+                self._nursery.start_soon(self._prefetch_span, span, max_span, yield_to_reads)
         batch: list[ChunkRef] = []
         size = 0
         for r in loads:
@@ -230,9 +243,10 @@ class ChunkSource:
         if batch:
             self._nursery.start_soon(self._load, batch, None)
 
-    def prefetch(self, refs: Iterable[ChunkRef], load_cached: bool = False) -> None:
-        """Fetch in the background whatever of `refs` is not already here."""
-        self.start((), refs, load_cached)
+    def prefetch(self, refs: Iterable[ChunkRef], load_cached: bool = False, max_span: int = MAX_SPAN,
+                 yield_to_reads: bool = False) -> None:
+        """Fetch in the background whatever of `refs` is not already here, in GETs of up to `max_span`."""
+        self.start((), refs, load_cached, max_span, yield_to_reads)
 
     # --- awaiting ----------------------------------------------------------------------------------
 
@@ -242,7 +256,7 @@ class ChunkSource:
         pending = refs
         for _ in range(3):
             self.start([r for r in pending if r.digest not in self._flights])
-            flights = [(r, self._flights[r.digest]) for r in pending]
+            flights = [(r, self._own_flight(r)) for r in pending]
             retry = []
             for r, flight in flights:
                 await flight.done.wait()
@@ -260,18 +274,31 @@ class ChunkSource:
             pending = retry
         raise ArtfsError(f"chunk {pending[0].digest.hex()} keeps disappearing from the cache")
 
-    def _register(self, span: list[ChunkRef]) -> _Flight:
-        flight = _Flight()
+    def _own_flight(self, ref: ChunkRef) -> _Flight:
+        """The flight a reader waits for: the chunk's, unless that is a background GET of a whole file,
+        which the reader does not wait behind; it gets a GET of its own (unregistered: the background one
+        still lands the chunk for everyone else)."""
+        flight = self._flights[ref.digest]
+        if not flight.yields or flight.done.is_set():
+            return flight
+        assert self._nursery is not None
+        own = _Flight()
+        self.stats["jumped"] += 1
+        self._nursery.start_soon(self._run, [ref], own, self._demand)
+        return own
+
+    def _register(self, span: list[ChunkRef], yields: bool = False) -> _Flight:
+        flight = _Flight(yields)
         for r in span:
             self._flights.setdefault(r.digest, flight)
         return flight
 
-    async def _prefetch_span(self, span: list[ChunkRef]) -> None:
+    async def _prefetch_span(self, span: list[ChunkRef], max_span: int = MAX_SPAN, yields: bool = False) -> None:
         async with self._prefetch:
             missing = [r for r in span if not self.present(r.digest)]
-            for sub in plan_spans(missing):
+            for sub in plan_spans(missing, max_span):
                 self.stats["prefetch_spans"] += 1
-                await self._run(sub, self._register(sub), None)
+                await self._run(sub, self._register(sub, yields), None)
 
     async def _load(self, refs: list[ChunkRef], flight: _Flight | None) -> None:
         """Copy cached chunks into memory in a worker thread; `flight` given: a reader waits for it."""

@@ -6,6 +6,9 @@ The protocol (client side: artfs/staging_client.py) is one JSON request line per
 0600 in a 0700 directory: only the mount's owner may seal through it) and is removed at unmount; a
 staging directory names it in `user.artfs.control`.
 
+A seal asked for by a process of a run (its pid from SO_PEERCRED, attributed like an open: fs/attribution.py)
+publishes a version the run produced: `VersionRecord.run`, and an output of the run (core/runs.py).
+
 A seal runs in a worker thread and cannot be interrupted halfway, so a request is shielded from
 cancellation: a client that hangs up, or an unmount, lets it finish and leaves the kernel's view
 consistent (areas.py invalidates what the new generation made stale).
@@ -23,13 +26,16 @@ import json
 import logging
 import os
 import socket
+import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import outcome
 import trio
 
 from artfs.core.merge import MergeConflict
+from artfs.core.runs import check_run_id
 from artfs.errors import ArtfsError
 from artfs.fs.areas import WRITERS_WAIT, Areas, SealProgress
 
@@ -39,9 +45,13 @@ MAX_REQUEST = 1 << 20
 PROGRESS_EVERY = 0.25  # seconds between progress lines
 
 
-async def serve(path: str, areas: Areas, seal_gate: str | None = None,
+RunOf = Callable[[int], "str | None"]  # a process id → the run it belongs to (fs/attribution.py), or None
+
+
+async def serve(path: str, areas: Areas, seal_gate: str | None = None, run_of: RunOf | None = None,
                 task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on `path` (core/places.py says where) until cancelled, then remove it."""
+    """Listen on `path` (core/places.py says where) until cancelled, then remove it. `run_of` finds the run
+    of the process that asks for a seal (its pid from SO_PEERCRED): the sealed version is that run's output."""
     gates = [seal_gate] if seal_gate else []  # the test hook (module docstring): the first seal only
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     os.chmod(os.path.dirname(path), 0o700)
@@ -56,7 +66,7 @@ async def serve(path: str, areas: Areas, seal_gate: str | None = None,
         log.info("control socket %s", path)
 
         async def handle(stream: trio.SocketStream) -> None:
-            await _serve_one(stream, areas, gates)
+            await _serve_one(stream, areas, gates, run_of)
 
         await trio.serve_listeners(handle, [trio.SocketListener(sock)])
     finally:
@@ -86,7 +96,26 @@ async def _send(stream: trio.abc.Stream, message: dict) -> bool:
         return False
 
 
-async def _serve_one(stream: trio.SocketStream, areas: Areas, gates: list[str]) -> None:
+def _peer_pid(stream: trio.SocketStream) -> int:
+    """The pid of the process at the other end (the kernel's word, SO_PEERCRED); 0 when unknown (another pid
+    namespace)."""
+    try:
+        creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return 0
+    return struct.unpack("3i", creds)[0]
+
+
+def _run_of_request(stream: trio.SocketStream, request: dict[str, Any], run_of: RunOf | None) -> str | None:
+    """The run a seal is an output of: one the client names (`run`: the Python API inside artfs.init; the
+    socket is its owner's only), else the run of the requesting process."""
+    named = request.get("run")
+    if named is not None:
+        return check_run_id(named)
+    return run_of(_peer_pid(stream)) if run_of is not None else None
+
+
+async def _serve_one(stream: trio.SocketStream, areas: Areas, gates: list[str], run_of: RunOf | None = None) -> None:
     async with stream:
         try:
             with trio.fail_after(30):
@@ -98,16 +127,18 @@ async def _serve_one(stream: trio.SocketStream, areas: Areas, gates: list[str]) 
             await _send(stream, {"ok": False, "error": f"bad request: {e}"})
             return
         with trio.CancelScope(shield=True):
-            reply = await _answer(stream, areas, request, gates)
+            reply = await _answer(stream, areas, request, gates, run_of)
             await _send(stream, reply)
 
 
-async def _answer(stream: trio.SocketStream, areas: Areas, request: dict[str, Any], gates: list[str]) -> dict:
+async def _answer(stream: trio.SocketStream, areas: Areas, request: dict[str, Any], gates: list[str],
+                  run_of: RunOf | None = None) -> dict:
     op = request.get("op")
     name: Any = request.get("artifact")  # unchecked JSON: Areas checks it is the name of an artifact
     try:
         if op == "seal":
-            result = await _seal_with_progress(stream, areas, name, request, gates)
+            run = _run_of_request(stream, request, run_of)
+            result = await _seal_with_progress(stream, areas, name, request, gates, run)
         elif op == "status":
             result = await areas.status(name)
         elif op == "discard":
@@ -141,7 +172,7 @@ class _Gated(SealProgress):
 
 
 async def _seal_with_progress(stream: trio.SocketStream, areas: Areas, name: str, request: dict,
-                              gates: list[str]) -> dict:
+                              gates: list[str], run: str | None = None) -> dict:
     """The seal in a thread; its progress (bytes through the chunker) reported every PROGRESS_EVERY s."""
     gate = gates.pop() if gates else None  # once per daemon
     progress = _Gated(gate) if gate else SealProgress()
@@ -151,6 +182,9 @@ async def _seal_with_progress(stream: trio.SocketStream, areas: Areas, name: str
     wait = request.get("wait", WRITERS_WAIT)
     if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 24 * 3600:
         raise ArtfsError("wait must be a number of seconds from 0 to 86400")
+    ttl = request.get("ttl")  # seconds: the version is deleted that long after its creation (core/lifecycle.py)
+    if ttl is not None and (not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0):
+        raise ArtfsError("ttl must be a positive number of seconds")
     async with trio.open_nursery() as nursery:
 
         async def report() -> None:
@@ -166,7 +200,7 @@ async def _seal_with_progress(stream: trio.SocketStream, areas: Areas, name: str
         # captured, so that a refusal (MergeConflict) reaches the caller as itself, not in an ExceptionGroup
         result = await outcome.acapture(
             areas.seal, name, str(request.get("message") or ""), list(request.get("aliases") or []),
-            request.get("type"), metadata, bool(request.get("force")), progress, wait)
+            request.get("type"), metadata, bool(request.get("force")), progress, wait, run, ttl)
         nursery.cancel_scope.cancel()
     return result.unwrap()
 

@@ -4,9 +4,10 @@
     spawn(args, log_path)  `--daemon`: start `artfs mount` detached, return its pid once the mount works
 
 One trio loop runs pyfuse3's workers and the mount's own tasks: fetches (reader.py), the catalog poll,
-access-stamp flushes of the chunk cache, and the control socket of the staging directories (control_server.py:
-seal, status, discard). Blocking work (store calls, LMDB writes, staging areas, kernel invalidations,
-which may wait on requests in progress) runs in worker threads.
+access-stamp flushes of the chunk cache, the control socket of the staging directories (control_server.py:
+seal, status, discard), and the writer of runs' observed inputs (run_capture.py). Blocking work (store
+calls, LMDB writes, staging areas, kernel invalidations, which may wait on requests in progress) runs in
+worker threads.
 
 The mount is "ready" only once a stat of its root has gone through the kernel and back, so a caller of
 `artfs mount --daemon` can use it as soon as the command returns.
@@ -39,6 +40,7 @@ from artfs.fs.chunks import MEMORY_BYTES, ChunkSource
 from artfs.fs.notify import invalidate
 from artfs.fs.ops import Ops
 from artfs.fs.reader import Reader
+from artfs.fs.run_capture import Capture, mount_source
 from artfs.fs.staging_ops import StagingOps
 from artfs.fs.tree import Tree
 from artfs.settings import Settings
@@ -117,7 +119,8 @@ class _Daemon:
     """The trio side of one mount: pyfuse3's loop plus the mount's periodic tasks."""
 
     def __init__(self, config: MountConfig, repo: Repo, tree: Tree, chunks: ChunkSource, ops: Ops,
-                 areas: Areas) -> None:
+                 areas: Areas, capture: Capture) -> None:
+        self.capture = capture
         self.config = config
         self.repo = repo
         self.tree = tree
@@ -136,8 +139,9 @@ class _Daemon:
             nursery.start_soon(self._flush_access)
             if self.config.poll > 0:
                 nursery.start_soon(self._poll)
+            await nursery.start(self.capture.serve)
             await nursery.start(control.serve, self.areas.control_path, self.areas,
-                                self.config.settings.test_seal_gate)
+                                self.config.settings.test_seal_gate, self.capture.run_of)
             nursery.start_soon(self._announce, ready)
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
             with trio.move_on_after(10):
@@ -200,6 +204,7 @@ class _Daemon:
             moved = {name for name in before.keys() | catalog.keys() if before.get(name) != catalog.get(name)}
             if moved:
                 await self.areas.catalog_changed(moved)
+            await self.areas.renew_leases()
 
 
 def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
@@ -221,11 +226,14 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
         tree = Tree(repo, catalog, deadline=deadline)
         memory = MEMORY_BYTES if settings.memory_cache is None else settings.memory_cache
         chunks = ChunkSource(store, repo.cache, memory_bytes=memory, damage=repo.damage)
-        reader = Reader(chunks, repo.index, deadline)
+        reader = Reader(chunks, repo.index, deadline, whole_limit=repo.cache.max_bytes // 4)
         areas = Areas(tree, settings.places.control_socket(path))
         areas.load_local()
-        ops = Ops(tree, reader, StagingOps(areas, tree, reader))
-        daemon = _Daemon(config, repo, tree, chunks, ops, areas)
+        capture = Capture(repo, settings.places, mount_source(path))
+        staging = StagingOps(areas, tree, reader)
+        staging.capture = capture
+        ops = Ops(tree, reader, staging, capture)
+        daemon = _Daemon(config, repo, tree, chunks, ops, areas, capture)
         try:
             pyfuse3.init(ops, path, _options(config.allow_other))
         except RuntimeError as e:

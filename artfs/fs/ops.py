@@ -21,6 +21,7 @@ from artfs.fs.areas import STAGING, is_staging
 from artfs.fs.errnos import handler_errors as _errors
 from artfs.fs.errnos import read_version
 from artfs.fs.reader import OpenFile, Reader
+from artfs.fs.run_capture import Capture
 from artfs.fs.staging_ops import FIRST_FH, StagingOps
 from artfs.fs.tree import ArtifactNode, EntryNode, Node, RootNode, Tree, VersionNode, is_dir
 
@@ -80,11 +81,12 @@ class Ops(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, tree: Tree, reader: Reader, staging: StagingOps) -> None:
+    def __init__(self, tree: Tree, reader: Reader, staging: StagingOps, capture: Capture | None = None) -> None:
         super().__init__()
         self.tree = tree
         self.reader = reader
         self.staging = staging
+        self.capture = capture  # opens by processes of a run become its inputs (run_capture.py)
         self.deadline = tree.deadline
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, _Listing] = {}
@@ -144,7 +146,7 @@ class Ops(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if is_staging(inode):
-            return await self.staging.setattr(inode, attr, fields)
+            return await self.staging.setattr(inode, attr, fields, ctx)
         raise FUSEError(errno.EROFS)
 
     @_errors
@@ -205,7 +207,7 @@ class Ops(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if is_staging(parent_inode):
-            return await self.staging.mkdir(parent_inode, name, mode)
+            return await self.staging.mkdir(parent_inode, name, mode, ctx)
         if parent_inode != pyfuse3.ROOT_INODE:
             raise FUSEError(errno.EROFS)
         await self.staging.areas.create_artifact(_name(name))
@@ -224,7 +226,7 @@ class Ops(pyfuse3.Operations):
     @_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if is_staging(inode):
-            return await self.staging.open(inode, flags)
+            return await self.staging.open(inode, flags, ctx.pid)
         if flags & _WRITE_FLAGS:
             raise FUSEError(errno.EROFS)
         node = self.tree.node(inode)
@@ -234,6 +236,8 @@ class Ops(pyfuse3.Operations):
         version = node.version
         assert version.header is not None and version.record is not None
         f = self.reader.open(node.label, version.mid, version.header.packs, entry)
+        if self.capture is not None:  # attributed at open: the page cache hides re-reads
+            self.capture.opened(ctx.pid, version.artifact, version.number, entry.path, entry.size, version.record)
         fh = self._fh()
         self._files[fh] = f
         # Versions are immutable: the page cache stays valid across opens (re-reads at native speed).
@@ -271,21 +275,21 @@ class Ops(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         if is_staging(parent_inode):
-            return await self.staging.create(parent_inode, name, mode, flags)
+            return await self.staging.create(parent_inode, name, mode, flags, ctx)
         raise FUSEError(errno.EROFS)
 
     @_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if is_staging(parent_inode):
-            return await self.staging.mknod(parent_inode, name, mode)
+            return await self.staging.mknod(parent_inode, name, mode, ctx)
         raise FUSEError(errno.EROFS)
 
     @_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if is_staging(parent_inode):
-            return await self.staging.symlink(parent_inode, name, target)
+            return await self.staging.symlink(parent_inode, name, target, ctx)
         raise FUSEError(errno.EROFS)
 
     @_errors
@@ -305,9 +309,11 @@ class Ops(pyfuse3.Operations):
     @_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if is_staging(new_parent_inode):
+        """Within one staging directory; between staging and anything else EXDEV (what Linux says across
+        filesystems), within the read-only versions EROFS."""
+        if is_staging(new_parent_inode) and is_staging(inode):
             return await self.staging.link(inode, new_parent_inode, new_name)
-        raise FUSEError(errno.EROFS)
+        raise FUSEError(errno.EXDEV if is_staging(new_parent_inode) or is_staging(inode) else errno.EROFS)
 
     # --- extended attributes -----------------------------------------------------------------------
 

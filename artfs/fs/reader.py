@@ -5,6 +5,10 @@
   is sequential and doubles the window of chunks fetched ahead (2 MiB up to 64 MiB), in parts of up to
   16 MiB (one ranged GET each, four in flight at the full window; Mountpoint for S3 uses 8 MiB, but the
   per-request CPU, ours and the server's, made 8 MiB parts 10-25% slower here); a far seek resets it.
+- **Random access.** A file read at scattered offsets (`RANDOM_SEEKS` far seeks) that fits a quarter of the
+  cache is fetched whole in the background, in parallel `WHOLE_PART` GETs, so that later reads are cache
+  hits (what makes s3fs and rclone fast here): one request per chunk is what random reads cost otherwise.
+  The first reads are served as before, and a read never waits behind that background GET (chunks.py).
 - **Directory order.** Small files opened in name order in one directory (a dataset loader) prefetch the
   next files' chunks, whole spans of the packs that hold them: commits pack files in path order, so
   thousands of small files cost a handful of ranged GETs.
@@ -30,6 +34,9 @@ MAX_WINDOW = 64 * MiB
 PART = 16 * MiB  # prefetch unit: one ranged GET (see the module docstring); ≤ content.MAX_SPAN
 SEQ_BACK = 1 * MiB
 SEQ_FORWARD = 2 * MiB  # beyond the end of the last read, or anywhere already being prefetched
+SLICE_MAX = 128 * 1024  # a read this small of a cached chunk not in memory copies only its bytes (chunks.py)
+RANDOM_SEEKS = 3  # far seeks before a file counts as randomly read
+WHOLE_PART = 8 * MiB  # the background fetch of a randomly read file: smaller GETs, more of them in flight
 DIR_FIRST = 2 * MiB  # lookahead of the first cold open in a directory; doubles while opens go in name order
 DIR_RANDOM = 1 * MiB  # an open out of name order still takes its neighbours from the same GET
 DIR_MAX = 32 * MiB
@@ -41,7 +48,7 @@ DIR_SCANS = 256
 class OpenFile:
     """One open file: its layout (bisected on read) and its readahead state."""
 
-    __slots__ = ("label", "layout", "last_end", "window", "scheduled")
+    __slots__ = ("label", "layout", "last_end", "window", "scheduled", "seeks", "whole")
 
     def __init__(self, label: str, layout: FileLayout) -> None:
         self.label = label
@@ -49,6 +56,8 @@ class OpenFile:
         self.last_end = 0
         self.window = 0
         self.scheduled = 0
+        self.seeks = 0
+        self.whole = False  # fetched whole in the background (random access)
 
     @property
     def size(self) -> int:
@@ -72,8 +81,10 @@ class _DirScan:
 class Reader:
     """Serves `read` for open files of versions, over a ChunkSource and the manifest index."""
 
-    def __init__(self, chunks: ChunkSource, index: StoreIndex, deadline: float) -> None:
+    def __init__(self, chunks: ChunkSource, index: StoreIndex, deadline: float, whole_limit: int = 0) -> None:
+        """`whole_limit`: the largest file fetched whole when read at random (0: never; see the docstring)."""
         self.chunks = chunks
+        self.whole_limit = whole_limit
         self.index = index
         self.deadline = deadline
         self._scans: OrderedDict[tuple[str, str], _DirScan] = OrderedDict()
@@ -103,6 +114,13 @@ class Reader:
         now = self.chunks.now
         got = [now(refs[k]) for k in range(first, last)]
         self._readahead(f, off, end)
+        if got[0] is None and last - first == 1 and end - off <= SLICE_MAX:
+            base = layout.starts[first]
+            piece = self.chunks.slice_now(refs[first], off - base, end - base)
+            if piece is not None:
+                self.chunks.stats["reads"] += 1
+                self.chunks.stats["read_bytes"] += end - off
+                return piece
         if None in got:
             missing = [refs[k] for k, data in zip(range(first, last), got, strict=True) if data is None]
             self.chunks.stats["misses"] += len(missing)
@@ -125,6 +143,11 @@ class Reader:
         else:  # a far seek: random access until a sequential run shows again
             f.window = 0
             f.last_end = f.scheduled = end
+            f.seeks += 1
+            if f.seeks >= RANDOM_SEEKS and not f.whole and f.size <= self.whole_limit:
+                f.whole = True
+                self.chunks.stats["whole_files"] += 1
+                self.chunks.prefetch(f.layout.refs, max_span=WHOLE_PART, yield_to_reads=True)
             return
         refs, starts = f.layout.refs, f.layout.starts
         target = min(f.size, f.last_end + f.window)

@@ -34,6 +34,7 @@ from artfs.core.staging.layout import ROOT_ID
 from artfs.fs.areas import Area, Areas
 from artfs.fs.errnos import handler_errors, read_version
 from artfs.fs.reader import OpenFile, Reader
+from artfs.fs.run_capture import Capture
 from artfs.fs.tree import DIR_SIZE, ArtifactNode, Tree
 
 TIMEOUT = 1.0
@@ -64,6 +65,11 @@ class _Dir:
 
 def _name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def _owner(ctx: pyfuse3.RequestContext) -> tuple[int, int]:
+    """Who made a new node: the caller, as on any filesystem (under allow_other, another user)."""
+    return ctx.uid, ctx.gid
 
 
 def _prepare_open(area: StagingArea, node_id: int, truncate: bool) -> Any:
@@ -125,6 +131,7 @@ class StagingOps:
         self._files: dict[int, _File] = {}
         self._dirs: dict[int, _Dir] = {}
         self._next_fh = FIRST_FH
+        self.capture: Capture | None = None  # set by the mount: reads of unchanged files are run inputs
         areas.sealed = self._sealed
 
     async def _sealed(self, a: Area, open_paths: dict[int, str], record: VersionRecord) -> None:
@@ -154,12 +161,13 @@ class StagingOps:
         e.entry_timeout = e.attr_timeout = TIMEOUT
         e.st_mode = node.st_mode
         e.st_nlink = node.nlink
-        e.st_uid = self.tree.uid
-        e.st_gid = self.tree.gid
+        e.st_uid = self.tree.uid if node.uid is None else node.uid  # None: a base entry (versions keep no owner)
+        e.st_gid = self.tree.gid if node.gid is None else node.gid
         e.st_size = DIR_SIZE if node.is_dir else node.size
         e.st_blksize = STAGING_BLKSIZE
         e.st_blocks = 0 if node.kind == LINK else (e.st_size + 511) // 512
-        e.st_atime_ns = e.st_mtime_ns = node.mtime_ns
+        e.st_atime_ns = node.atime_ns
+        e.st_mtime_ns = node.mtime_ns
         e.st_ctime_ns = node.ctime_ns
         return e
 
@@ -228,19 +236,23 @@ class StagingOps:
         return self.attrs(a, await self.areas.peek(area, area.getattr, node_id))
 
     @handler_errors
-    async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
-                      fields: pyfuse3.SetattrFields) -> pyfuse3.EntryAttributes:
-        """chmod, truncate, utimens. Versions record no owners, and every staged file belongs to the user
-        the mount runs as: a chown to that owner is a no-op, to anyone else EPERM (POSIX allows either;
-        never a success that changed nothing)."""
-        if (fields.update_uid and attr.st_uid != self.tree.uid) or (fields.update_gid and attr.st_gid != self.tree.gid):
-            raise FUSEError(errno.EPERM)
+    async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        """chmod, chown, truncate, utimens. Owners are kept while staged (versions record none). With
+        default_permissions the kernel has checked who may chown to what; a chown of the owner by anyone
+        but root is EPERM here too, whatever the mount options."""
         a, area, node_id = await self._area(ino)
+        uid = attr.st_uid if fields.update_uid else None
+        gid = attr.st_gid if fields.update_gid else None
+        if uid is not None and ctx.uid != 0:
+            owner = (await self.areas.peek(area, area.getattr, node_id)).uid
+            if uid != (self.tree.uid if owner is None else owner):
+                raise FUSEError(errno.EPERM)
         size = attr.st_size if fields.update_size else None
         node = await self.areas.run(
             lambda: area.setattr(node_id, mode=attr.st_mode & 0o7777 if fields.update_mode else None, size=size,
                                  mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
-                                 atime_ns=attr.st_atime_ns if fields.update_atime else None))
+                                 atime_ns=attr.st_atime_ns if fields.update_atime else None, uid=uid, gid=gid))
         if size is not None:
             self._written(a, node_id)
         return self.attrs(a, node)
@@ -301,7 +313,7 @@ class StagingOps:
         return fh, f
 
     @handler_errors
-    async def open(self, ino: int, flags: int) -> pyfuse3.FileInfo:
+    async def open(self, ino: int, flags: int, pid: int = 0) -> pyfuse3.FileInfo:
         a, area, node_id = await self._area(ino)
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
         if writing and a.draining:
@@ -321,18 +333,20 @@ class StagingOps:
         mid = area.base_manifest  # set whenever there is a base entry
         if entry is not None and mid is not None and not f.written:
             f.base = self.reader.open(f"{a.name}:v{area.base}/{entry.path} (staging)", mid, area.base_packs, entry)
+            if self.capture is not None and area.base is not None and flags & os.O_ACCMODE != os.O_WRONLY:
+                self.capture.opened(pid, a.name, area.base, entry.path, entry.size)  # read from the base version
         else:
             _unlist(a, node_id, fh)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False)
 
     @handler_errors
-    async def create(self, parent: int, raw: bytes, mode: int,
-                     flags: int) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(self, parent: int, raw: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         a, area, pid = await self._area(parent)
         if a.draining:
             raise FUSEError(errno.EBUSY)
         name = _name(raw)
-        node = await self.areas.run(area.create, pid, name, mode)
+        node = await self.areas.run(area.create, pid, name, mode, _owner(ctx))
         attrs = self._entry(a, pid, name, node)
         fh, _ = self._register(a, area, node.id)
         a.writers[fh] = node.id
@@ -377,22 +391,23 @@ class StagingOps:
     # --- changing names ----------------------------------------------------------------------------
 
     @handler_errors
-    async def mknod(self, parent: int, raw: bytes, mode: int) -> pyfuse3.EntryAttributes:
+    async def mknod(self, parent: int, raw: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         """A regular file (what mknod(2) without a type makes); FIFOs, sockets, devices: EPERM."""
         a, area, pid = await self._area(parent)
-        node = await self.areas.run(area.create, pid, _name(raw), mode)
+        node = await self.areas.run(area.create, pid, _name(raw), mode, _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
     @handler_errors
-    async def mkdir(self, parent: int, raw: bytes, mode: int) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, parent: int, raw: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         a, area, pid = await self._area(parent)
-        node = await self.areas.run(area.mkdir, pid, _name(raw), mode & 0o7777)
+        node = await self.areas.run(area.mkdir, pid, _name(raw), mode & 0o7777, _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
     @handler_errors
-    async def symlink(self, parent: int, raw: bytes, target: bytes) -> pyfuse3.EntryAttributes:
+    async def symlink(self, parent: int, raw: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         a, area, pid = await self._area(parent)
-        node = await self.areas.run(area.symlink, pid, _name(raw), _name(target))
+        node = await self.areas.run(area.symlink, pid, _name(raw), _name(target), _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
     @handler_errors
@@ -418,9 +433,17 @@ class StagingOps:
         if op == ROOT_ID and flags & 2:  # RENAME_EXCHANGE puts a node under the old name too
             a.root_names.add(_name(old))
 
+    @handler_errors
     async def link(self, ino: int, new_parent: int, raw: bytes) -> pyfuse3.EntryAttributes:
-        """A version has no hard links, so staging has none either."""
-        raise FUSEError(errno.EPERM)
+        """A hard link within one staging directory (sealed as separate entries sharing chunks); between
+        two it is EXDEV, as across filesystems. The kernel refuses directories (EPERM) before asking."""
+        a, area, node_id = await self._area(ino)
+        b, _, np = await self._area(new_parent)
+        if a is not b:
+            raise FUSEError(errno.EXDEV)
+        name = _name(raw)
+        node = await self.areas.run(area.link, node_id, np, name)
+        return self._entry(a, np, name, node)
 
     # --- extended attributes -----------------------------------------------------------------------
 

@@ -4,6 +4,10 @@
     MOUNT/animals/latest      symlink -> v2 (and one per custom alias)
     MOUNT/animals/staging/    writable: its inodes are the staging area's (areas.py), not this tree's
 
+A version deleted in the store (core/lifecycle.py) leaves the catalog, so its name disappears at the next
+poll and `latest` moves; its nodes stay, so a process that has one of its files open (or its directory as
+cwd) keeps reading it — its chunks are kept for the retention window — until it lets go.
+
 Inode numbers are allocated on first sight and never reused or dropped, so they stay stable for the
 mount's life (find, tar, rsync and `ls -i` compare them); a node keeps only what `getattr` needs, and
 everything else (chunk lists) is re-read from the LMDB index on open.
@@ -385,7 +389,8 @@ class Tree:
     # --- extended attributes -------------------------------------------------------------------------
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
-        """`user.artfs.*` of a node: ref, digest, type, created, message, store (what `artfs info` reads).
+        """`user.artfs.*` of a node: ref, digest, type, created, message, store (what `artfs info` reads), and
+        on a version directory made inside a run, `run`.
 
         On a version directory `digest` is the version's tree digest; on a file, the file's content digest.
         """
@@ -411,6 +416,8 @@ class Tree:
         out["user.artfs.created"] = created.replace("+00:00", "Z").encode()
         if rec.message:
             out["user.artfs.message"] = rec.message.encode()
+        if rec.run and isinstance(node, VersionNode):
+            out["user.artfs.run"] = rec.run.encode()  # the run that produced it (core/runs.py)
         out["user.artfs.store"] = store
         return out
 
@@ -437,6 +444,9 @@ class Tree:
             added = sorted(after_n - before_n)
             if added and before is not None:
                 changes.append(f"{name}: new " + ", ".join(f"v{n}" for n in added))
+            removed = sorted(before_n - after_n)  # deleted (core/lifecycle.py): hidden, never yanked
+            if removed and after is not None:
+                changes.append(f"{name}: deleted " + ", ".join(f"v{n}" for n in removed))
             before_l = before.links() if before else {}
             after_l = after.links() if after else {}
             moved = [a for a in sorted(before_l.keys() | after_l.keys()) if before_l.get(a) != after_l.get(a)]

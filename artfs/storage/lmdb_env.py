@@ -17,11 +17,16 @@ The rule, and why:
   flight, none starting); the forked child then closes the inherited environments (safe only with no
   transaction in flight) and reopens them on first use. No read transaction is cached for reuse
   (`max_spare_txns=0`): a cached one keeps a reader slot that a forked child would clobber.
+- **In use or not, asked of LMDB's own lock.** Every process with an environment open holds a shared lock on
+  its lock file; `in_use` probes it, and `remove_unused` deletes an environment only while holding it
+  exclusively (`artfs cache clear`: files nobody has mapped can go whole; LMDB files never shrink).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -67,6 +72,7 @@ class SharedEnv(Generic[H]):
                  databases: Callable[[lmdb.Environment], H]) -> None:
         self.path = path
         self.map_size = map_size
+        self.requested_map = map_size  # what the last remap asked for (LMDB may keep more: the file's extent)
         self.options = options
         self._databases = databases
         self.users = 0
@@ -182,6 +188,7 @@ class SharedEnv(Generic[H]):
             if handles is not None:
                 handles.env.set_mapsize(size)
                 self.map_size = handles.env.info()["map_size"]
+                self.requested_map = size
                 self.handles = handles
 
     def close(self) -> None:
@@ -236,6 +243,58 @@ def release(shared: SharedEnv[Any]) -> None:
         if shared.users == 0:
             del OPEN[shared.path]
             shared.close()
+
+
+def in_use(path: str) -> bool:
+    """Whether any process (this one included) has the environment at `path` open.
+
+    LMDB holds a shared fcntl lock on byte 0 of `lock.mdb` for as long as a process has the environment
+    open; a probe for an exclusive lock conflicts with it. This process's own environments are known from
+    `OPEN` (fcntl locks never conflict within a process, and closing the probe would drop ours).
+    """
+    real = os.path.realpath(path)
+    if real in OPEN:
+        return True
+    with _exclusive(real) as got:
+        return not got
+
+
+def remove_unused(path: str) -> bool:
+    """Delete the environment at `path` if no process has it open; False (nothing done) if one has.
+
+    The exclusive lock is held while the directory is renamed away: no process has the files mapped while
+    they go. One that starts opening them in that very instant waits for the lock, then fails to open (one
+    error; run again, it makes fresh files): it never sees half of the old ones."""
+    real = os.path.realpath(path)
+    if real in OPEN or not os.path.isdir(real):
+        return False
+    with _exclusive(real) as got:
+        if not got:
+            return False
+        doomed = f"{real}.removing-{os.getpid()}"
+        os.rename(real, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    return True
+
+
+@contextmanager
+def _exclusive(real: str) -> Iterator[bool]:
+    """Try to take the lock every opener of the environment holds shared; yields whether it was taken
+    (True also when there is no lock file: nobody has the environment open)."""
+    try:
+        fd = os.open(os.path.join(real, "lock.mdb"), os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _before_fork() -> None:

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 
 from artfs.errors import InvalidName, StoreError, StoreNotFound, StoreUnavailable
-from artfs.storage.store import Store
+from artfs.storage.store import ObjectInfo, Store
 
 TMP_PREFIX = ".tmp-"
 
@@ -204,6 +204,17 @@ class LocalStore(Store):
                 yield from self._walk(entry.path, key_base + sort_name)
             else:
                 yield key_base + entry.name
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        """`list`, and a stat of each key (a key deleted between the two is skipped)."""
+        for key in self.list(prefix):
+            try:
+                st = os.stat(self._path(key))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise self._error(e, key, writing=False) from e
+            yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from artfs.errors import StoreUnavailable, TransientStoreError
-from artfs.storage.store import Store, WrappingStore
+from artfs.storage.store import ObjectInfo, Store, WrappingStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,3 +83,6 @@ class RetryingStore(WrappingStore):
     def list(self, prefix: str) -> Iterator[str]:
         """Listed eagerly, so a failure halfway through a listing is retried as a whole."""
         return iter(self._call(lambda: [*self.inner.list(prefix)]))
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        return iter(self._call(lambda: [*self.inner.list_info(prefix)]))

@@ -20,7 +20,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from artfs.errors import InvalidName, StoreError, StoreNotFound, StoreUnavailable, TransientStoreError
-from artfs.storage.store import Store
+from artfs.storage.store import ObjectInfo, Store
 
 try:  # urllib3 is a botocore dependency; its errors may escape from a response body read
     import urllib3.exceptions
@@ -243,6 +243,17 @@ class S3Store(Store):
             for page in pages:
                 for obj in page.get("Contents", ()):
                     yield obj["Key"][cut:]
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The same listing; S3 gives sizes and last-modified times in it at no extra cost."""
+        cut = len(self.prefix)
+        with self._errors(prefix or "/"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield ObjectInfo(obj["Key"][cut:], int(obj.get("Size", 0)), obj["LastModified"].timestamp())
 
     def delete(self, key: str) -> None:
         with self._errors(key):

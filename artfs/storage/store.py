@@ -15,11 +15,19 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from artfs.errors import StoreNotFound
+from artfs.errors import StoreError, StoreNotFound
 
 T = TypeVar("T")
+
+
+class ObjectInfo(NamedTuple):
+    """A listed object: its key, size in bytes, and when it was last written (seconds since the epoch)."""
+
+    key: str
+    size: int
+    mtime: float
 
 
 class Store(ABC):
@@ -50,6 +58,11 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Keys that start with `prefix`, in lexicographic order."""
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Like `list`, with each object's size and last-write time (garbage collection ages objects by
+        it). Stores that cannot say so refuse."""
+        raise StoreError(f"store {self.uri} cannot list object times")
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -104,6 +117,9 @@ class WrappingStore(Store):
 
     def list(self, prefix: str) -> Iterator[str]:
         return self._call(lambda: self.inner.list(prefix))
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self._call(lambda: self.inner.list_info(prefix))
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))

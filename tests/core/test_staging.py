@@ -33,7 +33,15 @@ from artfs.errors import ArtfsError, InvalidName
 from artfs.storage.open import open_store
 from tests.support import staging_model as ref
 from tests.support.repos import fresh_repo
-from tests.support.staging_model import assert_same_errno, initial_tree, pick_path
+from tests.support.staging_model import (
+    Times,
+    assert_same_errno,
+    disk_posix,
+    forget_posix,
+    initial_tree,
+    pick_path,
+    posix_view,
+)
 from tests.support.syscalls import errno_of, renameat2
 from tests.support.trees import snapshot, write_tree
 
@@ -153,6 +161,8 @@ class StagingModel(RuleBasedStateMachine):
         shutil.copytree(src, self.model, symlinks=True)
         shutil.copytree(src, self.base, symlinks=True)
         self.s = StagingArea.open(self.repo, "m")
+        self.times = Times()
+        self.me = (os.getuid(), os.getgid())  # the "mount's user" of a node with no owner
 
     def teardown(self) -> None:
         self.s.close()
@@ -176,17 +186,41 @@ class StagingModel(RuleBasedStateMachine):
         def real():
             os.close(os.open(self.m(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
 
-        self.both(real, lambda: self.s.create(*resolve(self.s, path), 0o644 & ~_UMASK))
+        self.both(real, lambda: self.s.create(*resolve(self.s, path), 0o644 & ~_UMASK, self.me))
+        self.times.created(self.m(path))
 
     @rule(d=st.data())
     def mkdir(self, d):
         path = self.pick(d, ref.PATHS, new=True)
-        self.both(lambda: os.mkdir(self.m(path), 0o755), lambda: self.s.mkdir(*resolve(self.s, path), 0o755 & ~_UMASK))
+        self.both(lambda: os.mkdir(self.m(path), 0o755),
+                  lambda: self.s.mkdir(*resolve(self.s, path), 0o755 & ~_UMASK, self.me))
+        self.times.created(self.m(path))
 
     @rule(d=st.data(), to=st.sampled_from(ref.TARGETS))
     def symlink(self, d, to):
         path = self.pick(d, ref.LINK_PATHS, new=True)
-        self.both(lambda: os.symlink(to, self.m(path)), lambda: self.s.symlink(*resolve(self.s, path), to))
+        self.both(lambda: os.symlink(to, self.m(path)), lambda: self.s.symlink(*resolve(self.s, path), to, self.me))
+        self.times.created(self.m(path))
+
+    @rule(d=st.data())
+    def link(self, d):
+        src, dst = self.pick(d, ref.PATHS), self.pick(d, ref.PATHS, new=True)
+        self.both(lambda: os.link(self.m(src), self.m(dst), follow_symlinks=False),
+                  lambda: self.s.link(node_at(self.s, src).id, *resolve(self.s, dst)))
+
+    @rule(d=st.data())
+    def link_symlink(self, d):
+        src, dst = self.pick(d, ref.LINK_PATHS), self.pick(d, ref.LINK_PATHS, new=True)
+        self.both(lambda: os.link(self.m(src), self.m(dst), follow_symlinks=False),
+                  lambda: self.s.link(node_at(self.s, src).id, *resolve(self.s, dst)))
+
+    @rule(d=st.data(), owner=st.sampled_from(ref.OWNERS), which=st.sampled_from(["both", "uid", "gid"]))
+    def chown(self, d, owner, which):
+        path = self.pick(d, ref.PATHS + ref.LINK_PATHS)
+        uid = owner[0] if which != "gid" else None
+        gid = owner[1] if which != "uid" else None
+        self.both(lambda: os.lchown(self.m(path), -1 if uid is None else uid, -1 if gid is None else gid),
+                  lambda: self.s.setattr(node_at(self.s, path).id, uid=uid, gid=gid))
 
     @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), data=ref.DATA)
     def write(self, d, offset, data):
@@ -200,6 +234,7 @@ class StagingModel(RuleBasedStateMachine):
                 os.close(fd)
 
         self.both(real, lambda: self.s.write(node_at(self.s, path).id, offset, data))
+        self.times.written(self.m(path))
 
     @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), size=st.sampled_from(ref.READ_SIZES))
     def read(self, d, offset, size):
@@ -223,6 +258,7 @@ class StagingModel(RuleBasedStateMachine):
     def truncate(self, d, size):
         path = self.pick(d, ref.PATHS)
         self.both(lambda: os.truncate(self.m(path), size), lambda: self.s.truncate(node_at(self.s, path).id, size))
+        self.times.written(self.m(path))
 
     @rule(d=st.data())
     def unlink(self, d):
@@ -260,7 +296,25 @@ class StagingModel(RuleBasedStateMachine):
     def utime(self, d, mtime):
         path = self.pick(d, ref.PATHS)
         self.both(lambda: os.utime(self.m(path), ns=(mtime, mtime)),
-                  lambda: self.s.setattr(node_at(self.s, path).id, mtime_ns=mtime))
+                  lambda: self.s.setattr(node_at(self.s, path).id, atime_ns=mtime, mtime_ns=mtime))
+        if os.path.exists(self.m(path)):
+            self.times.set(self.m(path), mtime, mtime)
+
+    @rule(d=st.data(), atime=st.sampled_from(ref.ATIMES), mtime=st.sampled_from(ref.MTIMES))
+    def utime_apart(self, d, atime, mtime):
+        path = self.pick(d, ref.PATHS)
+        self.both(lambda: os.utime(self.m(path), ns=(atime, mtime)),
+                  lambda: self.s.setattr(node_at(self.s, path).id, atime_ns=atime, mtime_ns=mtime))
+        if os.path.exists(self.m(path)):
+            self.times.set(self.m(path), atime, mtime)
+
+    @rule(d=st.data(), atime=st.sampled_from(ref.ATIMES))
+    def touch_atime(self, d, atime):
+        path = self.pick(d, ref.PATHS)
+        self.both(lambda: ref.set_atime(self.m(path), atime),
+                  lambda: self.s.setattr(node_at(self.s, path).id, atime_ns=atime))
+        if os.path.exists(self.m(path)):
+            self.times.set(self.m(path), atime, None)
 
     @rule()
     def status(self):
@@ -276,6 +330,7 @@ class StagingModel(RuleBasedStateMachine):
         self.s.discard()
         shutil.rmtree(self.model)
         shutil.copytree(self.base, self.model, symlinks=True)
+        self.times.known.clear()
 
     @rule()
     def seal(self):
@@ -298,12 +353,25 @@ class StagingModel(RuleBasedStateMachine):
             _, entries = self.repo.entries(res.record)
             assert {e.path: e.mtime_ns for e in entries} == mtimes  # mtimes come from the nodes
         assert self.s.base == self.repo.version_numbers("m")[-1] and self.s.status() == []
+        forget_posix(self.model)  # a version keeps no hard links, owners or atimes
+        self.times.known.clear()
         shutil.rmtree(self.base)
         shutil.copytree(self.model, self.base, symlinks=True)
 
     @invariant()
     def trees_agree(self):
         assert staged_tree(self.s) == snapshot(self.model)
+
+    @invariant()
+    def links_owners_and_times_agree(self):
+        nodes = dict(walk(self.s))
+        assert posix_view(
+            (p, n.is_dir, n.id, n.nlink, self.me[0] if n.uid is None else n.uid, self.me[1] if n.gid is None else n.gid)
+            for p, n in nodes.items()
+        ) == disk_posix(self.model)
+        for p, (atime, mtime) in self.times.expected(self.model).items():
+            got = (nodes[p].atime_ns, nodes[p].mtime_ns)
+            assert (got[0] if atime is None else atime, got[1] if mtime is None else mtime) == got, p
 
 
 StagingModel.TestCase.settings = settings(
@@ -340,7 +408,9 @@ def test_errnos(lrepo, tmp_path):
         assert errno_of(lambda: s.lookup(ROOT, "x" * 256)) == errno.ENAMETOOLONG
         assert errno_of(lambda: s.create(f.id, "x")) == errno.ENOTDIR
         assert errno_of(lambda: s.create(ROOT, "fifo", stat.S_IFIFO | 0o644)) == errno.EPERM
-        assert errno_of(lambda: s.link(f.id, ROOT, "hard")) == errno.EPERM
+        assert errno_of(lambda: s.link(d.id, ROOT, "hard")) == errno.EPERM  # a directory
+        assert errno_of(lambda: s.link(f.id, ROOT, "e")) == errno.EEXIST
+        assert errno_of(lambda: s.link(f.id, f.id, "x")) == errno.ENOTDIR
         assert errno_of(lambda: s.symlink(ROOT, "abs", "/etc/passwd")) == errno.EPERM
         assert errno_of(lambda: s.symlink(d.id, "esc", "../../x")) == errno.EPERM
         assert s.symlink(d.id, "ok", "../f").target == "../f"
@@ -376,6 +446,120 @@ def test_unlinked_file_stays_usable_until_forget(lrepo, tmp_path):
         s.forget(f.id)
         assert not os.path.exists(data_file) and errno_of(lambda: s.getattr(f.id)) == errno.ENOENT
         assert s.status() == [("deleted", "f")]
+
+
+def test_hard_links(lrepo, tmp_path):
+    """One node under two names: shared content and nlink while staged, kept across a reopen; sealed as
+    separate entries sharing chunks."""
+    base_version(lrepo, tmp_path, files={"f": b"base content", "d/x": b"x"})
+    with open_area(lrepo, "animals") as s:
+        f, d = s.lookup(ROOT, "f"), s.lookup(ROOT, "d")
+        g = s.link(f.id, d.id, "g")  # a base file, not copied up by linking
+        assert g.id == f.id and g.nlink == 2 and s.base_entry(f.id) is not None
+        assert s.lookup(d.id, "g").id == f.id and s.getattr(f.id).nlink == 2
+        s.write(g.id, 0, b"BASE")  # through either name: the one node is copied up
+        assert s.read(s.lookup(ROOT, "f").id, 0, 100) == b"BASE content"
+        n = s.create(ROOT, "n")
+        s.write(n.id, 0, b"new bytes")
+        s.link(n.id, ROOT, "m")
+        s.link(n.id, d.id, "m2")
+        assert s.getattr(n.id).nlink == 3
+        s.rename(ROOT, "m", ROOT, "n")  # two names of one node: nothing happens
+        assert s.lookup(ROOT, "m").id == s.lookup(ROOT, "n").id == n.id and s.getattr(n.id).nlink == 3
+        s.unlink(ROOT, "n")  # the node's own name: it moves into another one's place
+        assert s.getattr(n.id).nlink == 2 and s.path_of(n.id) in ("m", "d/m2")
+        s.rename(d.id, "x", ROOT, "m")  # over a name: that name goes
+        assert s.getattr(n.id).nlink == 1 and s.path_of(n.id) == "d/m2"
+        assert s.read(n.id, 0, 100) == b"new bytes"
+        s.link(n.id, ROOT, "again")
+        s.unlink(ROOT, "f")
+        assert s.getattr(f.id).nlink == 1 and s.path_of(f.id) == "d/g"
+        s.link(f.id, ROOT, "f")
+    with open_area(lrepo, "animals") as s:  # persisted
+        f, again = s.lookup(ROOT, "f"), s.lookup(ROOT, "again")
+        assert f.nlink == 2 and s.lookup(s.lookup(ROOT, "d").id, "g").id == f.id
+        assert again.nlink == 2 and s.read(again.id, 0, 100) == b"new bytes"
+        assert s.status() == [("added", "again"), ("added", "d/g"), ("added", "d/m2"), ("deleted", "d/x"),
+                              ("modified", "f"), ("added", "m")]
+        res = s.seal("links")
+        assert s.getattr(s.lookup(ROOT, "f").id).nlink == 1  # a version has no hard links
+    entries = {e.path: e for e in lrepo.entries(res.record)[1]}
+    assert entries["f"].data == entries["d/g"].data and entries["again"].data == entries["d/m2"].data
+    tree = version_tree(lrepo, "animals")
+    assert tree["f"][2] == tree["d/g"][2] == b"BASE content" and tree["again"][2] == b"new bytes"
+
+
+def test_hard_link_errnos_and_symlinks(lrepo, tmp_path):
+    base_version(lrepo, tmp_path, files={"f": b"1"}, links={"l": "f"})
+    with open_area(lrepo, "animals") as s:
+        f, ln = s.lookup(ROOT, "f"), s.lookup(ROOT, "l")
+        assert s.link(ln.id, ROOT, "l2").target == "f"  # a symlink itself (linkat without FOLLOW)
+        s.unlink(ROOT, "f")
+        assert errno_of(lambda: s.link(f.id, ROOT, "back")) == errno.ENOENT  # linkat of a deleted open file
+        assert errno_of(lambda: s.link(ln.id, ROOT, "l2")) == errno.EEXIST
+        s.freeze()
+        assert errno_of(lambda: s.link(ln.id, ROOT, "l3")) == errno.EBUSY
+        s.thaw()
+        assert s.status() == [("deleted", "f"), ("added", "l2")]
+
+
+def test_owners_and_atime(lrepo, tmp_path):
+    """Owners (the creator's) and atime (apart from mtime) are kept while staged and across a reopen;
+    base entries have none (the mount's user, atime = mtime); versions record neither."""
+    base_version(lrepo, tmp_path, files={"f": b"1"})
+    with open_area(lrepo, "animals") as s:
+        f = s.lookup(ROOT, "f")
+        assert (f.uid, f.gid, f.atime_ns) == (None, None, f.mtime_ns)
+        n = s.create(ROOT, "n", 0o644, owner=(1000, 1001))
+        d = s.mkdir(ROOT, "d", 0o2775, owner=(1000, 1002))
+        assert (n.uid, n.gid, d.uid, d.gid) == (1000, 1001, 1000, 1002) and n.atime_ns == n.mtime_ns
+        sub, inner = s.mkdir(d.id, "sub", 0o755, owner=(7, 7)), s.create(d.id, "x", 0o644, owner=(7, 7))
+        assert (sub.gid, sub.mode, inner.gid, inner.mode) == (1002, 0o2755, 1002, 0o644)  # set-group-ID dir
+        assert s.symlink(ROOT, "l", "n", owner=(5, 6)).uid == 5
+        s.write(n.id, 0, b"abc")
+        s.setattr(n.id, atime_ns=10**9, mtime_ns=2 * 10**9)
+        assert (s.getattr(n.id).atime_ns, s.getattr(n.id).mtime_ns) == (10**9, 2 * 10**9)
+        s.setattr(n.id, atime_ns=3 * 10**9)  # touch -a
+        assert (s.getattr(n.id).atime_ns, s.getattr(n.id).mtime_ns) == (3 * 10**9, 2 * 10**9)
+        s.write(n.id, 3, b"d")  # a write moves mtime, not atime
+        assert s.getattr(n.id).atime_ns == 3 * 10**9 and s.getattr(n.id).mtime_ns != 2 * 10**9
+        s.setattr(f.id, mtime_ns=5 * 10**9)  # touch -m of a base file: its atime stays where it was
+        assert (s.getattr(f.id).atime_ns, s.getattr(f.id).mtime_ns) == (f.mtime_ns, 5 * 10**9)
+        s.setattr(f.id, uid=0, gid=4)
+        s.setattr(n.id, gid=9)
+        assert (s.getattr(f.id).uid, s.getattr(f.id).gid, s.getattr(n.id).uid, s.getattr(n.id).gid) == (0, 4, 1000, 9)
+    with open_area(lrepo, "animals") as s:
+        n = s.lookup(ROOT, "n")
+        assert (n.uid, n.gid, n.atime_ns) == (1000, 9, 3 * 10**9)
+        s.seal("owners")
+        n = s.lookup(ROOT, "n")
+        assert (n.uid, n.gid, n.atime_ns) == (None, None, n.mtime_ns)
+
+
+def test_area_of_an_older_layout_opens(lrepo, tmp_path):
+    """An area written before owners, atimes and hard links were kept is upgraded when opened: its
+    staged changes are intact and show as before (the mount's user, atime = mtime)."""
+    base_version(lrepo, tmp_path, files={"f": b"base"})
+    with open_area(lrepo, "animals") as s:
+        s.write(s.create(ROOT, "n", owner=(1000, 1000)).id, 0, b"staged")
+        s.mkdir(ROOT, "d")
+        root = s._layout.root
+        db_path = s._layout.db_path(s.generation)
+    import sqlite3
+    db = sqlite3.connect(db_path)
+    db.execute("DROP INDEX links")
+    for col in ("uid", "gid", "atime_ns", "nlink", "inode"):
+        db.execute(f"ALTER TABLE nodes DROP COLUMN {col}")
+    db.commit()
+    db.close()
+    with open_area(lrepo, "animals") as s:
+        assert s._layout.root == root
+        n = s.lookup(ROOT, "n")
+        assert (n.uid, n.gid, n.atime_ns, n.nlink) == (None, None, n.mtime_ns, 1)
+        assert s.read(n.id, 0, 100) == b"staged" and s.status() == [("added", "d"), ("added", "n")]
+        s.link(n.id, ROOT, "m")  # and the new things work in it
+        assert s.getattr(n.id).nlink == 2
+        assert s.seal("upgraded").record.version == 1
 
 
 def test_lazy_directory_renames_without_materializing(lrepo, tmp_path):

@@ -47,7 +47,8 @@ def repo(source: Path, tmp_path: Path) -> Iterator[Repo]:
 Body = Callable[[Reader, ChunkSource, Callable[[str], OpenFile]], Awaitable[None]]
 
 
-def run(repo: Repo, store: Store, body: Body, deadline: float = 10.0) -> None:
+def run(repo: Repo, store: Store, body: Body, deadline: float = 10.0, whole_limit: int = 0,
+        memory_bytes: int = 128 * MiB) -> None:
     rec = repo.resolve("ds")
     header = repo.ensure_index(rec)
 
@@ -59,9 +60,9 @@ def run(repo: Repo, store: Store, body: Body, deadline: float = 10.0) -> None:
     async def main() -> None:
         nonlocal reader
         async with trio.open_nursery() as nursery:
-            chunks = ChunkSource(store, repo.cache)
+            chunks = ChunkSource(store, repo.cache, memory_bytes=memory_bytes)
             chunks.bind(nursery)
-            reader = Reader(chunks, repo.index, deadline)
+            reader = Reader(chunks, repo.index, deadline, whole_limit=whole_limit)
             await body(reader, chunks, open_file)
             nursery.cancel_scope.cancel()
 
@@ -127,6 +128,72 @@ def test_random_reads_do_not_prefetch(repo, source):
     run(repo, store, body)
     assert len(store.ranges) == len(offsets)
     assert all(length <= 4 * MiB for _, _, length in store.ranges)  # one chunk each
+
+
+async def settle(chunks: ChunkSource, f: OpenFile) -> None:
+    """Wait until no fetch is in flight (the background ones included) and `f`'s chunks are in the cache
+    (one task writes fetched chunks to LMDB after they land)."""
+    with trio.fail_after(20):
+        while chunks._flights or not all(chunks.cache.contains(r.digest) for r in f.layout.refs):  # noqa: SLF001
+            await trio.sleep(0.01)
+
+
+def test_a_randomly_read_file_is_fetched_whole_in_the_background(repo, source):
+    store = FaultyStore(repo.store)
+    store.delay = 0.01
+    data = (source / "big.bin").read_bytes()
+    rng = random.Random(5)
+    offsets = [rng.randrange(0, len(data) - 4096) for _ in range(40)]
+
+    async def body(reader, chunks, open_file):
+        f = open_file("big.bin")
+        for off in offsets:  # every read right while the background fetch runs, some jumping it
+            assert bytes(await reader.read(f, off, 4096)) == data[off : off + 4096]
+        assert f.whole and chunks.stats["whole_files"] == 1
+        await settle(chunks, f)
+        gets = len(store.ranges)
+        for off in offsets[::-1]:  # now all of it is here: no more GETs
+            assert bytes(await reader.read(f, off, 4096)) == data[off : off + 4096]
+        assert len(store.ranges) == gets
+
+    run(repo, store, body, whole_limit=32 * MiB)
+    background = [length for _, _, length in store.ranges if length > 4 * MiB]
+    assert background and max(background) <= 8 * MiB  # parallel parts of WHOLE_PART, not one GET per chunk
+
+
+def test_a_file_over_the_limit_is_not_fetched_whole(repo, source):
+    store = FaultyStore(repo.store)
+    data = (source / "big.bin").read_bytes()
+    offsets = [20 * MiB, 2 * MiB, 11 * MiB + 77, 23 * MiB, 5 * MiB, 17 * MiB]
+
+    async def body(reader, chunks, open_file):
+        f = open_file("big.bin")
+        for off in offsets:
+            assert bytes(await reader.read(f, off, 4096)) == data[off : off + 4096]
+        assert not f.whole and chunks.stats["prefetch_spans"] == 0
+
+    run(repo, store, body, whole_limit=16 * MiB)
+    assert len(store.ranges) == len(offsets)
+
+
+def test_small_reads_of_cached_big_chunks_copy_only_their_bytes(repo, source):
+    """With a tiny memory cache, a 4 KiB read of a chunk in LMDB is a slice of it (chunk ends included)."""
+    data = (source / "big.bin").read_bytes()
+
+    async def body(reader, chunks, open_file):
+        f = open_file("big.bin")
+        assert await read_all(reader, f) == data  # fills the cache
+        await settle(chunks, f)
+        g = open_file("big.bin")
+        starts = g.layout.starts
+        offsets = [0, 3 * MiB + 5, len(data) - 4096] + [starts[k] - 4096 for k in range(1, 4)]
+        for off in offsets:
+            assert bytes(await reader.read(g, off, 4096)) == data[off : off + 4096]
+        assert chunks.stats["slice_hits"] >= len(offsets) - 1
+        across = starts[2] - 100  # across a chunk boundary: assembled from whole chunks, as before
+        assert bytes(await reader.read(g, across, 4096)) == data[across : across + 4096]
+
+    run(repo, repo.store, body, memory_bytes=1)
 
 
 def test_small_files_in_name_order_cost_a_handful_of_gets(repo, source):

@@ -1,6 +1,6 @@
 """Model-based test through a real mount: random operations applied both to MOUNT/NAME/staging and to a
-plain directory must agree — trees, contents and errnos — after every step; then `artfs seal`, and the
-new version equals the plain directory.
+plain directory must agree — trees, contents, errnos, hard links and nlink, owners, the atimes and mtimes
+that were set — after every step; then `artfs seal`, and the new version equals the plain directory.
 
 Each example gets its own artifact: `mkdir MOUNT/mN`, the initial tree written into its staging and
 sealed as v0, so the example starts on a copy-on-write view of v0 (base files, lazy directories) —
@@ -22,7 +22,7 @@ import artfs.api
 from tests.support import staging_model as ref
 from tests.support.cli import seal
 from tests.support.mounts import Mount
-from tests.support.staging_model import assert_same_errno, initial_tree, pick_path
+from tests.support.staging_model import Times, assert_same_errno, disk_posix, forget_posix, initial_tree, pick_path
 from tests.support.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from tests.support.trees import snapshot
 
@@ -45,6 +45,7 @@ class MountModel(RuleBasedStateMachine):
         self.model.mkdir()
         initial_tree(self.model)
         assert snapshot(self.st) == snapshot(self.model)
+        self.times = Times()
 
     def teardown(self) -> None:
         try:
@@ -59,6 +60,8 @@ class MountModel(RuleBasedStateMachine):
                 assert res["ref"] == f"{self.name}:v1"
                 assert snapshot(art / "v1") == mine
                 assert snapshot(self.st) == mine  # a fresh view of v1
+            forget_posix(self.model)  # a version keeps no links and no owners
+            assert disk_posix(self.st) == disk_posix(self.model)
         finally:
             shutil.rmtree(self.model)
 
@@ -75,16 +78,31 @@ class MountModel(RuleBasedStateMachine):
     def create(self, d):
         p = self.pick(d, ref.PATHS, new=True)
         self.both(lambda r: os.close(os.open(f"{r}/{p}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)))
+        self.times.created(f"{self.model}/{p}")
 
     @rule(d=st.data())
     def mkdir(self, d):
         p = self.pick(d, ref.PATHS, new=True)
         self.both(lambda r: os.mkdir(f"{r}/{p}", 0o755))
+        self.times.created(f"{self.model}/{p}")
 
     @rule(d=st.data(), to=st.sampled_from(ref.TARGETS))
     def symlink(self, d, to):
         p = self.pick(d, ref.LINK_PATHS, new=True)
         self.both(lambda r: os.symlink(to, f"{r}/{p}"))
+        self.times.created(f"{self.model}/{p}")
+
+    @rule(d=st.data(), symlinks=st.booleans())
+    def link(self, d, symlinks):
+        pool = ref.LINK_PATHS if symlinks else ref.PATHS
+        src, dst = self.pick(d, pool), self.pick(d, pool, new=True)
+        self.both(lambda r: os.link(f"{r}/{src}", f"{r}/{dst}", follow_symlinks=False))
+
+    @rule(d=st.data(), owner=st.sampled_from(ref.OWNERS), which=st.sampled_from([(0, 1), (0, -1), (-1, 1)]))
+    def chown(self, d, owner, which):
+        p = self.pick(d, ref.PATHS + ref.LINK_PATHS)
+        uid, gid = (owner[i] if i >= 0 else -1 for i in which)
+        self.both(lambda r: os.lchown(f"{r}/{p}", uid, gid))
 
     @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), data=ref.DATA, append=st.booleans())
     def write(self, d, offset, data, append):
@@ -101,6 +119,7 @@ class MountModel(RuleBasedStateMachine):
                 os.close(fd)
 
         self.both(op)
+        self.times.written(f"{self.model}/{p}")
 
     @rule(d=st.data(), offset=st.sampled_from(ref.OFFSETS), size=st.sampled_from(ref.READ_SIZES))
     def read(self, d, offset, size):
@@ -132,6 +151,7 @@ class MountModel(RuleBasedStateMachine):
                 os.close(fd)
 
         self.both(op)
+        self.times.written(f"{self.model}/{p}")
 
     @rule(d=st.data())
     def unlink(self, d):
@@ -167,10 +187,31 @@ class MountModel(RuleBasedStateMachine):
     def utime(self, d, mtime):
         p = self.pick(d, ref.PATHS)
         self.both(lambda r: os.utime(f"{r}/{p}", ns=(mtime, mtime)))
+        if os.path.exists(f"{self.model}/{p}"):
+            self.times.set(f"{self.model}/{p}", mtime, mtime)
+
+    @rule(d=st.data(), atime=st.sampled_from(ref.ATIMES), mtime=st.sampled_from([*ref.MTIMES, None]))
+    def utime_apart(self, d, atime, mtime):
+        """utimensat with atime and mtime apart, or atime alone (`touch -a`)."""
+        p = self.pick(d, ref.PATHS)
+        if mtime is None:
+            self.both(lambda r: ref.set_atime(f"{r}/{p}", atime))
+        else:
+            self.both(lambda r: os.utime(f"{r}/{p}", ns=(atime, mtime)))
+        if os.path.exists(f"{self.model}/{p}"):
+            self.times.set(f"{self.model}/{p}", atime, mtime)
 
     @invariant()
     def trees_agree(self):
         assert snapshot(self.st) == snapshot(self.model)
+
+    @invariant()
+    def links_owners_and_times_agree(self):
+        assert disk_posix(self.st) == disk_posix(self.model)
+        for p, (atime, mtime) in self.times.expected(self.model).items():
+            st_ = os.lstat(self.st / p)
+            got = (st_.st_atime_ns, st_.st_mtime_ns)
+            assert (got[0] if atime is None else atime, got[1] if mtime is None else mtime) == got, p
 
 
 def test_staging_behaves_like_a_directory(mount_artfs, small_store, tmp_path):

@@ -1,4 +1,5 @@
-"""The LMDB chunk cache: bounds, LRU order, sharing between processes and threads, fork, remapping."""
+"""The LMDB chunk cache: bounds (counted and on disk), LRU order, one bound for every process, prune and
+clear, sharing between processes and threads, fork, remapping."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def audit(cache: ChunkCache) -> tuple[int, int]:
     h = cache._env().enter()
     try:
         with h.env.begin() as txn:
-            sizes = {k: len(v) for k, v in txn.cursor(db=h.data)}
+            sizes: dict[bytes, int] = {}
+            for k, v in txn.cursor(db=h.data):
+                assert cache_mod._SEG.unpack(k[16:])[0] == (sizes.get(k[:16], 0) + cache._segment - 1) // cache._segment
+                sizes[k[:16]] = sizes.get(k[:16], 0) + len(v)
             meta = {k: cache_mod._META.unpack(v) for k, v in txn.cursor(db=h.meta)}
             lru = {(cache_mod._U64.unpack(k[:8])[0], k[8:]) for k, _ in txn.cursor(db=h.lru)}
             total = cache_mod._U64.unpack(txn.get(cache_mod._TOTAL_KEY, db=h.stats) or bytes(8))[0]
@@ -41,6 +45,10 @@ def audit(cache: ChunkCache) -> tuple[int, int]:
     assert total == sum(sizes.values())
     assert cache.stats()["bytes"] == total and cache.stats()["entries"] == len(sizes)
     return total, len(sizes)
+
+
+def data_file(cache: ChunkCache) -> int:
+    return os.path.getsize(os.path.join(cache.path, "data.mdb"))
 
 
 @pytest.fixture
@@ -93,49 +101,51 @@ def test_empty_chunk(small):
 
 def test_clear(small):
     small.put_many(chunk(64 * KiB) for _ in range(5))
-    small.clear()
+    assert small.clear() == (5 * 64 * KiB, 5)
     assert audit(small) == (0, 0)
 
 
 def test_stats(small, cache_dir):
     small.put(*chunk(1000))
-    assert small.stats() == {
-        "bytes": 1000,
-        "entries": 1,
-        "max_bytes": 4 * MiB,
-        "path": os.path.join(cache_dir, "chunks.lmdb"),
-    }
+    st = small.stats()
+    assert st.pop("used_bytes") >= 4 * KiB and st.pop("file_bytes") >= 4 * KiB
+    assert st == {"bytes": 1000, "entries": 1, "max_bytes": 4 * MiB, "path": os.path.join(cache_dir, "chunks.lmdb")}
 
 
 # --- bounds and LRU ---
 
 
-def test_eviction_keeps_total_under_the_bound(small):
+def test_eviction_keeps_total_and_file_under_the_bound(small):
     for _ in range(40):
         small.put(*chunk(300 * KiB))
         total, _ = audit(small)
         assert total <= 4 * MiB
-    assert total >= 3 * MiB  # evicts down to 90%, not to nothing
+        assert data_file(small) <= 4 * MiB
+    assert total >= 2 * MiB  # evicts down to a low-water mark, not to nothing
 
 
 @pytest.mark.parametrize("flush", [True, False], ids=["flush_access", "flushed-by-put"])
-def test_least_recently_used_goes_first(small, flush):
-    chunks = [chunk(512 * KiB) for _ in range(7)]  # 3.5 MiB: under the limit
-    for c in chunks:
-        small.put(*c)
-    a, b = chunks[0], chunks[1]
-    assert small.get(a[0]) == a[1]  # A is now the most recently used; B is the oldest
-    if flush:
-        small.flush_access()
-    small.put_many([chunk(512 * KiB), chunk(512 * KiB)])  # 4.5 MiB > 4 MiB: evict to <= 3.6 MiB
-    assert a[0] in small
-    assert b[0] not in small and chunks[2][0] not in small
-    assert audit(small)[0] <= 0.9 * 4 * MiB
+def test_least_recently_used_goes_first(cache_dir, flush):
+    with ChunkCache(cache_dir, max_bytes=8 * MiB) as c:
+        chunks = [chunk(512 * KiB) for _ in range(12)]  # 6 MiB: under the budget (8 MiB less room for writes)
+        for ch in chunks:
+            c.put(*ch)
+        assert audit(c)[1] == 12
+        a, b = chunks[0], chunks[1]
+        assert c.get(a[0]) == a[1]  # A is now the most recently used; B is the oldest
+        if flush:
+            c.flush_access()
+        c.put_many([chunk(512 * KiB) for _ in range(3)])  # past the budget: the oldest go
+        assert a[0] in c
+        assert b[0] not in c
+        kept = [ch[0] in c for ch in chunks[1:]]
+        assert kept == sorted(kept)  # evicted oldest first: a run of misses, then hits
 
 
 def test_oversize_chunk_is_not_cached(small):
-    big = chunk(4 * MiB + 1)
-    fits = chunk(4 * MiB)
+    assert small.largest_chunk() == (4 * MiB - cache_mod._SLACK) // 4
+    big = chunk(small.largest_chunk() + 1)
+    fits = chunk(small.largest_chunk())
     small.put(*big)
     assert big[0] not in small and audit(small) == (0, 0)
     small.put(*fits)
@@ -150,13 +160,12 @@ def test_batch_larger_than_the_limit_keeps_its_tail(small):
     assert batch[-1][0] in small and batch[0][0] not in small
 
 
-def test_a_put_does_not_evict_itself(cache_dir):
-    with ChunkCache(cache_dir, max_bytes=1 * MiB) as c:
-        c.put(*chunk(300 * KiB))
-        big = chunk(950 * KiB)  # over 90% of the limit, under the limit
-        c.put(*big)
-        assert big[0] in c
-        assert audit(c) == (len(big[1]), 1)
+def test_a_put_does_not_evict_itself(small):
+    small.put_many(chunk(256 * KiB) for _ in range(8))
+    big = chunk(small.largest_chunk())  # past the low-water mark with the others: they go, it stays
+    small.put(*big)
+    assert small.get(big[0]) == big[1]
+    assert audit(small)[0] <= 4 * MiB
 
 
 def test_pending_access_due(small):
@@ -204,22 +213,80 @@ def test_cache_dir_is_private(tmp_path):
 # --- one environment per process ---
 
 
-def test_caches_on_one_directory_share_one_environment(cache_dir, monkeypatch):
-    monkeypatch.setattr(cache_mod, "_MIN_MAP_SIZE", 0)
-    monkeypatch.setattr(cache_mod, "_MAP_HEADROOM", 1 * MiB)
-    first = ChunkCache(cache_dir, max_bytes=1 * MiB)  # map: 3 MiB
+def test_caches_on_one_directory_share_one_environment(cache_dir):
+    first = ChunkCache(cache_dir, max_bytes=1 * MiB)  # map: 1 MiB
     a = chunk(100 * KiB)
     first.put(*a)
-    second = ChunkCache(os.path.join(cache_dir, ".", ""), max_bytes=16 * MiB)  # same files; map: 33 MiB
+    second = ChunkCache(os.path.join(cache_dir, ".", ""), max_bytes=16 * MiB)  # same files; the bound now
     assert second._shared is first._shared
     assert second.get(a[0]) == a[1]
     second.put_many(chunk(512 * KiB) for _ in range(16))  # 8 MiB: needs the bigger map
+    assert first.stats()["max_bytes"] == 16 * MiB  # one bound for every opener
     first.close()
     assert audit(second)[1] == 17
     second.close()
     assert os.path.realpath(second.path) not in cache_mod._ENVS
     with ChunkCache(cache_dir, max_bytes=16 * MiB) as again:
         assert again.get(a[0]) == a[1]
+
+
+def test_an_opener_without_a_bound_adopts_the_recorded_one(cache_dir):
+    with ChunkCache(cache_dir, max_bytes=2 * MiB):
+        pass
+    with ChunkCache(cache_dir) as c:  # as a CLI command with no --cache-size: not the 20 GiB default
+        assert c.max_bytes == 2 * MiB
+        c.put_many(chunk(64 * KiB) for _ in range(100))
+        assert audit(c)[0] <= 2 * MiB and data_file(c) <= 2 * MiB
+    with ChunkCache(cache_dir, max_bytes=8 * MiB):  # a bound given is recorded: the last one given wins
+        pass
+    with ChunkCache(cache_dir) as c:
+        assert c.stats()["max_bytes"] == 8 * MiB
+
+
+def test_prune_evicts_oldest_first_and_the_space_is_reused(cache_dir):
+    with ChunkCache(cache_dir, max_bytes=8 * MiB) as c:
+        chunks = [chunk(256 * KiB) for _ in range(20)]  # 5 MiB
+        c.put_many(chunks)
+        c.get(chunks[0][0])
+        c.flush_access()
+        size = data_file(c)
+        assert c.prune(2 * MiB) == (12 * 256 * KiB, 12)
+        assert audit(c) == (2 * MiB, 8)
+        assert chunks[0][0] in c and chunks[1][0] not in c and chunks[-1][0] in c
+        assert c.prune(2 * MiB) == (0, 0)
+        assert data_file(c) >= size  # LMDB files never shrink...
+        for _ in range(3):
+            c.put_many(chunk(256 * KiB) for _ in range(12))
+        assert data_file(c) <= max(size, 8 * MiB)  # ...their pages are reused
+
+
+def test_a_cache_of_the_old_layout_is_emptied(cache_dir):
+    with ChunkCache(cache_dir, max_bytes=4 * MiB) as c:
+        c.put(*chunk(10 * KiB))
+        with c._env().transaction(write=True) as (txn, h):  # as an older artfs left it: one value per chunk
+            txn.delete(cache_mod._FORMAT_KEY, db=h.stats)
+            txn.put(b"\1" * 16, b"old", db=h.data)
+    with ChunkCache(cache_dir, max_bytes=4 * MiB) as c:
+        assert audit(c) == (0, 0)
+
+
+def test_a_full_map_makes_room_and_retries(cache_dir, monkeypatch):
+    with ChunkCache(cache_dir, max_bytes=2 * MiB) as c:
+        monkeypatch.setattr(ChunkCache, "_budget", lambda self, written: 2 * MiB)  # no room kept: the map fills
+        rooms = []
+        make_room = ChunkCache._make_room
+
+        def spy(self, written, attempt):
+            rooms.append(attempt)
+            return make_room(self, written, attempt)
+
+        monkeypatch.setattr(ChunkCache, "_make_room", spy)
+        for _ in range(60):
+            last = chunk(128 * KiB)
+            c.put(*last)
+            assert c.get(last[0]) == last[1]
+        assert rooms
+        assert audit(c)[0] <= 2 * MiB and data_file(c) <= 2 * MiB
 
 
 def test_a_cache_dropped_unclosed_releases_its_environment(cache_dir):
@@ -336,7 +403,7 @@ def test_fork_waits_for_transactions_in_flight(small):
             with h.env.begin() as txn:
                 in_txn.set()
                 done.wait(10)
-                read.append(txn.get(digest, db=h.data))
+                read.append(txn.get(digest + cache_mod._SEG0, db=h.data))
         finally:
             shared.exit()
 
@@ -361,15 +428,11 @@ def test_fork_waits_for_transactions_in_flight(small):
 
 
 def _grow(cache_dir: str) -> None:
-    cache_mod._MIN_MAP_SIZE = 0
-    cache_mod._MAP_HEADROOM = 1 * MiB
-    with ChunkCache(cache_dir, max_bytes=32 * MiB) as c:  # map: 65 MiB
+    with ChunkCache(cache_dir, max_bytes=32 * MiB) as c:  # map: 32 MiB
         c.put_many(chunk(256 * KiB, seed=i) for i in range(40))
 
 
 def test_adopts_a_map_grown_by_another_process(cache_dir, monkeypatch):
-    monkeypatch.setattr(cache_mod, "_MIN_MAP_SIZE", 0)
-    monkeypatch.setattr(cache_mod, "_MAP_HEADROOM", 1 * MiB)
     remaps = []
     remap = cache_mod._SharedEnv.remap
 
@@ -378,14 +441,82 @@ def test_adopts_a_map_grown_by_another_process(cache_dir, monkeypatch):
         remap(self, size)
 
     monkeypatch.setattr(cache_mod._SharedEnv, "remap", spy)
-    with ChunkCache(cache_dir, max_bytes=1 * MiB) as c:  # map: 3 MiB
+    with ChunkCache(cache_dir, max_bytes=1 * MiB) as c:  # map: 1 MiB
         c.put(*chunk(10 * KiB))
         p = multiprocessing.get_context("spawn").Process(target=_grow, args=(cache_dir,))
         p.start()
         p.join(timeout=120)
         assert p.exitcode == 0
         last = chunk(256 * KiB, seed=39)
-        assert c.get(last[0]) == last[1]  # beyond our 3 MiB map until we remap
-        assert remaps
-        c.put(*chunk(10 * KiB))  # evicts down to our own limit
-        assert audit(c)[0] <= 1 * MiB
+        assert c.get(last[0]) == last[1]  # beyond our 1 MiB map until we remap
+        assert 0 in remaps
+        c.put(*chunk(10 * KiB))  # under the bound the other process recorded, and its map
+        assert c.max_bytes == 32 * MiB
+        assert audit(c)[0] <= 32 * MiB and data_file(c) <= 32 * MiB
+
+
+# --- the bound holds on disk, with two processes writing far more than it ---
+
+
+def _hammer(cache_dir: str, me: int, bound: int, volume: int, sizes: list[int], results) -> None:
+    """Write `volume` bytes of chunks of `sizes` (and read some back); report the most seen at once."""
+    import random
+
+    rnd = random.Random(me)
+    most = {"bytes": 0, "used_bytes": 0, "file_bytes": 0}
+    with ChunkCache(cache_dir, max_bytes=bound) as c:
+        written, mine = 0, []
+        while written < volume:
+            digest, data = chunk(rnd.choice(sizes), seed=me << 32 | len(mine))
+            c.put(digest, data)
+            mine.append((digest, data))
+            for d, want in rnd.sample(mine, min(3, len(mine))):
+                got = c.get(d)
+                assert got is None or got == want
+            written += len(data)
+            st = c.stats()
+            for k in most:
+                most[k] = max(most[k], st[k])
+    results.put(most)
+
+
+def hammer(cache_dir: str, bound: int, volume: int, sizes: list[int]) -> dict[str, int]:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(cache_dir, me, bound, volume, sizes, results)) for me in (0, 1)]
+    for p in procs:
+        p.start()
+    seen = [results.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return {k: max(s[k] for s in seen) for k in seen[0]}
+
+
+@pytest.mark.parametrize(("bound", "sizes"), [
+    (2 * MiB, [64 * KiB]),
+    (2 * MiB, [16 * KiB, 64 * KiB, 100 * KiB, 300 * KiB, 480 * KiB, 1 * MiB]),
+    (24 * MiB, [256 * KiB, 512 * KiB, 1 * MiB, 1536 * KiB, 2 * MiB, 4 * MiB]),
+], ids=["2M-64K-chunks", "2M-mixed", "24M-chunker-sizes"])
+def test_the_bound_holds_on_disk_with_two_writers(cache_dir, bound, sizes):
+    """Each of two processes writes 16x the bound: the counted bytes, the pages in use and the data file
+    never pass the bound (before the file was the bound, a 2 MiB cache grew to 9-10 MiB)."""
+    seen = hammer(cache_dir, bound, 16 * bound, sizes)
+    assert seen["bytes"] <= bound
+    assert seen["used_bytes"] <= bound
+    assert seen["file_bytes"] <= bound
+    with ChunkCache(cache_dir) as c:
+        total, entries = audit(c)
+        assert 0 < total <= bound and entries > 0
+        assert data_file(c) <= bound
+
+
+def test_get_range_reads_across_segments(small):
+    seg = small._segment
+    digest, data = chunk(2 * seg + 1000)
+    small.put(digest, data)
+    for offset, length in ((0, 10), (seg - 5, 10), (seg, seg), (seg - 1, seg + 2), (2 * seg + 990, 50),
+                           (0, len(data)), (len(data), 10), (3 * seg, 4)):
+        assert small.get_range(digest, offset, length) == data[offset:offset + length]
+    assert small.get_range(chunk(10)[0], 0, 5) is None
+    assert small.pending_access_due() is False and small._pending  # noted as an access

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from artfs.core.commit import CommitResult
 from artfs.core.content import ChunkReader
+from artfs.core.gc_guard import StagingLeases, staging_area_id
 from artfs.core.manifest import Entry
 from artfs.core.names import check_name
 from artfs.core.repo import Repo
@@ -89,6 +90,9 @@ class StagingArea:
         self._nodes = NodeTable(name)
         self._files = Files(self._nodes, repo)
         self._namespace = Namespace(self._nodes, self._files, repo)
+        # its base's chunks stay alive while it exists, on whatever machine (gc_guard.StagingLeases)
+        self._leases = StagingLeases(repo.store)
+        self._lease_id = staging_area_id(areas_dir(repo), name)
 
     @classmethod
     def open(cls, repo: Repo, name: str) -> StagingArea:
@@ -105,6 +109,7 @@ class StagingArea:
                 area._reset(area.latest(), new_gen=0)
             else:
                 area._load(gen)
+                area._leases.hold(area._lease_id, name, area.base)
                 layout.remove_others(gen)
                 try:
                     area.refresh()
@@ -150,6 +155,7 @@ class StagingArea:
             self._nodes.check_writable()
             self.close()
             shutil.rmtree(self._layout.root, ignore_errors=True)
+        self._leases.release(self._lease_id)
 
     def __enter__(self) -> StagingArea:
         return self
@@ -178,6 +184,7 @@ class StagingArea:
         """Replace the whole staged tree with a fresh view of `base`: build the new generation beside the
         old one, then switch (see layout.py). Node ids keep growing, so no inode number is reused."""
         rec = self.repo.version(self.name, base) if base is not None else None
+        self._leases.hold(self._lease_id, self.name, base)  # before the area reads the new base
         if rec is not None:
             self.repo.ensure_index(rec)
         with self._nodes.lock:
@@ -189,10 +196,14 @@ class StagingArea:
             self._load(gen)
         self._layout.remove_others(gen)
 
+    def renew_lease(self) -> None:
+        """Rewrite this area's lease on its base if it is due (a mount calls this at every poll)."""
+        self._leases.hold(self._lease_id, self.name, self.base, force=False)
+
     def latest(self) -> int | None:
-        """The artifact's latest version number in the store now (None: no version yet)."""
-        numbers = self.repo.version_numbers(self.name)
-        return numbers[-1] if numbers else None
+        """The artifact's latest version number in the store now: the newest live one (None: no version
+        yet, or every version deleted)."""
+        return self.repo.heads(self.name)[0]
 
     def refresh(self) -> bool:
         """Follow latest while nothing is staged (staging "starts as latest"). True if it moved."""
@@ -253,10 +264,10 @@ class StagingArea:
     def seal(
         self, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
         metadata: dict[str, str] | None = None, force: bool = False,
-        progress: Callable[[int], None] | None = None, run: str | None = None,
+        progress: Callable[[int], None] | None = None, run: str | None = None, ttl: float | None = None,
     ) -> CommitResult:
         """Publish the staged tree as the next version (merging onto a newer latest); see seal.py."""
-        return seal_area(self, message, aliases, type_, metadata, force, progress, run=run)
+        return seal_area(self, message, aliases, type_, metadata, force, progress, run=run, ttl=ttl)
 
     def status(self) -> list[tuple[str, str]]:
         """[(added|modified|deleted, path)] against the base, in path order; see seal.py."""
@@ -319,21 +330,23 @@ class StagingArea:
         """The node's path in the tree ('' for the root). ENOENT once unlinked."""
         return self._namespace.path_of(node_id)
 
-    def create(self, parent_id: int, name: str, mode: int = 0o644) -> StagedNode:
-        """A new empty regular file. Special files (FIFOs, devices, sockets): EPERM."""
-        return self._namespace.create(parent_id, name, mode)
+    def create(self, parent_id: int, name: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> StagedNode:
+        """A new empty regular file, owned by `owner` (uid, gid: the caller's; None: the mount's user)
+        while staged. Special files (FIFOs, devices, sockets): EPERM."""
+        return self._namespace.create(parent_id, name, mode, owner)
 
     mknod = create
 
-    def mkdir(self, parent_id: int, name: str, mode: int = 0o755) -> StagedNode:
-        return self._namespace.mkdir(parent_id, name, mode)
+    def mkdir(self, parent_id: int, name: str, mode: int = 0o755, owner: tuple[int, int] | None = None) -> StagedNode:
+        return self._namespace.mkdir(parent_id, name, mode, owner)
 
-    def symlink(self, parent_id: int, name: str, target: str) -> StagedNode:
+    def symlink(self, parent_id: int, name: str, target: str, owner: tuple[int, int] | None = None) -> StagedNode:
         """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
-        return self._namespace.symlink(parent_id, name, target)
+        return self._namespace.symlink(parent_id, name, target, owner)
 
     def link(self, node_id: int, new_parent_id: int, new_name: str) -> StagedNode:
-        """Hard links cannot be stored in a version: EPERM."""
+        """A hard link: another name for the file or symlink `node_id` in this area (a directory: EPERM).
+        Sealed as one entry per name, sharing chunks."""
         return self._namespace.link(node_id, new_parent_id, new_name)
 
     def unlink(self, parent_id: int, name: str) -> None:
@@ -354,10 +367,10 @@ class StagingArea:
 
     def setattr(
         self, node_id: int, mode: int | None = None, size: int | None = None, mtime_ns: int | None = None,
-        atime_ns: int | None = None,
+        atime_ns: int | None = None, uid: int | None = None, gid: int | None = None,
     ) -> StagedNode:
-        """chmod / truncate / utimens (atime is accepted and reads back as mtime)."""
-        return self._files.setattr(node_id, mode, size, mtime_ns, atime_ns)
+        """chmod / chown / truncate / utimens. Owners and atime are kept while staged, not in versions."""
+        return self._files.setattr(node_id, mode, size, mtime_ns, atime_ns, uid, gid)
 
     def base_entry(self, node_id: int) -> Entry | None:
         """The base version's entry for an unchanged file (serve it with the mount's chunk reader and

@@ -45,9 +45,12 @@ class DataFiles:
     def path(self, node_id: int) -> str:
         return os.path.join(self.root, str(node_id))
 
-    def create(self, node_id: int) -> None:
+    def create(self, node_id: int, now_ns: int) -> None:
+        """A new empty data file whose mtime is `now_ns`, the time its row was given for its other times
+        (the disk's clock is coarser: a new file's atime and mtime must be equal)."""
         fd = os.open(self.path(node_id), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._remember(node_id, fd)
+        os.utime(fd, ns=(now_ns, now_ns))
 
     def fd(self, node_id: int) -> int:
         fd = self._fds.get(node_id)
@@ -147,14 +150,19 @@ class Files:
     # --- for the other parts (the area lock held) ------------------------------------------------
 
     def attrs(self, row: Row) -> StagedNode:
-        """A node's attributes: a data file's size and times are the file's own (a write touches no row)."""
+        """A node's attributes (of the node a hard link's extra name names): a data file's size, mtime
+        and ctime are the file's own (a write touches no row); its atime is the row's (reads of the data
+        file may move the local file's atime, and staging behaves as noatime)."""
+        row = self._nodes.node_of(row)
         size, mtime, ctime = row.size, row.mtime_ns, row.ctime_ns
         if row.has_data:
             st = os.fstat(self._data_files.fd(row.id))
             size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
-        nlink = 1 if row.parent is not None or row.id == ROOT_ID else 0
+        linked = row.parent is not None or row.id == ROOT_ID
+        nlink = 0 if not linked else 1 if row.kind == DIR else row.nlink
         target = dec(row.link_target) if row.kind == LINK else None
-        return StagedNode(row.id, row.kind, row.mode, size, mtime, ctime, nlink, target)
+        atime = mtime if row.atime_ns is None else row.atime_ns
+        return StagedNode(row.id, row.kind, row.mode, size, mtime, ctime, nlink, target, row.uid, row.gid, atime)
 
     def file_entry(self, row: Row, path: str) -> tuple[Entry, int | None]:
         """A file row as a manifest entry at `path`, and its data id if its content is a data file (the
@@ -165,9 +173,9 @@ class Files:
         base = self._base_entry(row)
         return msgspec.structs.replace(base, path=path, mode=row.mode, mtime_ns=row.mtime_ns), None
 
-    def create_data(self, node_id: int) -> None:
-        """A new file's empty data file."""
-        self._data_files.create(node_id)
+    def create_data(self, node_id: int, now_ns: int) -> None:
+        """A new file's empty data file, made at `now_ns`."""
+        self._data_files.create(node_id, now_ns)
 
     def forget(self, node_id: int) -> None:
         """A node's row is gone: its data file and bookkeeping go too."""
@@ -179,14 +187,16 @@ class Files:
 
     def setattr(
         self, node_id: int, mode: int | None = None, size: int | None = None, mtime_ns: int | None = None,
-        atime_ns: int | None = None,
+        atime_ns: int | None = None, uid: int | None = None, gid: int | None = None,
     ) -> StagedNode:
-        """chmod / truncate / utimens. Versions keep no atime: it is accepted and reads back as mtime."""
+        """chmod / chown / truncate / utimens. Who may chown is the caller's rule (the kernel's, with
+        default_permissions); versions keep no owners and no atime, staging keeps both while staged.
+        Setting only one of the times pins the other where it is (an atime that followed mtime stays)."""
         nodes = self._nodes
         if size is not None:
             self.truncate(node_id, size)
         with nodes.lock:
-            if mode is None and mtime_ns is None:
+            if mode is None and mtime_ns is None and atime_ns is None and uid is None and gid is None:
                 return self.attrs(nodes.get(node_id))
             nodes.check_writable()
             row = nodes.get(node_id)
@@ -194,11 +204,16 @@ class Files:
             with nodes.txn() as db:
                 if mode is not None and row.kind != LINK:
                     db.execute("UPDATE nodes SET mode = ?, ctime_ns = ? WHERE id = ?", (mode & 0o7777, now, row.id))
-                if mtime_ns is not None:
-                    if row.has_data:
+                if uid is not None or gid is not None:
+                    db.execute("UPDATE nodes SET uid = coalesce(?, uid), gid = coalesce(?, gid), ctime_ns = ? "
+                               "WHERE id = ?", (uid, gid, now, row.id))
+                if mtime_ns is not None or atime_ns is not None:
+                    atime = self.attrs(row).atime_ns if atime_ns is None else atime_ns
+                    if mtime_ns is not None and row.has_data:
                         os.utime(self._data_files.fd(row.id), ns=(mtime_ns, mtime_ns))
-                    else:
-                        db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (mtime_ns, now, row.id))
+                    elif mtime_ns is not None:
+                        db.execute("UPDATE nodes SET mtime_ns = ? WHERE id = ?", (mtime_ns, row.id))
+                    db.execute("UPDATE nodes SET atime_ns = ?, ctime_ns = ? WHERE id = ?", (atime, now, row.id))
                 nodes.changed(db)
             return self.attrs(nodes.get(node_id))
 
@@ -307,8 +322,8 @@ class Files:
                         raise oserror(errno.ENOENT, f"node {node_id}")
                     os.replace(tmp, final)
                     with nodes.txn() as db:
-                        db.execute("UPDATE nodes SET has_data = 1, base_path = NULL, digest = NULL WHERE id = ?",
-                                   (node_id,))
+                        db.execute("UPDATE nodes SET has_data = 1, base_path = NULL, digest = NULL, "
+                                   "atime_ns = coalesce(atime_ns, mtime_ns) WHERE id = ?", (node_id,))
                         nodes.changed(db)
             finally:
                 if os.path.exists(tmp):

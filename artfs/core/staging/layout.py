@@ -38,10 +38,22 @@ CREATE TABLE nodes(
     base_path BLOB,       -- file: content is the base entry at base_path; dir: lazy, children are base_path's
     has_data INTEGER NOT NULL DEFAULT 0,  -- file content is data/<id>
     target BLOB,          -- symlinks
-    digest BLOB           -- cached content digest of data/<id>; cleared by the first write after it is set
+    digest BLOB,          -- cached content digest of data/<id>; cleared by the first write after it is set
+    uid INTEGER,          -- owner while staged (the creator's); NULL: the mount's user (base entries)
+    gid INTEGER,
+    atime_ns INTEGER,     -- NULL: the same as mtime (base entries)
+    nlink INTEGER NOT NULL DEFAULT 1,  -- names of a file or symlink (hard links); 0 never stored
+    inode INTEGER         -- a hard link's extra name: the node it names (that row has everything else)
 );
 CREATE UNIQUE INDEX dirents ON nodes(parent, name) WHERE parent IS NOT NULL;
+CREATE INDEX links ON nodes(inode) WHERE inode IS NOT NULL;
 """
+# Columns added since the first layout: (name, declaration). An area made before them is upgraded in
+# place when opened; its rows keep NULL owners and atimes, i.e. what they showed before.
+ADDED_COLUMNS = [
+    ("uid", "INTEGER"), ("gid", "INTEGER"), ("atime_ns", "INTEGER"), ("nlink", "INTEGER NOT NULL DEFAULT 1"),
+    ("inode", "INTEGER"),
+]
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -51,6 +63,24 @@ def connect(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def upgrade(db: sqlite3.Connection) -> None:
+    """Bring a generation's database made by an older artfs to the current schema (one transaction;
+    ADD COLUMN with a constant default rewrites no row, so this is instant on any size)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(nodes)")}
+    missing = [(n, decl) for n, decl in ADDED_COLUMNS if n not in have]
+    if not missing:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for n, decl in missing:
+            db.execute(f"ALTER TABLE nodes ADD COLUMN {n} {decl}")
+        db.execute("CREATE INDEX IF NOT EXISTS links ON nodes(inode) WHERE inode IS NOT NULL")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _fsync_dir(path: str) -> None:

@@ -7,7 +7,11 @@ Invariants
   kernel can hold, while an untouched subtree of a million files costs one row; renaming a lazy
   directory is still one UPDATE, since its base_path keeps pointing into the base.
 - Every change is one SQLite transaction, so kill -9 at any moment leaves a consistent tree.
-- A node has at most one name (no hard links), so its directory entry is its (parent, name) columns.
+- A node's first name is its own (parent, name) columns. A hard link adds a name row (`inode` set: the
+  node it names, whose row holds everything else, and whose `nlink` counts its names); removing the
+  node's own name moves the node into one of its other names' places, so a node with a name always
+  has its own, and `path_of` and an area's open files never see a hard link. A seal writes every name
+  as its own entry (one file per name, sharing chunks).
   An unlinked node keeps its row (parent NULL) until forget(), because an open file may still be read
   and written; rows of unlinked nodes are dropped on the next open (after a restart nothing holds them).
 - Every method runs under the area lock; while `frozen` (a seal) every change raises EBUSY.
@@ -106,8 +110,29 @@ class Namespace:
             node_id = self._nodes.db.execute("SELECT parent FROM nodes WHERE id = ?", (node_id,)).fetchone()[0]
         return False
 
-    def _unlink_row(self, db: sqlite3.Connection, node_id: int, now: int) -> None:
-        db.execute("UPDATE nodes SET parent = NULL, name = NULL, ctime_ns = ? WHERE id = ?", (now, node_id))
+    def _drop_name(self, db: sqlite3.Connection, row: Row, now: int) -> None:
+        """Remove the directory entry `row`: a hard link's extra name goes; a node's own name goes too,
+        and the node moves into one of its other names' places (its id, the inode, stays) or, with none
+        left, is unlinked (parent NULL, kept until forget)."""
+        if row.inode is not None:
+            db.execute("DELETE FROM nodes WHERE id = ?", (row.id,))
+            db.execute("UPDATE nodes SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?", (now, row.inode))
+            return
+        other = None
+        if row.nlink > 1:
+            other = db.execute("SELECT id, parent, name FROM nodes WHERE inode = ? ORDER BY id LIMIT 1",
+                               (row.id,)).fetchone()
+        if other is not None:
+            db.execute("DELETE FROM nodes WHERE id = ?", (other[0],))
+            db.execute("UPDATE nodes SET parent = ?, name = ?, nlink = nlink - 1, ctime_ns = ? WHERE id = ?",
+                       (other[1], other[2], now, row.id))
+        else:
+            db.execute("UPDATE nodes SET parent = NULL, name = NULL, ctime_ns = ? WHERE id = ?", (now, row.id))
+
+    def _move(self, db: sqlite3.Connection, row: Row, parent_id: int, raw: bytes, now: int) -> None:
+        """Put the directory entry `row` at (parent, name); the node it names has changed (ctime)."""
+        db.execute("UPDATE nodes SET parent = ?, name = ? WHERE id = ?", (parent_id, raw, row.id))
+        db.execute("UPDATE nodes SET ctime_ns = ? WHERE id = ?", (now, row.node_id))
 
     # --- namespace -------------------------------------------------------------------------------
 
@@ -151,8 +176,12 @@ class Namespace:
                 row = self._nodes.get(row.parent)
             return "/".join(reversed(parts))
 
-    def _new(self, parent_id: int, name: str, kind: int, mode: int, target: bytes | None = None) -> StagedNode:
+    def _new(self, parent_id: int, name: str, kind: int, mode: int, target: bytes | None = None,
+             owner: tuple[int, int] | None = None) -> StagedNode:
+        """A new node owned by `owner` (uid, gid; None: the mount's user), its group the directory's if
+        that is set-group-ID (and a new directory set-group-ID too), as on Linux filesystems."""
         raw = check_entry_name(name, new=True)
+        uid, gid = owner if owner is not None else (None, None)
         with self._nodes.lock:
             self._nodes.check_writable()
             parent = self._dir(parent_id, live=True)
@@ -163,19 +192,23 @@ class Namespace:
                     check_symlink_target(f"{self.path_of(parent.id)}/{name}".lstrip("/"), dec(target))
                 except InvalidName as e:
                     raise oserror(errno.EPERM, str(e)) from None
+            if parent.mode & stat.S_ISGID:
+                gid = parent.gid
+                if kind == DIR:
+                    mode |= stat.S_ISGID
             now = time.time_ns()
             nid = None
             try:
                 with self._nodes.txn() as db:
                     nid = db.execute(
-                        "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, size, has_data, target) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (parent.id, raw, kind, mode & 0o7777, now, now, len(target or b""), int(kind == FILE),
-                         target),
+                        "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, atime_ns, size, has_data, "
+                        "target, uid, gid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (parent.id, raw, kind, mode & 0o7777, now, now, now, len(target or b""), int(kind == FILE),
+                         target, uid, gid),
                     ).lastrowid
                     assert nid is not None  # the rowid of the INSERT
                     if kind == FILE:
-                        self._files.create_data(nid)
+                        self._files.create_data(nid, now)
                     self._nodes.touch(db, parent.id, now)
                     self._nodes.changed(db)
             except BaseException:
@@ -184,24 +217,44 @@ class Namespace:
                 raise
             return self._files.attrs(self._nodes.get(nid))
 
-    def create(self, parent_id: int, name: str, mode: int = 0o644) -> StagedNode:
+    def create(self, parent_id: int, name: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> StagedNode:
         """A new empty regular file. Special files (FIFOs, devices, sockets): EPERM."""
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             raise oserror(errno.EPERM, f"{name}: only regular files, directories and symlinks can be staged")
-        return self._new(parent_id, name, FILE, mode)
+        return self._new(parent_id, name, FILE, mode, owner=owner)
 
     mknod = create
 
-    def mkdir(self, parent_id: int, name: str, mode: int = 0o755) -> StagedNode:
-        return self._new(parent_id, name, DIR, mode)
+    def mkdir(self, parent_id: int, name: str, mode: int = 0o755, owner: tuple[int, int] | None = None) -> StagedNode:
+        return self._new(parent_id, name, DIR, mode, owner=owner)
 
-    def symlink(self, parent_id: int, name: str, target: str) -> StagedNode:
+    def symlink(self, parent_id: int, name: str, target: str, owner: tuple[int, int] | None = None) -> StagedNode:
         """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
-        return self._new(parent_id, name, LINK, 0o777, enc(target))
+        return self._new(parent_id, name, LINK, 0o777, enc(target), owner)
 
     def link(self, node_id: int, new_parent_id: int, new_name: str) -> StagedNode:
-        """Hard links cannot be stored in a version."""
-        raise oserror(errno.EPERM, f"{new_name}: hard links are not supported in staging")
+        """Another name for a file or symlink (a hard link): one node, so the names share content and
+        attributes; a seal writes each as its own entry, sharing chunks. A directory: EPERM (as Linux);
+        a node already unlinked: ENOENT (as linkat of an open, deleted file)."""
+        raw = check_entry_name(new_name, new=True)
+        with self._nodes.lock:
+            self._nodes.check_writable()
+            row = self._nodes.get(node_id)
+            parent = self._dir(new_parent_id, live=True)
+            if self._nodes.child(parent.id, raw) is not None:
+                raise oserror(errno.EEXIST, new_name)
+            if row.kind == DIR:
+                raise oserror(errno.EPERM, f"{new_name}: a directory cannot be hard-linked")
+            if row.parent is None:
+                raise oserror(errno.ENOENT, f"node {node_id} was removed")
+            now = time.time_ns()
+            with self._nodes.txn() as db:
+                db.execute("INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, inode) "
+                           "VALUES (?, ?, ?, 0, 0, 0, ?)", (parent.id, raw, row.kind, row.id))
+                db.execute("UPDATE nodes SET nlink = nlink + 1, ctime_ns = ? WHERE id = ?", (now, row.id))
+                self._nodes.touch(db, parent.id, now)
+                self._nodes.changed(db)
+            return self._files.attrs(self._nodes.get(node_id))
 
     def unlink(self, parent_id: int, name: str) -> None:
         """Remove a name; on a full disk the area's reserve pays for the transaction (deleting is how a
@@ -225,7 +278,7 @@ class Namespace:
                 raise oserror(errno.EISDIR, name)
             now = time.time_ns()
             with self._nodes.txn() as db:
-                self._unlink_row(db, row.id, now)
+                self._drop_name(db, row, now)
                 self._nodes.touch(db, parent.id, now)
                 self._nodes.changed(db)
 
@@ -243,7 +296,7 @@ class Namespace:
                 raise oserror(errno.ENOTEMPTY, name)
             now = time.time_ns()
             with self._nodes.txn() as db:
-                self._unlink_row(db, row.id, now)
+                self._drop_name(db, row, now)
                 self._nodes.touch(db, parent.id, now)
                 self._nodes.changed(db)
 
@@ -269,8 +322,8 @@ class Namespace:
                 raise oserror(errno.EINVAL, f"cannot move {old_name} into itself")
             if dst is not None and dst.kind == DIR and self._is_within(op.id, dst.id):
                 raise oserror(errno.EINVAL if flags & RENAME_EXCHANGE else errno.ENOTEMPTY, new_name)
-            if dst is not None and dst.id == src.id:
-                return
+            if dst is not None and dst.node_id == src.node_id:
+                return  # two names of one node (or one name): POSIX says do nothing
             if dst is not None and not flags & RENAME_EXCHANGE:
                 if src.kind == DIR and dst.kind != DIR:
                     raise oserror(errno.ENOTDIR, new_name)
@@ -282,12 +335,10 @@ class Namespace:
             with self._nodes.txn() as db:
                 if dst is not None and flags & RENAME_EXCHANGE:
                     db.execute("UPDATE nodes SET parent = NULL WHERE id = ?", (src.id,))
-                    db.execute("UPDATE nodes SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?",
-                               (op.id, raw_old, now, dst.id))
+                    self._move(db, dst, op.id, raw_old, now)
                 elif dst is not None:
-                    self._unlink_row(db, dst.id, now)
-                db.execute("UPDATE nodes SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?",
-                           (np.id, raw_new, now, src.id))
+                    self._drop_name(db, dst, now)
+                self._move(db, src, np.id, raw_new, now)
                 self._nodes.touch(db, op.id, now)
                 self._nodes.touch(db, np.id, now)
                 self._nodes.changed(db)
@@ -317,7 +368,8 @@ class Namespace:
                 row = nodes.get(dir_id)
                 lazy = (nodes.base_manifest(), dec(row.base_path)) if row.base_path is not None else None
                 page = [] if lazy is not None else nodes.children(dir_id, after, _WALK_PAGE)
-                items = [(r, self._entry(r, f"{prefix}/{dec(r.entry_name)}" if prefix else dec(r.entry_name)))
+                items = [(r, self._entry(nodes.node_of(r),
+                                         f"{prefix}/{dec(r.entry_name)}" if prefix else dec(r.entry_name)))
                          for r in page]
             if lazy is not None:
                 yield from self._walk_base(*lazy, prefix)

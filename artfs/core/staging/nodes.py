@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from artfs.core.manifest import DIR, FILE, LINK
-from artfs.core.staging.layout import ROOT_ID, connect
+from artfs.core.staging.layout import ROOT_ID, connect, upgrade
 from artfs.errors import IntegrityError
 
 RENAME_NOREPLACE = 1  # as <linux/fs.h>
 RENAME_EXCHANGE = 2
 NAME_MAX = 255
 RESERVE_BYTES = 1 << 20
-COLS = "id, parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, has_data, target, digest"
+COLS = "id, parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, has_data, target, digest, uid, gid, " \
+       "atime_ns, nlink, inode"
 
 
 class WouldBlock(Exception):
@@ -75,6 +76,16 @@ class Row(NamedTuple):
     has_data: int
     target: bytes | None
     digest: bytes | None
+    uid: int | None
+    gid: int | None
+    atime_ns: int | None
+    nlink: int
+    inode: int | None  # set on a hard link's extra name: the node it names
+
+    @property
+    def node_id(self) -> int:
+        """The node this row's name names: its own id, or a hard link's node."""
+        return self.id if self.inode is None else self.inode
 
     @property
     def entry_name(self) -> bytes:
@@ -103,6 +114,9 @@ class StagedNode:
     ctime_ns: int
     nlink: int  # 0 once unlinked (an open file); directories say 1, "unknown", so `find` never skips
     target: str | None = None  # symlinks
+    uid: int | None = None  # the owner while staged; None: the mount's user (see StagingArea.create)
+    gid: int | None = None
+    atime_ns: int = 0
 
     @property
     def st_mode(self) -> int:
@@ -146,6 +160,7 @@ class NodeTable:
     def open(self, path: str) -> None:
         """Open a generation's database and drop rows of unlinked nodes (nothing holds them after a restart)."""
         db = connect(path)
+        upgrade(db)
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("artifact") != self.name:
             db.close()
@@ -238,6 +253,10 @@ class NodeTable:
         if row is None:
             raise oserror(errno.ENOENT, f"node {node_id}")
         return row
+
+    def node_of(self, row: Row) -> Row:
+        """The node a directory entry names: the row itself, or for a hard link's extra name, its node."""
+        return row if row.inode is None else self.get(row.inode)
 
     def child(self, parent_id: int, raw: bytes) -> Row | None:
         r = self.db.execute(f"SELECT {COLS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, raw)).fetchone()

@@ -73,7 +73,7 @@ def area_status(area: SealableArea) -> list[tuple[str, str]]:
 def seal_area(
     area: SealableArea, message: str = "", aliases: list[str] | tuple[str, ...] = (), type_: str | None = None,
     metadata: dict[str, str] | None = None, force: bool = False, progress: Callable[[int], None] | None = None,
-    run: str | None = None,
+    run: str | None = None, ttl: float | None = None,
 ) -> CommitResult:
     """Publish the staged tree; `record` is None when it equals latest (nothing published; the aliases are
     set on latest, as `put` of an unchanged tree does).
@@ -101,7 +101,7 @@ def seal_area(
             cand_path, cand_header = committer.build()
             try:
                 record, header = publish_onto_latest(repo, name, area.base, cand_path, cand_header, type_, message,
-                                                     metadata, aliases, force, run=run)
+                                                     metadata, aliases, force, run=run, ttl=ttl)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(cand_path)
