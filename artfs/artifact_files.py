@@ -31,22 +31,27 @@ from artfs.core.lifecycle import parse_ttl
 from artfs.core.manifest import path_key
 from artfs.core.names import check_alias, check_message, check_name, check_path, check_symlink_target
 from artfs.core.records import VersionRecord
+from artfs.core.references import Source as ExternalSource
+from artfs.core.references import expand
 from artfs.core.repo import Repo
 from artfs.core.run_registry import canonical_store_uri
 from artfs.errors import ArtfsError, InvalidName
 
-FILE, DIR, LINK = "file", "dir", "symlink"
+FILE, DIR, LINK, REF = "file", "dir", "symlink", "reference"
 
 
 @dataclass(frozen=True)
 class Source:
     """Where one path of the version comes from: a local file (followed if it was given as a symlink by
     `add_file`), a local directory (its mode and mtime; None: a parent made up for a name like "cfg/x"), or
-    a symlink's target (found in an added directory)."""
+    a symlink's target (found in an added directory), or an external object (a reference: its pinned
+    source and mtime)."""
 
     kind: str
     local: str | None = None
     target: str = ""
+    external: ExternalSource | None = None
+    mtime_ns: int = 0
 
 
 def clean_name(name: str, what: str = "name") -> str:
@@ -144,6 +149,21 @@ class TreeSpec:
             raise
         return len(added)
 
+    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
+                      max_objects: int | None = None) -> list[str]:
+        """Add the object at `uri` — or every object under it, as a prefix — as references (core/references.py):
+        listed and pinned now; with `checksum`, read once at commit. Returns the paths, all or none added."""
+        prefix = clean_name(name, "name") if name not in (None, "", ".", "./") else None
+        found = expand(uri, prefix, checksum, max_objects)
+        before = dict(self.paths)
+        try:
+            for path, external, mtime_ns in found:
+                self._put(path, Source(REF, external=external, mtime_ns=mtime_ns))
+        except ArtfsError:
+            self.paths = before
+            raise
+        return [path for path, _, _ in found]
+
     def check_free(self, name: str) -> str:
         """`name`, cleaned, if a file may still be added there (new_file checks before it creates one)."""
         path = clean_name(name)
@@ -187,6 +207,16 @@ class Artifact:
     def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> None:
         """Add a directory's contents under the prefix `name` (default: at the top of the version)."""
         self.tree.add_dir(os.fspath(local_path), name)
+
+    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
+                      max_objects: int | None = None) -> list[str]:
+        """Add an external object (s3://, https://, http://, file://) without copying it: the version
+        refers to it, pinned (VersionId/ETag, ETag or Last-Modified, size + mtime). A prefix (ending in '/',
+        or an S3 key that is no object) adds every object under it, at `name/` + its relative path; more
+        than `max_objects` (default 10,000) is an error with the count. `checksum` (default) reads each
+        object once at log_artifact and records its chunk digests, so every later read is verified;
+        without it, reads rely on the pin alone. Returns the paths added."""
+        return self.tree.add_reference(uri, name, checksum, max_objects)
 
     @contextlib.contextmanager
     def new_file(self, name: str, mode: str = "w", encoding: str | None = None) -> Iterator[IO[Any]]:
@@ -236,20 +266,25 @@ def metadata_text(metadata: Mapping[str, Any] | None) -> dict[str, str]:
 
 def commit_spec(repo: Repo, spec: TreeSpec, name: str, type_: str | None, message: str,
                 metadata: dict[str, str], aliases: list[str] | tuple[str, ...], run: str | None,
-                ttl: float | None = None) -> CommitResult:
+                ttl: float | None = None, progress: Any = None, base: int | None = None,
+                force: bool = False, copy_references: bool = False) -> CommitResult:
     """Publish the tree `spec` describes as the next version of `name` (nothing new if it equals latest),
     made by run `run`. Each file is stat'ed now and read once; if it changes while read, nothing is
-    published."""
+    published. `progress`, `base` and `force` as for `artfs put` (Committer.publish); `copy_references`
+    stores referenced objects as content (`artfs put --ref … --copy`)."""
     check_name(name)
     for a in aliases:
         check_alias(a)
     check_message(message, metadata)
     repo.check_type(name, type_)
-    committer = Committer(repo, name)
+    committer = Committer(repo, name, progress)
     try:
         for path in sorted(spec.paths, key=path_key):
             source = spec.paths[path]
-            if source.kind == DIR:
+            if source.kind == REF:
+                assert source.external is not None
+                committer.add_reference(path, source.external, source.mtime_ns, copy=copy_references)
+            elif source.kind == DIR:
                 if source.local is None:
                     committer.add_dir(path, 0o755, _now_ns())
                 else:
@@ -267,7 +302,7 @@ def commit_spec(repo: Repo, spec: TreeSpec, name: str, type_: str | None, messag
     except BaseException:
         committer.close()
         raise
-    return committer.publish(type_, message, metadata, aliases, run=run, ttl=ttl)
+    return committer.publish(type_, message, metadata, aliases, run=run, ttl=ttl, base=base, force=force)
 
 
 def _stat(path: str, how: Any) -> os.stat_result:

@@ -4,7 +4,8 @@ The store: 10 artifacts × 100 versions, each version 100 new small files (one c
 chunks in 1,000 packs), plus orphan packs of failed commits; then every other version is deleted and the
 clock is moved past the retention window. gc runs in a child process with a fresh cache (cold: every
 kept manifest is fetched once) and the time injected: cycle 1 condemns the unreferenced packs, cycle 2
-(a margin later) deletes them. Per cycle: wall time, store requests by kind (LIST counted as S3 would bill
+(a margin later) deletes them; cycle 3 runs with --compact (nothing left to rewrite: the cost of reading
+every kept version's chunk list). Per cycle: wall time, store requests by kind (LIST counted as S3 would bill
 it: one per 1,000 keys), peak RSS of the process. The target: requests proportional to packs, not chunks.
 
     python -m bench.table_gc measure STORE CACHE   (what the child runs; prints JSON)
@@ -134,10 +135,10 @@ def measure(store: str, cache: str) -> dict:
     offset = [repo.retention_window() + MARGIN + 60]
     cycles = []
     try:
-        for _ in range(2):
+        for compact in (False, False, True):
             counting.counts.clear()
             t0 = time.perf_counter()
-            r = collect(repo, clock=lambda: time.time() + offset[0])
+            r = collect(repo, clock=lambda: time.time() + offset[0], compact=compact)
             seconds = time.perf_counter() - t0
             cycles.append({"seconds": seconds, "requests": dict(counting.counts),
                            "total_requests": sum(counting.counts.values()), "report": r.as_json(),
@@ -176,7 +177,8 @@ def run(work: str, reps: int, quick: bool, report: dict) -> str:
     best = min(runs, key=lambda r: sum(c["seconds"] for c in r["cycles"]))
     report["tables"]["gc"] = {"store": built, "runs": runs}
     rows = []
-    for name, c in zip(("1: condemn", "2: delete (a margin later)"), best["cycles"], strict=True):
+    names = ("1: condemn", "2: delete (a margin later)", "3: `--compact` (reads every kept chunk list)")
+    for name, c in zip(names, best["cycles"], strict=True):
         rq = c["requests"]
         rep_ = c["report"]
         rows.append([name, f"{c['seconds']:.2f}", str(c["total_requests"]),

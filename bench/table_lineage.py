@@ -147,13 +147,20 @@ def run(artfs: Artfs, work: str, reps: int, report: dict, runs_total: int = RUNS
                 repo.close()
             sizes[label] = f"{len(graph.nodes)} / {len(graph.edges)}"
         log(f"  {label}: {fmt(cli[label])} (command), {fmt(cpu[label])} CPU, {fmt(core[label])} (core)")
+    start, start_cpu = Sample(unit="s"), Sample(unit="s")  # the same process doing nothing: the floor
+    for _ in range(reps):
+        before = _children_cpu()
+        start.values.append(timed(lambda: run_cmd([artfs.exe, "--version"], env=artfs.env_for(cache))))
+        start_cpu.values.append(_children_cpu() - before)
     report["tables"]["lineage"] = {
+        "startup_s": start.values, "startup_cpu_s": start_cpu.values,
         "runs": runs_total, "versions": ARTIFACTS * PER_ARTIFACT, "build_s": built,
         "command_s": {k: v.values for k, v in cli.items()}, "command_cpu_s": {k: v.values for k, v in cpu.items()},
         "core_ms": {k: v.values for k, v in core.items()},
     }
     rows = [[f"`artfs lineage {' '.join('RUN_ID' if a == 'RUN' else a for a in args)}` ({label})", sizes[label],
              fmt(cli[label]), fmt(cpu[label]), fmt(core[label])] for label, args in QUERIES]
+    rows.append(["`artfs --version` (process start alone, for reference)", "—", fmt(start), fmt(start_cpu), "—"])
     text = "\n".join([
         f"## Table — lineage: `artfs lineage` on a directory store with {runs_total:,} runs (issue 10)",
         "",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.http_server import HttpServer
 from tests.support.mounts import MountFactory, MountSet
 from tests.support.s3server import FOREIGN_AWS_VARS, S3Server, s3_env
 
@@ -57,6 +58,21 @@ def local_store_uri(tmp_path: os.PathLike) -> str:
 def store_uri(request: pytest.FixtureRequest) -> str:
     """Runs a test once per store kind; the S3 server only starts if an s3 case runs."""
     return request.getfixturevalue(f"{request.param}_store_uri")
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[..., HttpServer]]:
+    """`http_server(root, etags=True, ranges=True)` → a running HttpServer serving `root` (a real process on
+    127.0.0.1, tests/support/http_server.py), stopped by PID after the test."""
+    servers: list[HttpServer] = []
+
+    def serve(root: os.PathLike | str, etags: bool = True, ranges: bool = True) -> HttpServer:
+        servers.append(HttpServer(root, etags=etags, ranges=ranges).start())
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        server.stop()
 
 
 # --- mounts ---

@@ -265,3 +265,26 @@ def test_the_chain_captured_through_a_mount(mount_artfs, local_store_uri, tmp_pa
         assert line in text, text
     svg = ET.fromstring(lineage(store, "animals", "--down", "--format", "svg").stdout)
     assert sum(1 for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "node") == 6
+
+
+def test_a_node_reached_twice_is_written_once_in_full():
+    """A diamond (one run made two versions a second run read): the shared run's branch is not repeated."""
+    from artfs.cli import lineage_render as render
+    from artfs.core.lineage import INPUT, OUTPUT, Edge, Graph, RunNode, VersionNode
+
+    prep, fit = RunNode("20261201-000000.000-aaaa", name="prep"), RunNode("20261201-000001.000-bbbb", name="fit")
+    raw, train, test, model = (VersionNode(n, 0) for n in ("raw", "train", "test", "model"))
+    graph = Graph(root=model.id, up=True, down=False, depth=None,
+                  nodes={n.id: n for n in (prep, fit, raw, train, test, model)},
+                  edges=[Edge(raw.id, prep.id, INPUT), Edge(prep.id, train.id, OUTPUT), Edge(prep.id, test.id, OUTPUT),
+                         Edge(train.id, fit.id, INPUT), Edge(test.id, fit.id, INPUT), Edge(fit.id, model.id, OUTPUT)])
+    assert render.render_text(graph).splitlines() == [
+        "model:v0",
+        "came from:",
+        '└─ made by run 20261201-000001.000-bbbb "fit"',
+        "   ├─ read train:v0",
+        '   │  └─ made by run 20261201-000000.000-aaaa "prep"',
+        "   │     └─ read raw:v0",
+        "   └─ read test:v0",
+        '      └─ made by run 20261201-000000.000-aaaa "prep" (see above)',
+    ]

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+from artfs.core import runs
 from tests.support.cli import artfs_cmd, run_artfs
+from tests.support.repos import fresh_repo
 from tests.support.trees import write_tree
 
 ARTFS = shlex.join([sys.executable, "-m", "artfs"])  # `artfs` inside CMD's shell
@@ -53,8 +55,14 @@ def test_exit_status_passes_through_and_run_is_recorded(local_store_uri, tmp_pat
     assert run["cwd"] == os.getcwd() and run["ended"] >= run["started"]
     text = run_artfs("runs", "--store", local_store_uri).stdout
     assert "train-1" in text and "failed (3)" in text and "resnet:v0" in text
+    repo = fresh_repo(local_store_uri, tmp_path / "cache")
+    try:  # an input, as a mount would record it
+        runs.record_input(repo, run["id"], repo.version("resnet", 0), "observed", 2, 3000, "mount-1")
+    finally:
+        repo.close()
     shown = run_artfs("runs", "show", run["id"], "--store", local_store_uri).stdout
     assert "failed (3)" in shown and "lr = 0.01" in shown and "resnet:v0" in shown
+    assert "resnet:v0  observed  2 files, 2.9 KiB" in shown
 
     assert run_artfs("run", "--store", local_store_uri, "--", "true").returncode == 0
     newest = runs_json(local_store_uri)

@@ -34,9 +34,11 @@ from artfs.errors import ArtfsError
     'artfs put ./data animals -m "first cut" --alias best',
     'artfs put ./model resnet --type model --meta epoch=10',
     'artfs put ./animals-v3 animals --base v3   # my changes to v3, merged onto latest',
+    'artfs put ./code animals --ref raw/=s3://other-team/raw/ --ref https://example.org/labels.csv',
+    'artfs put animals --ref s3://other-team/raw/   # references only, no directory',
 ))
-@click.argument("src", type=click.Path(file_okay=False, path_type=str))
-@click.argument("name", shell_complete=complete_refs)
+@click.argument("src", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.argument("name", required=False, shell_complete=complete_refs)
 @click.option("--type", "type_", default=None, help="Artifact type (dataset, model, …); default dataset.")
 @click.option("-m", "--message", default="", help="What this version is.")
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version (repeatable).")
@@ -46,19 +48,33 @@ from artfs.errors import ArtfsError
 @click.option("--force", is_flag=True, help="With --base, on conflicting paths keep SRC's side.")
 @click.option("--ttl", "ttl_text", default=None, metavar="DURATION",
               help="Delete the version this long after its creation (30d, 12h, 2w; see `artfs ttl`).")
+@click.option("--ref", "ref_args", multiple=True, metavar="[PATH=]URI",
+              help="Also add the object (or every object under the prefix) at URI — s3://, https://, http://, "
+                   "file:// — as a pinned reference, not copied; at PATH (repeatable).")
+@click.option("--no-checksum", is_flag=True,
+              help="Do not read referenced objects now: pin them by metadata only (ETag, Last-Modified, mtime).")
+@click.option("--copy", "copy_refs", is_flag=True,
+              help="Store the --ref objects' bytes as artfs content (for sources about to disappear).")
+@click.option("--max-objects", type=click.IntRange(min=1), default=None,
+              help="A --ref prefix with more objects than this is an error (default 10000).")
 @store_option
 @endpoint_option
 @json_option
-def put(src, name, type_, message, aliases, meta, base_ref, force, ttl_text, store_uri, endpoint_url,
-        as_json) -> None:
-    """Commit directory SRC as the next version of artifact NAME.
+def put(src, name, type_, message, aliases, meta, base_ref, force, ttl_text, ref_args, no_checksum, copy_refs,
+        max_objects, store_uri, endpoint_url, as_json) -> None:
+    """Commit directory SRC (and any --ref references) as the next version of artifact NAME.
 
     The version is exactly SRC (a snapshot), whatever others published since you got it; with --base REF,
-    SRC's changes since REF are merged onto latest instead, as a seal does."""
+    SRC's changes since REF are merged onto latest instead, as a seal does. With --ref, SRC may be left
+    out: a version of references only."""
     from artfs.core.commit import commit_tree, scan_size
     from artfs.core.lifecycle import parse_ttl
     from artfs.core.names import check_name
 
+    if name is None:
+        if src is None or not ref_args:
+            raise click.UsageError("Missing argument 'NAME' (give SRC NAME, or NAME with --ref)")
+        src, name = None, src
     check_name(name)
     ttl = parse_ttl(ttl_text) if ttl_text is not None else None
     for a in aliases:
@@ -67,21 +83,36 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, ttl_text, sto
     check_message(message, metadata)
     if force and base_ref is None:
         raise ArtfsError("--force only applies with --base")
+    if (copy_refs or no_checksum or max_objects is not None) and not ref_args:
+        raise ArtfsError("--copy, --no-checksum and --max-objects only apply with --ref")
+    if copy_refs and no_checksum:
+        raise ArtfsError("--copy reads the objects: it cannot be combined with --no-checksum")
     base_spec = None
     if base_ref is not None:  # `v3`, `best` or `animals:v3`
         base_spec = parse_ref(base_ref if ":" in base_ref else f"{name}:{base_ref}")
         if base_spec.name != name:
             raise ArtfsError(f"--base must be a version of {name}, not of {base_spec.name}")
-    if not os.path.isdir(src):
+    if src is not None and not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
+    spec = _reference_spec(src, ref_args, not no_checksum, max_objects) if ref_args else None
     repo = open_repo(store_uri, endpoint_url, create=True)
     try:
         base = repo.resolve(base_spec).version if base_spec is not None else None
         run = _enclosing_run(repo)
         show = not as_json and sys.stderr.isatty()
-        with progress(scan_size(src) if show else None, f"put {name}", show) as bar:
-            result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar, base=base, force=force,
-                                 run=run, ttl=ttl)
+        if spec is not None:
+            from artfs.artifact_files import commit_spec
+
+            total = sum(s.external.pin.size for s in spec.paths.values() if s.external is not None) + (
+                scan_size(src) if src is not None else 0)
+            with progress(total if show else None, f"put {name}", show) as bar:
+                result = commit_spec(repo, spec, name, type_, message, metadata, aliases, run, ttl, bar,
+                                     base=base, force=force, copy_references=copy_refs)
+        else:
+            assert src is not None
+            with progress(scan_size(src) if show else None, f"put {name}", show) as bar:
+                result = commit_tree(repo, src, name, type_, message, metadata, aliases, bar, base=base,
+                                     force=force, run=run, ttl=ttl)
     finally:
         repo.close()
     if as_json:
@@ -94,8 +125,30 @@ def put(src, name, type_, message, aliases, meta, base_ref, force, ttl_text, sto
     click.echo(result.ref)
     click.echo(f"  {result.files} files, {human(result.bytes)}; uploaded {human(result.uploaded_bytes)}, "
                f"{result.reused_chunks} chunks already stored, {result.new_chunks} new")
+    if ref_args and copy_refs:
+        click.echo(f"  {len(ref_args)} --ref given: copied into the store as artfs content (--copy)")
+    elif ref_args:
+        click.echo(f"  {len(ref_args)} --ref given: referenced objects stay where they are, pinned "
+                   f"({'metadata only' if no_checksum else 'chunk digests recorded'}; see `artfs files`)")
+    if src is None:
+        return
     click.echo(f"  {src}'s changes since {name}:v{base}, merged onto latest" if base is not None
                else f"  exactly the tree of {src} (--base REF would merge its changes onto latest instead)")
+
+
+def _reference_spec(src: str | None, ref_args: tuple[str, ...], checksum: bool, max_objects: int | None):
+    """The tree of `artfs put` with references: SRC's files, then each --ref, listed and pinned now, so
+    an unknown scheme, a bad PATH= or an unreachable source fails before anything is uploaded."""
+    from artfs.artifact_files import TreeSpec
+    from artfs.core.references import split_ref_arg
+
+    spec = TreeSpec()
+    if src is not None:
+        spec.add_dir(src)
+    for arg in ref_args:
+        path, uri = split_ref_arg(arg)
+        spec.add_reference(uri, path, checksum, max_objects)
+    return spec
 
 
 def _enclosing_run(repo) -> str | None:
@@ -117,10 +170,13 @@ def _enclosing_run(repo) -> str | None:
 ))
 @click.argument("ref", shell_complete=complete_refs)
 @click.argument("dest", required=False)
+@click.option("--skip-references", is_flag=True, help="Do not export referenced files (external objects).")
+@click.option("--allow-missing-references", is_flag=True,
+              help="Export the rest when referenced objects changed or vanished (listed; exit 0).")
 @store_option
 @endpoint_option
 @json_option
-def get(ref, dest, store_uri, endpoint_url, as_json) -> None:
+def get(ref, dest, skip_references, allow_missing_references, store_uri, endpoint_url, as_json) -> None:
     """Export version REF (NAME[:vN|latest|ALIAS]) to DEST (default ./NAME-vN)."""
     from artfs.core.export import export_version
 
@@ -131,14 +187,19 @@ def get(ref, dest, store_uri, endpoint_url, as_json) -> None:
         dest = dest or f"{rec.artifact}-v{rec.version}"
         show = not as_json
         with progress(rec.bytes, f"get {rec.ref}", show) as bar:
-            result = export_version(repo, rec, dest, bar)
+            how = "skip" if skip_references else "allow-missing" if allow_missing_references else "fetch"
+            result = export_version(repo, rec, dest, bar, references=how)
     finally:
         repo.close()
     if as_json:
         print_json({"ref": rec.ref, "dest": result.dest, "files": result.files, "bytes": result.bytes,
-                     "fetched_bytes": result.fetched_bytes, "requests": result.requests})
+                     "fetched_bytes": result.fetched_bytes, "requests": result.requests,
+                     "missing_references": result.missing, "skipped_references": result.skipped})
     else:
-        click.echo(f"{rec.ref} -> {result.dest} ({result.files} files, {human(result.bytes)})")
+        click.echo(f"{rec.ref} -> {result.dest} ({result.files} files, {human(result.bytes)})"
+                   + (f"; {result.skipped} referenced files skipped" if result.skipped else ""))
+        for problem in result.missing.values():
+            click.echo(f"artfs: left out: {problem}", err=True)
 
 
 def _version_json(rec, aliases: list[str]) -> dict:
@@ -219,18 +280,29 @@ def ls_cmd(name, deleted, store_uri, endpoint_url, as_json) -> None:
 def files(ref, store_uri, endpoint_url, as_json) -> None:
     """List the files of version REF."""
     from artfs.core.manifest import KIND_NAMES
+    from artfs.core.references import entry_source
 
     repo = open_repo(store_uri, endpoint_url)
     try:
         rec = repo.resolve(parse_ref(ref))
-        _, entries = repo.entries(rec)
+        header, entries = repo.entries(rec)
         if as_json:
-            print_json([{"path": e.path, "type": KIND_NAMES[e.kind], "size": e.size, "mode": oct(e.mode),
-                          "mtime": e.mtime_ns / 1e9, **({"target": e.target} if e.kind == 2 else {})}
-                         for e in entries])
+            out = []
+            for e in entries:
+                item = {"path": e.path, "type": KIND_NAMES[e.kind], "size": e.size, "mode": oct(e.mode),
+                        "mtime": e.mtime_ns / 1e9, **({"target": e.target} if e.kind == 2 else {})}
+                source = entry_source(e, header.packs)
+                if source is not None:
+                    item["reference"] = {"uri": source.uri, "pin": source.pin.describe(), "checksum": source.checksum,
+                                         **({} if source.checksum else {"pinned_by": source.pin.strength()})}
+                out.append(item)
+            print_json(out)
             return
         for e in entries:
-            if e.kind == 0:
+            source = entry_source(e, header.packs) if e.kind == 0 else None
+            if source is not None:  # a reference: where its bytes are, and how firmly they are pinned
+                click.echo(f"{e.size:>14}  {shown(e.path)}  @ {source.describe()}")
+            elif e.kind == 0:
                 click.echo(f"{e.size:>14}  {shown(e.path)}")
             elif e.kind == 1:
                 click.echo(f"{'-':>14}  {shown(e.path)}/")

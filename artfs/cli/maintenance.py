@@ -65,6 +65,11 @@ def verify(refs, all_, deep, repair, store_uri, endpoint_url, as_json) -> None:
             f", {report.checked_bytes / (1 << 20):.1f} MiB read back" if deep else "")
         click.echo(f"checked {what}: {report.bad_locations} bad or missing copies"
                    + (f", {report.repaired} repaired" if repair else ""))
+        if report.references:
+            click.echo(f"checked {report.references} referenced objects against their pins: "
+                       f"{len(report.drifted)} changed or gone")
+        for uri, problem in sorted(report.drifted.items()):
+            click.echo(f"DRIFTED {uri}: {problem}")
         for d in report.broken:
             if d.problem:
                 click.echo(f"BROKEN {d.ref}: {d.problem}")

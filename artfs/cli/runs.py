@@ -266,6 +266,10 @@ def run_command(command, name, job_type, config_pairs, config_file, store_uri, e
             except _SpawnFailed as e:
                 click.echo(f"artfs: {e}", err=True)
                 code = e.code
+            except BaseException:  # the registry or the store failed us: say the run failed, not crashed
+                with contextlib.suppress(ArtfsError):
+                    end_run(repo, rec.id, "failed")
+                raise
             try:
                 end_run(repo, rec.id, "finished" if code == 0 else "failed", None if code == 0 else code)
             except ArtfsError as e:
@@ -301,7 +305,7 @@ def _refs(refs: list[str]) -> str:
 @click.group(name="runs", invoke_without_command=True, epilog=examples(
     "artfs runs", "artfs runs --limit 100 --json", "artfs runs show 20261201-025424.123-3fa9c1b2",
 ))
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="How many runs, newest first (0: all).")
 @store_option
 @endpoint_option

@@ -22,6 +22,7 @@ from artfs.core.names import check_alias, check_message, check_name, check_path,
 from artfs.core.packs import ChunkRef, PackBuilder
 from artfs.core.rebase import publish_onto_latest
 from artfs.core.records import VersionRecord
+from artfs.core.references import Source, read_source_chunks, source_refs
 from artfs.core.repo import Repo
 from artfs.core.store_keys import pack_key
 from artfs.errors import ArtfsError, InvalidName, StoreUnavailable
@@ -116,6 +117,23 @@ class Committer:
             if self._progress:
                 self._progress(len(data))
         self.writer.add_file(path, mode & 0o7777, mtime_ns, size, refs)
+
+    def add_reference(self, path: str, source: Source, mtime_ns: int, mode: int = 0o644, copy: bool = False) -> None:
+        """A file whose bytes stay in an external object (core/references.py): nothing is uploaded; with a
+        checksum the object is read once here and cut like content, so its chunk digests are recorded.
+        With `copy` the object's bytes are stored as ordinary content instead (no reference is kept)."""
+        if copy:
+            refs = []
+            for data in read_source_chunks(source.pin):
+                refs.append(self._chunk(data))
+                if self._progress:
+                    self._progress(len(data))
+            self.writer.add_file(path, mode & 0o7777, mtime_ns, source.pin.size, refs)
+            return
+        refs = source_refs(source, self._progress)
+        if not source.checksum and self._progress:
+            self._progress(source.pin.size)
+        self.writer.add_file(path, mode & 0o7777, mtime_ns, source.pin.size, refs)
 
     def _know_parent_chunks(self) -> None:
         """Dedup against the artifact's latest version even on a machine that never read it, and learn

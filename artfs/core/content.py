@@ -10,12 +10,14 @@ area's unchanged base files (`core/staging/base_files.py`) and `artfs get` (`cor
   per span of a pack (`plan_spans`: per-request cost dominates object stores), and **every chunk that
   comes from the store is verified** against its digest here (`packs.decode_chunk`) before anyone sees it.
 
-Where a second kind of content plugs in: a file whose bytes live in an external object (a reference) is
-one more FileLayout whose pieces are pinned ranges of that object, and one more way for
-`ChunkReader._get_stored` to fetch a span of them; bisecting, assembling, single flight, prefetch and the
-cache are shared as they are. A layout is built only from entries validated when their manifest block was
-decoded (`manifest_file._validate`: the chunks add up to the file's size, every location is one artfs
-could have written), so no reader checks them again.
+Where a second kind of content plugs in: a file whose bytes live in an external object (a reference,
+core/references.py) is one more FileLayout whose pieces are pinned ranges of that object (chunk refs with
+FLAG_SOURCE), and one more way for `ChunkReader.fetch_span` to fetch a span of them (a pinned ranged read,
+each chunk verified; no quarantine or relocation: a changed source is the source's fault, not a copy's);
+bisecting, assembling, single flight, prefetch and the cache are shared as they are.
+A layout is built only from entries validated when their manifest block was decoded
+(`manifest_file._validate`: the chunks add up to the file's size, every location is one artfs could have
+written), so no reader checks them again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from itertools import accumulate
 from typing import Protocol
 
 from artfs.core.manifest import Entry
-from artfs.core.packs import ChunkRef, decode_chunk
+from artfs.core.packs import FLAG_SOURCE, ChunkRef, decode_chunk
+from artfs.core.references import fetch_source_span
 from artfs.core.store_keys import pack_key
 from artfs.errors import IntegrityError, StoreNotFound
 from artfs.storage.cache import ChunkCache
@@ -158,6 +161,13 @@ class ChunkReader:
         buffer alive, so where the chunks fill less than DENSE of it (a span bridging gaps between small
         chunks) they are copied out instead: a cache of views must not hold megabytes per kilobyte chunk.
         """
+        if span[0].flags & FLAG_SOURCE:  # a reference: pinned ranged read of its external object
+            fetched, got = fetch_source_span(span)
+            self.requests += 1
+            self.fetched_bytes += fetched
+            if populate and self.cache is not None:
+                self.cache.put_many(got.items())
+            return got
         try:
             start, blob = self._get_stored(span)
         except IntegrityError as e:  # the pack is gone

@@ -6,6 +6,11 @@ Chunks of zeros are not written: the files are created at their full size, so th
 The export is built in a hidden sibling directory and renamed into place at the end, so an interrupted
 or failed export never leaves a half-written DEST. It reads through the chunk cache but does not fill
 it: the exported copy is the user's copy, and caching it too would double the disk used.
+
+References (core/references.py) are fetched from their external objects, pinned like every read. A
+changed or vanished object fails the export, after every other file was tried, listing each such URI;
+`references="allow-missing"` leaves their files out and reports them instead, `"skip"` exports no
+referenced file at all (the version's own content only).
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from artfs.core.chunker import zero_chunk_digest
 from artfs.core.content import ChunkReader, FileLayout, plan_spans
 from artfs.core.manifest import DIR, FILE, LINK
-from artfs.core.packs import ChunkRef
+from artfs.core.packs import FLAG_SOURCE, ChunkRef
 from artfs.core.records import VersionRecord
+from artfs.core.references import entry_source, parse_token
 from artfs.core.repo import Repo
 from artfs.errors import ArtfsError
 
@@ -40,6 +46,8 @@ class ExportResult:
     bytes: int
     fetched_bytes: int
     requests: int
+    missing: dict[str, str] = field(default_factory=dict)  # URI → why, for references left out
+    skipped: int = 0  # referenced files not exported (references="skip")
 
 
 def _check_dest(dest: str) -> bool:
@@ -60,7 +68,7 @@ def _check_dest(dest: str) -> bool:
 
 def export_version(
     repo: Repo, rec: VersionRecord, dest: str, progress: Callable[[int], None] | None = None,
-    workers: int = WORKERS,
+    workers: int = WORKERS, references: str = "fetch",
 ) -> ExportResult:
     """Write version `rec` to `dest`: a new directory, or an existing empty one, filled in place (its owner,
     mode and inode stay: it may be a mount point, or sit in a read-only parent). The tree is built in a
@@ -78,6 +86,7 @@ def export_version(
         header, entries = repo.entries(rec)
         dirs: list[tuple[str, int, int]] = []
         batch = _Batch(tmp, header.packs, reader, progress, workers)
+        skipped = 0
         for e in entries:
             full = os.path.join(tmp, e.path)
             if e.kind == DIR:
@@ -87,10 +96,17 @@ def export_version(
                 os.symlink(e.target, full)
                 os.utime(full, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
             elif e.kind == FILE:
+                if references == "skip" and entry_source(e, header.packs) is not None:
+                    skipped += 1
+                    continue
                 batch.add(full, e)
                 if batch.bytes >= BATCH_BYTES or len(batch.files) >= BATCH_FILES:
                     batch.run()
         batch.run()
+        if batch.missing and references != "allow-missing":
+            listed = "; ".join(batch.missing.values())
+            raise ArtfsError(f"{len(batch.missing)} referenced objects changed or vanished (nothing was exported; "
+                             f"--allow-missing-references exports the rest): {listed}")
         for full, mode, mtime in reversed(dirs):  # children first: setting them touches the parent
             os.chmod(full, mode)
             os.utime(full, ns=(mtime, mtime))
@@ -108,7 +124,8 @@ def export_version(
     except BaseException:
         _remove(tmp, dest, in_place)
         raise
-    return ExportResult(dest, header.files, header.bytes, reader.fetched_bytes, reader.requests)
+    return ExportResult(dest, header.files - skipped - batch.left_out, header.bytes, reader.fetched_bytes,
+                        reader.requests, batch.missing, skipped)
 
 
 def _remove(tmp: str, dest: str, in_place: bool) -> None:
@@ -136,6 +153,9 @@ class _Batch:
         self.refs: list[ChunkRef] = []
         self.bytes = 0
         self._lock = threading.Lock()
+        self.missing: dict[str, str] = {}  # URI → why: references whose object changed or vanished
+        self._failed: set[bytes] = set()  # the digests they left unwritten
+        self.left_out = 0
 
     def add(self, full: str, e) -> None:
         fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -167,7 +187,17 @@ class _Batch:
                     self.progress(len(data))
 
     def _span(self, span: list[ChunkRef]) -> None:
-        for digest, data in self.reader.read_span(span).items():
+        if span[0].flags & FLAG_SOURCE:  # a changed source fails its files, not the others: all are listed
+            try:
+                got = self.reader.read_span(span)
+            except ArtfsError as e:
+                with self._lock:
+                    self.missing[parse_token(span[0].pack).uri] = str(e)
+                    self._failed.update(r.digest for r in span)
+                return
+        else:
+            got = self.reader.read_span(span)
+        for digest, data in got.items():
             self._write(digest, data)
 
     def run(self) -> None:
@@ -177,7 +207,14 @@ class _Batch:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="artfs-get") as pool:
                 for f in [pool.submit(self._span, s) for s in spans]:
                     f.result()
+        gone = {full for d in self._failed for full, _ in self.targets[d]}
+        for full in gone:  # left out, never half-written (allow-missing), or the export fails anyway
+            os.unlink(full)
+        self.left_out += len(gone)
+        self._failed.clear()
         for full, mode, mtime in self.files:
+            if full in gone:
+                continue
             os.chmod(full, mode)
             os.utime(full, ns=(mtime, mtime))
         self.files.clear()

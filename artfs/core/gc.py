@@ -26,20 +26,22 @@ Why nothing referenced is lost. Suppose a cycle deletes pack p while version V, 
 The deleting cycle's listing began at T' ≥ r + M, where r is when p's condemnation record was written.
 If the listing began after t_c it saw V (LIST is strongly consistent on S3 and on a directory), so p was
 referenced: contradiction. So t_c > T' ≥ r + M. V's writer checked p at t0 > t_c − M/2 > r + M/2: the
-record existed then (it is removed only after p is gone, or when p is found referenced — which would not
-let this cycle delete it), so the writer saw p condemned and would not have claimed with it:
-contradiction. A staging area's lease and a relocation are read by the same listing, so the same holds
-for them. Two collectors at once only repeat each other's idempotent steps (create-if-absent records,
-deletes of what is already gone), so `gc/lease` is an optimisation, never part of the argument. A cycle
+record existed then (records are created once, never rewritten, so the record the deleting cycle read has
+existed since r), so the writer saw p condemned and would not have claimed with it: contradiction. A
+staging area's lease and a relocation are read by the same listing, so the same holds for them. Two
+collectors at once only repeat each other's idempotent steps (create-if-absent records, deletes of what
+is already gone), so `gc/lease` is an optimisation, never part of the argument. A cycle
 killed anywhere leaves records that the next one finishes: a record whose pack is gone is removed, an
-expired lease is taken over. Clocks: ages compare store times (listings' last-modified) with this
-machine's clock, and writers measure M/2 on their own; skews and request times far below M are absorbed
-by the M/2 kept in reserve.
+expired lease is taken over. Clocks: a condemnation's time is the later of the collector's clock written
+in it and its store time; a pack's age is its store time (listings' last-modified) against this machine's
+clock; writers measure M/2 on their own clock. Skews and request times far below M are absorbed by the
+M/2 kept in reserve (and a wrong pack age only condemns early, which the writers' check covers).
 
 Costs are per pack, never per chunk: a LIST of packs/, gc/condemned/, gc/staging/, relocations/ and
 quarantine/, a GET of each kept version's manifest not already local (only its header is read), one
-request per pack deleted or condemned. Quarantine and relocation records whose pack is gone and
-unreferenced are removed too. Packs that are mostly dead are not rewritten (yet): see the README.
+request per pack deleted or condemned. Quarantine and relocation records whose pack is gone and named
+by no kept manifest are removed too. Packs that are mostly dead are rewritten with --compact
+(gc_compact.py): their live chunks are relocated, after which they are collected like any other.
 """
 
 from __future__ import annotations
@@ -51,14 +53,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
 from artfs.core import store_format
+from artfs.core.gc_compact import candidates, rewrite, scan_live
 from artfs.core.gc_guard import collector_margin, set_margin
 from artfs.core.lifecycle import kept_versions
 from artfs.core.manifest_file import ManifestFile
 from artfs.core.records import GcLease, RelocationRecord, StagingLease, creator, encode
+from artfs.core.references import pack_ids
 from artfs.core.repo import Repo
 from artfs.core.store_keys import (
     CONDEMNED,
@@ -110,6 +115,9 @@ class GcReport:
     waiting_packs: int = 0
     uncondemned: int = 0
     records_removed: int = 0
+    compacted_packs: int = 0
+    compacted_bytes: int = 0  # live bytes copied out of them
+    compacted_of: int = 0  # their size
     fates: list[PackFate] = field(default_factory=list)
 
     def by_version(self) -> dict[str, dict[str, int]]:
@@ -121,7 +129,8 @@ class GcReport:
 
     def as_json(self) -> dict:
         keys = ("dry_run", "margin", "kept_versions", "packs", "referenced_packs", "deleted_packs", "freed_bytes",
-                "condemned_packs", "condemned_bytes", "waiting_packs", "uncondemned", "records_removed")
+                "condemned_packs", "condemned_bytes", "waiting_packs", "uncondemned", "records_removed",
+                "compacted_packs", "compacted_bytes")
         out: dict = {k: getattr(self, k) for k in keys}
         if self.dry_run:
             out["unreferenced"] = [{"pack": f.pack, "bytes": f.size, "action": f.action, "versions": f.versions}
@@ -206,9 +215,7 @@ class References:
         self._packs_of: dict[str, list[str]] = {}
         kept = kept_versions(repo, now)
         self.kept = {(r.artifact, r.version) for r in kept}
-        self.packs: set[str] = set()
-        for rec in kept:
-            self.packs.update(self.manifest_packs(rec.manifest))
+        self.manifests = {r.manifest for r in kept}  # and staging bases': every manifest to keep readable
         self.expired_leases: list[str] = []
         for key in repo.store.list(STAGING_LEASES):
             lease = self._staging_lease(key)
@@ -220,15 +227,33 @@ class References:
                 except ArtfsError as e:
                     raise ArtfsError(f"staging lease {key} keeps {lease.artifact}:v{lease.base}, which cannot be "
                                      f"read ({e}); gc stops rather than guess what it keeps alive") from None
-                self.packs.update(self.manifest_packs(base.manifest))
+                self.manifests.add(base.manifest)
+        self.named: set[str] = set()  # packs a kept manifest names
+        for mid in self.manifests:
+            self.named.update(self.manifest_packs(mid))
+        self.packs = set(self.named)  # the packs needed: named ones, and where their copies were relocated
         self.relocations: list[tuple[str, str]] = []  # (key, from pack)
+        self.relocated: set[tuple[bytes, str]] = set()
+        self.targets: set[str] = set()
         for key in repo.store.list(RELOCATIONS):
             parsed = parse_relocation_key(key)
             if parsed is None:
                 continue
             self.relocations.append((key, parsed[1]))
-            if parsed[1] in self.packs:  # readers of the bad copy are sent to the good one: keep it
-                self.packs.add(self._relocation_target(key))
+            self.relocated.add(parsed)
+            if parsed[1] in self.named:  # readers of the bad (or moved) copy are sent to the good one: keep it
+                target = self._relocation_target(key)
+                if target is not None:
+                    self.targets.add(target)
+        self.packs |= self.targets
+
+    def release_relocated(self, live: dict[str, dict[bytes, Any]]) -> None:
+        """A pack whose every chunk that kept manifests name was relocated (gc_compact.py) is not needed
+        itself: readers follow the relocations, whose targets stay needed."""
+        for p in self.named - self.targets:
+            chunks = live.get(p)
+            if chunks and all((d, p) in self.relocated for d in chunks):
+                self.packs.discard(p)
 
     def manifest_packs(self, mid: str) -> list[str]:
         """A manifest's pack table: from the local index or the manifest's footer (fetched once)."""
@@ -238,7 +263,7 @@ class References:
             if header is None:
                 with ManifestFile(self.repo.manifest_file(mid), mid) as mf:
                     header = mf.header
-            packs = self._packs_of[mid] = list(header.packs)
+            packs = self._packs_of[mid] = pack_ids(header.packs)  # references' sources are no packs
         return packs
 
     def _staging_lease(self, key: str) -> StagingLease:
@@ -250,15 +275,20 @@ class References:
             raise ArtfsError(f"staging lease {key} is unreadable ({e}); gc stops rather than guess what it "
                              f"keeps alive (delete it if no staging area uses it)") from None
 
-    def _relocation_target(self, key: str) -> str:
+    def _relocation_target(self, key: str) -> str | None:
         try:
             return msgspec.json.decode(self.repo.store.get(key), type=RelocationRecord).pack
+        except StoreNotFound:  # removed meanwhile by another collector: its pack is gone
+            return None
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise ArtfsError(f"relocation record {key} is unreadable ({e}); gc stops rather than guess") from None
 
     def attribute(self, fates: list[PackFate]) -> None:
         """Name, for each unreferenced pack, the versions past their retention window that use it."""
         wanted = {f.pack: f for f in fates}
+        for p, f in wanted.items():
+            if p in self.named:  # released by a compaction: kept versions read it through relocations
+                f.versions.append("(rewritten: its live chunks moved)")
         for name, view in self.repo.views(self.started).items():
             for n in sorted(view.states):
                 if (name, n) in self.kept:
@@ -276,11 +306,12 @@ class References:
 # --- the cycle ----------------------------------------------------------------------------------------------
 
 def collect(repo: Repo, *, dry_run: bool = False, margin: float | None = None, wait: float = 0.0,
-            clock: Callable[[], float] = time.time) -> GcReport:
+            compact: bool = False, clock: Callable[[], float] = time.time) -> GcReport:
     """One gc cycle (module docstring): delete what an earlier cycle condemned at least a margin ago and is
     still unreferenced, condemn what is unreferenced now, drop records about packs that are gone.
     `margin` (seconds) changes the store's setting first. With `dry_run`, change nothing: say what would
-    go, and which versions it belonged to."""
+    go, and which versions it belonged to. With `compact`, also rewrite packs that are mostly dead
+    (gc_compact.py), and let go of those whose live chunks were moved."""
     store = repo.store
     if margin is not None and not dry_run:
         set_margin(store, margin, clock())
@@ -294,7 +325,7 @@ def collect(repo: Repo, *, dry_run: bool = False, margin: float | None = None, w
         lease = Lease(repo, clock)
         lease.acquire(wait)
     try:
-        _cycle(repo, report, lease, clock)
+        _cycle(repo, report, lease, clock, compact)
     finally:
         if lease is not None:
             lease.release()
@@ -317,10 +348,15 @@ def _condemned_at(store: Store, info: ObjectInfo) -> float:
         return info.mtime
 
 
-def _cycle(repo: Repo, report: GcReport, lease: Lease | None, clock: Callable[[], float]) -> None:
+def _cycle(repo: Repo, report: GcReport, lease: Lease | None, clock: Callable[[], float],
+           compact: bool = False) -> None:
     store, m, dry = repo.store, report.margin, report.dry_run
     refs = References(repo, clock())  # T: every decision below is against this listing
     t = refs.started
+    live = None
+    if compact:
+        live = scan_live(repo, refs.manifests)
+        refs.release_relocated(live)
     report.kept_versions, report.referenced_packs = len(refs.kept), len(refs.packs)
     packs = {p: info for info in store.list_info(PACKS) if (p := parse_pack_key(info.key))}
     condemned = {p: info for info in store.list_info(CONDEMNED) if (p := parse_condemned_key(info.key))}
@@ -367,13 +403,26 @@ def _cycle(repo: Repo, report: GcReport, lease: Lease | None, clock: Callable[[]
                 lease.renew()
     # Records about copies in packs that are gone and that no kept manifest names help no reader any more.
     present = set(packs) - gone
+    quarantined = set()
     for key, p in refs.relocations:
-        if p not in present and p not in refs.packs:
+        if p not in present and p not in refs.named:
             remove(key)
     for key in store.list(QUARANTINE):
         parsed = parse_quarantine_key(key)
-        if parsed is not None and parsed[1] not in present and parsed[1] not in refs.packs:
+        if parsed is None:
+            continue
+        quarantined.add(parsed[1])
+        if parsed[1] not in present and parsed[1] not in refs.named:
             remove(key)
+    if live is not None:
+        cands = candidates(live, refs.relocated, refs.targets, refs.packs, packs, set(condemned) | quarantined,
+                           t - m)
+        report.compacted_packs = len(cands)
+        report.compacted_bytes = sum(c.live_bytes for c in cands)
+        report.compacted_of = sum(c.size for c in cands)
+        if not dry and cands:
+            report.compacted_packs, report.compacted_bytes = rewrite(
+                repo, cands, lease.renew if lease is not None else lambda: None)
     for key in refs.expired_leases:
         remove(key)
     if dry:

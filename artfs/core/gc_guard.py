@@ -9,7 +9,8 @@ claim on the version itself keeps the pack alive. `PackGuard` is that knowledge,
 - `refresh` lists `gc/condemned/` (one LIST) and reads M (`gc/config.json`); a listing older than M/4 is
   redone before a check, so a claim right after a check always has at least M/4 left;
 - `usable` answers dedup (commit.py): a known chunk is reused only if its pack is neither condemned nor
-  missing (one HEAD per pack per listing; a pack seen present stays so across listings less than M apart);
+  missing (one HEAD per pack per commit; a pack seen present stays so across listings less than M apart,
+  so the check before the claim asks again only about packs it has not seen under its listing);
 - `check` answers the claim (repo.py): every pack a manifest names, its own new ones and the ones it reused
   (a stale local index, a staging base, a merge), must be present and not condemned.
 A pack that fails either is forgotten by the local known-chunk index, and `replace_packs` uploads the
@@ -143,9 +144,11 @@ class PackGuard:
         self._ensure_fresh(0.5)
 
     def usable(self, pack: str) -> bool:
-        """May a commit dedup against a chunk in `pack`? Not if it is condemned or gone."""
+        """May a commit dedup against a chunk in `pack`? Not if it is condemned or gone. Asked of the store
+        (a HEAD) whatever this guard knows: a pack can also go by accident, not only by gc, and a commit
+        must not adopt it then (commit.py asks once per pack per commit)."""
         self._ensure_fresh(0.5)
-        return not self._bad([pack])
+        return not self._bad([pack], ask=True)
 
     def uploaded(self, pack: str, started: float) -> None:
         """This process wrote `pack`, its upload having begun at `started` (this guard's clock): present
@@ -163,11 +166,11 @@ class PackGuard:
         self._ensure_fresh(0.25)
         return self._bad(list(packs))
 
-    def _bad(self, packs: list[str]) -> set[str]:
+    def _bad(self, packs: list[str], ask: bool = False) -> set[str]:
         with self._lock:
             epoch, condemned = self._epoch, self._condemned
             bad = {p for p in packs if p in condemned}
-            unknown = [p for p in dict.fromkeys(packs) if p not in bad and self._present.get(p) != epoch]
+            unknown = [p for p in dict.fromkeys(packs) if p not in bad and (ask or self._present.get(p) != epoch)]
         if len(unknown) > 1:
             with ThreadPoolExecutor(min(_HEADS_IN_FLIGHT, len(unknown)), thread_name_prefix="artfs-head") as pool:
                 present = list(pool.map(self._head, unknown))

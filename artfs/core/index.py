@@ -30,7 +30,8 @@ import xxhash
 
 from artfs.core.manifest import DIR, Entry, Header
 from artfs.core.manifest_file import ManifestFile, read_manifest, read_manifest_frames
-from artfs.core.packs import ChunkRef
+from artfs.core.packs import FLAG_SOURCE, ChunkRef
+from artfs.core.references import is_token
 from artfs.storage import lmdb_env
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class StoreIndex:
         for _ in read_manifest(manifest_path, mid)[1]:
             pass  # validated whole first: a dedup source with one bad entry gives the index nothing
         header, entries = read_manifest(manifest_path, mid)
-        packs = [bytes.fromhex(p) for p in header.packs]
+        packs = [b"" if is_token(p) else bytes.fromhex(p) for p in header.packs]  # sources are no dedup target
         batch: list[tuple[bytes, bytes]] = []
 
         def flush() -> None:
@@ -165,7 +166,8 @@ class StoreIndex:
 
         for e in entries:
             for d, p, off, stored, raw, flags in e.refs_raw():
-                batch.append((d, _CHUNK.pack(packs[p], off, stored, raw, flags)))
+                if not flags & FLAG_SOURCE:
+                    batch.append((d, _CHUNK.pack(packs[p], off, stored, raw, flags)))
             if len(batch) >= _BATCH:
                 flush()
         flush()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from artfs.core.manifest_file import read_manifest
 from artfs.core.names import Ref, check_name, parse_ref, parse_version
+from artfs.core.packs import FLAG_SOURCE
 from artfs.core.records import DELETE, RESTORE, TTL, VersionRecord
 from artfs.core.repo import ArtifactView, Repo
 from artfs.core.tombstones import VersionState, format_time, is_live
@@ -296,7 +297,8 @@ def retain_plan(repo: Repo, name: str, keep_last: int, keep_aliased: bool = Fals
 
 def _chunks(repo: Repo, rec: VersionRecord) -> list[tuple[bytes, int]]:
     _, entries = read_manifest(repo.manifest_file(rec.manifest), rec.manifest)
-    return [(digest, stored) for e in entries for digest, _, _, stored, _, _ in e.refs_raw()]
+    return [(digest, stored) for e in entries for digest, _, _, stored, _, flags in e.refs_raw()
+            if not flags & FLAG_SOURCE]  # a reference's bytes are not in the store: deleting frees none
 
 
 def apply_retain(repo: Repo, plan: RetainPlan, now: float | None = None) -> DeleteResult | None:

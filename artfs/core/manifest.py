@@ -149,7 +149,7 @@ class ManifestWriter:
     def add_file(self, path: str, mode: int, mtime_ns: int, size: int, refs: list[ChunkRef]) -> Entry:
         entry = Entry(
             path, FILE, mode, mtime_ns, size, pack_refs(refs, self.pack_index),
-            content_digest([r.digest for r in refs]),
+            content_digest([r.digest for r in refs if r.raw_len]),  # a zero-byte reference's marker: no content
         )
         self.add(entry)
         return entry

@@ -33,6 +33,7 @@ from artfs.core.manifest import (
 )
 from artfs.core.names import check_path, check_symlink_target
 from artfs.core.packs import REF, ref_problem
+from artfs.core.references import Source, is_token, parse_token, source_ref_problem
 from artfs.errors import IntegrityError, InvalidName
 
 MAX_BLOCK = 64 << 20  # a block decompresses to at most this (ours are ~64 KiB): a bound against bombs
@@ -55,6 +56,11 @@ class ManifestFile:
             self.close()
             raise
         self._first_keys = [first for first, _, _ in self.header.blocks]
+        try:  # pack ids, and the external sources of references (core/references.py), parsed once
+            self._locations = [parse_token(p) if is_token(p) else None for p in self.header.packs]
+        except IntegrityError as e:
+            self.close()
+            raise _reject(self.source, str(e)) from None
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -105,7 +111,6 @@ class ManifestFile:
             raise _reject(self.source, f"undecodable block ({err})") from None
         view = memoryview(data)
         pos, n = 0, len(data)
-        npacks = len(self.header.packs)
         while pos < n:
             if pos + 4 > n:
                 raise _reject(self.source, "truncated block")
@@ -118,7 +123,7 @@ class ManifestFile:
                 e = entry_decoder.decode(raw)
             except (msgspec.DecodeError, msgspec.ValidationError) as err:
                 raise _reject(self.source, f"undecodable entry ({err})") from None
-            _validate(e, npacks, self.source)
+            _validate(e, self._locations, self.source)
             if pos == 4 + size and path_key(e.path) != first:
                 raise _reject(self.source, "block table does not match its blocks")
             yield e, raw
@@ -173,7 +178,7 @@ class ManifestFile:
                     yield e
 
 
-def _validate(e: Entry, npacks: int, source: str) -> None:
+def _validate(e: Entry, locations: list[Source | None], source: str) -> None:
     try:
         check_path(e.path)
     except InvalidName as err:
@@ -182,10 +187,21 @@ def _validate(e: Entry, npacks: int, source: str) -> None:
         if len(e.data) % REF.size:
             raise _reject(source, f"bad chunk list for {e.path!r}")
         total = 0
+        npacks = len(locations)
+        first: int | None = None  # the location of the first chunk
         for _, p, offset, stored_len, raw_len, flags in REF.iter_unpack(e.data):
             if p >= npacks:
                 raise _reject(source, f"chunk of {e.path!r} names an unknown pack")
-            problem = ref_problem(offset, stored_len, raw_len, flags)
+            first = p if first is None else first
+            external = locations[p]
+            if p != first and (external is not None or locations[first] is not None):
+                raise _reject(source, f"chunks of {e.path!r} mix packs and an external source")
+            if external is not None:  # a reference: every chunk in one source; zero-length only when empty
+                problem = source_ref_problem(external, offset, stored_len, raw_len, flags)
+                if problem is None and raw_len == 0 and len(e.data) != REF.size:
+                    problem = "a zero-length chunk in a non-empty reference"
+            else:
+                problem = ref_problem(offset, stored_len, raw_len, flags)
             if problem is not None:
                 raise _reject(source, f"{e.path!r} has {problem}")
             total += raw_len

@@ -23,6 +23,10 @@ from artfs.errors import IntegrityError
 
 PACK_TARGET = 32 * 1024 * 1024
 FLAG_ZSTD = 1
+# A chunk in an external object (core/references.py), not a pack: its "pack" is a source token, its offset
+# the offset in the object; UNVERIFIED: its digest names the pinned range, not its content (no checksum).
+FLAG_SOURCE = 2
+FLAG_UNVERIFIED = 4
 _MAGIC = b"ARTP"
 _SAMPLE = 64 * 1024
 _zstd_level = 3

@@ -40,6 +40,7 @@ from artfs.core.records import (
     decode_version,
     encode,
 )
+from artfs.core.references import pack_ids
 from artfs.core.runs import record_output
 from artfs.core.store_keys import (
     ALIASES,
@@ -521,7 +522,7 @@ class Repo:
     def _guard_packs(self, mid: str, header: Header) -> tuple[str, Header]:
         """The manifest to claim a version with: `mid` if every pack it names is present and not condemned
         by garbage collection, else a copy whose content in bad packs was uploaded afresh (gc_guard.py)."""
-        while bad := self.guard.check(header.packs):
+        while bad := self.guard.check(pack_ids(header.packs)):  # references' sources are no packs
             log.warning("%d packs of this commit are being garbage-collected: uploading their content again",
                         len(bad))
             reader = ChunkReader(self.store, self.cache, self.damage)

@@ -25,10 +25,11 @@ every poll. Where the keys of other features go (each gets its builder here):
                                         (9-d), so a LIST yields the newest run first
     run-days/<inverted day>             one empty key per day that has runs, written before their start
                                         records: the newest N runs are found by listing only the newest days
-    run-events/<id>/heartbeat/<inverted hour>/<inverted ms>     empty objects, the newest listed
-                                        first: a run whose heartbeats stopped with no end record crashed
+    run-heartbeats/<id>/<inverted hour>/<inverted ms>   empty objects, the newest listed first: a
+                                        run whose heartbeats stopped with no end record crashed
+    run-events/<id>/…                   everything else about a run, read by one LIST (run_info):
     run-events/<id>/heartbeat-hours/<inverted hour>     one per hour that has heartbeats, written before
-                                        them: the newest heartbeat is two short LISTs away, however long
+                                        them: the newest heartbeat is one short LIST further, however long
                                         the run
     run-events/<id>/end.json            the end (finished, or failed with an exit code); the first one wins
     run-events/<id>/inputs/<name>/<v:010d>/<source>/<files:012d>-<bytes:016d>.json
@@ -156,6 +157,7 @@ def parse_record_key(key: str) -> RecordKey | None:
 RUNS = "runs/"
 RUN_DAYS = "run-days/"
 RUN_EVENTS = "run-events/"
+RUN_HEARTBEATS = "run-heartbeats/"
 LINEAGE_USED = "lineage/used/"
 _INVERT = str.maketrans("0123456789", "9876543210")
 _MS_DIGITS = 13
@@ -219,14 +221,19 @@ def heartbeat_hour_key(run_id: str, hour: int) -> str:
     return f"{heartbeat_hours_prefix(run_id)}{invert_digits(f'{hour:010d}')}"
 
 
+def _under(key: str, prefix: str) -> str | None:
+    return key[len(prefix) :] if key.startswith(prefix) else None
+
+
 def parse_heartbeat_hour_key(key: str, run_id: str) -> int | None:
-    leaf = key[len(heartbeat_hours_prefix(run_id)) :]
-    return int(invert_digits(leaf)) if len(leaf) == 10 and leaf.isdigit() else None
+    leaf = _under(key, heartbeat_hours_prefix(run_id))
+    return int(invert_digits(leaf)) if leaf is not None and len(leaf) == 10 and leaf.isdigit() else None
 
 
 def heartbeat_prefix(run_id: str, hour: int | None = None) -> str:
-    """All of a run's heartbeats, or those of one hour."""
-    base = f"{run_events_prefix(run_id)}heartbeat/"
+    """All of a run's heartbeats, or those of one hour (outside `run-events/<id>/`, which run_info lists
+    whole: a long run's heartbeats would lengthen that LIST)."""
+    base = f"{RUN_HEARTBEATS}{run_id}/"
     return base if hour is None else f"{base}{invert_digits(f'{hour:010d}')}/"
 
 
@@ -236,7 +243,7 @@ def heartbeat_key(run_id: str, time: float) -> str:
 
 
 def parse_heartbeat_key(key: str, run_id: str) -> float | None:
-    parts = key[len(heartbeat_prefix(run_id)) :].split("/")
+    parts = (_under(key, heartbeat_prefix(run_id)) or "").split("/")
     if len(parts) != 2 or len(parts[1]) != _MS_DIGITS or not parts[1].isdigit():
         return None
     return int(invert_digits(parts[1])) / 1000
@@ -263,7 +270,7 @@ class InputKey(NamedTuple):
 
 
 def parse_run_input_key(key: str, run_id: str) -> InputKey | None:
-    parts = key[len(run_inputs_prefix(run_id)) :].split("/")
+    parts = (_under(key, run_inputs_prefix(run_id)) or "").split("/")
     if len(parts) != 4 or _record_number(parts[1] + ".json") is None:
         return None
     counts = parts[3].removesuffix(".json").split("-")
@@ -281,7 +288,7 @@ def run_output_key(run_id: str, artifact: str, version: int) -> str:
 
 
 def parse_run_output_key(key: str, run_id: str) -> tuple[str, int] | None:
-    parts = key[len(run_outputs_prefix(run_id)) :].split("/")
+    parts = (_under(key, run_outputs_prefix(run_id)) or "").split("/")
     n = _record_number(parts[1]) if len(parts) == 2 else None
     return (parts[0], n) if n is not None else None
 

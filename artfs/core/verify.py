@@ -10,18 +10,24 @@ immutable): for each bad location it looks for a good copy of the same content �
 by a version of the store, read and verified now, or the chunk in this machine's cache, uploaded afresh
 in a new pack — and records a relocation (damage.py), which readers follow when the bad copy fails them.
 Content with no good copy anywhere stays broken and is listed: put it again, then run --repair.
+
+References (core/references.py) are checked against their pins instead: one HEAD or stat per external
+object (--deep: every range re-read and, with a checksum, re-hashed). A drifted or vanished object is
+listed with its URI and pin, and its files count as broken; --repair cannot bring it back.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from artfs.core.content import ChunkReader, plan_spans
 from artfs.core.manifest import FILE
-from artfs.core.packs import ChunkRef, PackBuilder
+from artfs.core.packs import FLAG_SOURCE, ChunkRef, PackBuilder
 from artfs.core.records import VersionRecord
+from artfs.core.references import check_source, parse_token
 from artfs.core.repo import Repo
 from artfs.core.store_keys import pack_key
 from artfs.errors import ArtfsError, IntegrityError
@@ -46,10 +52,13 @@ class VerifyReport:
     bad_locations: int = 0
     repaired: int = 0
     broken: list[VersionDamage] = field(default_factory=list)
+    references: int = 0  # external objects checked
+    drifted: dict[str, str] = field(default_factory=dict)  # URI → what is wrong with it (changed, gone)
 
     def as_json(self) -> dict:
         return {"versions": self.versions, "chunks": self.chunks, "checked_bytes": self.checked_bytes,
                 "bad_locations": self.bad_locations, "repaired": self.repaired,
+                "references": self.references, "drifted": self.drifted,
                 "broken": [{"ref": d.ref, "broken_files": d.broken_files, "paths": d.paths, "problem": d.problem}
                            for d in self.broken]}
 
@@ -74,6 +83,7 @@ def verify(repo: Repo, records: Iterable[VersionRecord], deep: bool = False, rep
     records = list(records)
     seen = _Collector()
     unreadable: dict[str, str] = {}
+    external: dict[str, dict[bytes, ChunkRef]] = defaultdict(dict)  # source token → its chunks
     for rec in records:
         report.versions += 1
         try:
@@ -81,10 +91,15 @@ def verify(repo: Repo, records: Iterable[VersionRecord], deep: bool = False, rep
             for entry in entries:
                 if entry.kind == FILE:
                     for ref in entry.refs(header.packs):
-                        seen.add(ref)
+                        if ref.flags & FLAG_SOURCE:
+                            external[ref.pack].setdefault(ref.digest, ref)
+                        else:
+                            seen.add(ref)
         except ArtfsError as err:
             unreadable[rec.ref] = str(err)
     report.chunks = len(seen.refs)
+    report.references = len(external)
+    bad_sources = _check_sources(repo, external, deep, report, progress)
     bad = _find_bad(repo, seen, deep, report, progress)
     report.bad_locations = len(bad)
     fixed: set[Location] = set()
@@ -98,18 +113,47 @@ def verify(repo: Repo, records: Iterable[VersionRecord], deep: bool = False, rep
         if rec.ref in unreadable:
             report.broken.append(VersionDamage(rec.ref, problem=f"manifest unreadable: {unreadable[rec.ref]}"))
             continue
-        if not still_bad:
+        if not still_bad and not bad_sources:
             continue
         damage = VersionDamage(rec.ref)
         header, entries = repo.entries(rec)
         for e in entries:
-            if e.kind == FILE and any((r.digest, r.pack) in still_bad for r in e.refs(header.packs)):
+            if e.kind == FILE and any((r.digest, r.pack) in still_bad or r.pack in bad_sources
+                                      for r in e.refs(header.packs)):
                 damage.broken_files += 1
                 if len(damage.paths) < MAX_PATHS:
                     damage.paths.append(e.path)
         if damage.broken_files:
             report.broken.append(damage)
     return report
+
+
+def _check_sources(repo: Repo, external: dict[str, dict[bytes, ChunkRef]], deep: bool, report: VerifyReport,
+                   progress: Callable[[int], None] | None) -> set[str]:
+    """The sources (tokens) whose object no longer matches its pin: a HEAD or stat each, in parallel;
+    --deep re-reads those that pass, every chunk verified as a reader would (nothing is cached)."""
+    tokens = sorted(external)
+    with ThreadPoolExecutor(8, thread_name_prefix="artfs-verify") as pool:
+        problems = list(pool.map(lambda t: check_source(parse_token(t)), tokens))
+    bad = {t: p for t, p in zip(tokens, problems, strict=True) if p is not None}
+    if deep:
+        reader = ChunkReader(repo.store, None, None)
+        for token in tokens:
+            if token in bad:
+                continue
+            for span in plan_spans(external[token].values()):
+                try:
+                    reader.fetch_span(span, populate=False)
+                except ArtfsError as e:
+                    bad[token] = str(e)
+                    break
+                n = sum(r.stored_len for r in span)
+                report.checked_bytes += n
+                if progress:
+                    progress(n)
+    for token, problem in bad.items():
+        report.drifted[parse_token(token).uri] = problem
+    return set(bad)
 
 
 def _find_bad(repo: Repo, seen: _Collector, deep: bool, report: VerifyReport,

@@ -1,18 +1,20 @@
 """Which run a FUSE caller belongs to: the calling thread → its process → up the process tree to a run's
 registered root (core/run_registry.py), or to nobody.
 
-- **Threads**: FUSE reports the calling thread's id. A thread is keyed by its own (tid, start time) from
-  /proc/<tid>/stat; the first time one is seen, /proc/<tid>/status names its thread group (the process).
-- **Processes** are keyed by (pid, start time), never by pid alone: a pid is reused, the pair is not.
+- **Threads**: FUSE reports the calling thread's id; /proc/<tid>/status names its thread group (process).
+- **Processes** are keyed by (pid, start time from /proc/<pid>/stat), never by pid alone: a pid is reused,
+  the pair is not.
 - **The walk** goes up /proc/<pid>/stat's ppid until a registered root of this mount's store (the run),
   or past init (nobody). `artfs run` is a child subreaper, so a process whose parent exits (a daemonizing
   worker) is re-parented to it and stays in the run's tree.
 - **Unattributed**: pid 0 (the kernel, or a caller in another pid namespace) and a process this daemon
   cannot see in its /proc (gone already) belong to no run; nothing is guessed.
-- **Cost**: with no run registered, a lookup is one stat of the registry directory (`Watcher`). With runs,
-  a known thread costs one read of /proc/<tid>/stat (~13 µs) and a dict lookup: a DataLoader opening
-  100,000 files walks /proc once per worker, not per file. The caches are dropped whenever the set of
-  registered runs changes, since a new root changes the answer for processes already seen.
+- **Cost**: with no run registered, a lookup is one stat of the registry directory (`Watcher`). A thread
+  seen before costs one 2 µs read more: its answer is kept with an open fd of one of its /proc files,
+  which pins the task (once the task is gone, reads fail with ESRCH, whatever the tid has become since),
+  so a DataLoader opening 100,000 files walks /proc once per worker thread, not per file, and a reused
+  tid is never taken for the old one. The caches are dropped whenever the set of registered runs
+  changes, since a new root changes the answer for processes already seen.
 
 Runs on the trio loop: every call reads only /proc (procfs answers from memory, never blocks on a disk).
 """
@@ -25,9 +27,11 @@ from artfs.core.places import Places
 from artfs.core.run_registry import ProcStat, RegisteredRun, Watcher, proc_stat
 
 MAX_DEPTH = 4096  # a process tree deeper than this is a loop seen through a race: give up
-MAX_CACHED = 1 << 16  # entries per cache before it is dropped whole (cheap to rebuild, bounded memory)
+MAX_THREADS = 256  # threads whose answers are kept, each with an open fd (the oldest goes first)
+MAX_PROCS = 1 << 16  # processes whose answers are kept before that cache is dropped whole
+ALIVE = "oom_score_adj"  # the smallest /proc/<tid> file: reading it says whether the task still exists
 
-Key = tuple[int, int]  # (pid or tid, start time)
+Key = tuple[int, int]  # (pid, start time)
 
 
 class Attribution:
@@ -38,9 +42,9 @@ class Attribution:
         self.proc = proc
         self._roots: dict[Key, str] = {}
         self._runs: list[RegisteredRun] | None = None
-        self._threads: dict[Key, str | None] = {}  # (tid, thread start) → run id or None
-        self._procs: dict[Key, str | None] = {}  # (pid, process start) → run id or None
-        self.walks = 0  # how many lookups missed both caches (tests check the cache with it)
+        self._threads: dict[int, tuple[int, str | None]] = {}  # tid → (fd pinning the task, run id or None)
+        self._procs: dict[Key, str | None] = {}  # (pid, start time) → run id or None
+        self.walks = 0  # lookups that missed the thread cache (tests check the cache with it)
 
     def active(self) -> bool:
         """Whether any run of this store is registered now (one stat when nothing changed)."""
@@ -51,37 +55,65 @@ class Attribution:
         docstring)."""
         if not self._refresh() or tid <= 0:
             return None
-        me = proc_stat(tid, self.proc)
-        if me is None:
-            return None
-        key = (tid, me.start_time)
-        try:
-            return self._threads[key]
-        except KeyError:
-            pass
-        self.walks += 1
-        pid = _tgid(tid, self.proc)
-        if pid is None:
-            return None
-        start = me if pid == tid else proc_stat(pid, self.proc)
-        if start is None:
-            return None
-        found, ok = self._walk(pid, start)
-        if ok:
-            _bounded(self._threads)[key] = found
-        return found
+        known = self._threads.get(tid)
+        if known is not None:
+            try:
+                os.pread(known[0], 8, 0)
+                return known[1]  # the task is alive, so `tid` is still it
+            except OSError:
+                del self._threads[tid]
+                os.close(known[0])
+        return self._lookup(tid)
+
+    def close(self) -> None:
+        for fd, _ in self._threads.values():
+            os.close(fd)
+        self._threads.clear()
 
     def _refresh(self) -> list[RegisteredRun]:
         runs = self.watcher.runs()
         if runs is not self._runs:
             self._runs = runs
             self._roots = {(r.pid, r.start_time): r.run_id for r in runs}
-            self._threads.clear()
+            self.close()
             self._procs.clear()
         return runs
 
+    def _lookup(self, tid: int) -> str | None:
+        """Walk from `tid`, and keep the answer with an fd pinning the task (both read through one open
+        /proc/<tid> directory, so they are of the same task even if it ends meanwhile)."""
+        self.walks += 1
+        try:
+            task = os.open(f"{self.proc}/{tid}", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return None  # gone, or not visible from here
+        try:
+            me = proc_stat(tid, dir_fd=task)
+            pid = _tgid(task)
+            if me is None or pid is None:
+                return None
+            start = me if pid == tid else proc_stat(pid, self.proc)
+            if start is None:
+                return None
+            found, ok = self._walk(pid, start)
+            if ok:
+                self._keep(tid, task, found)
+            return found
+        finally:
+            os.close(task)
+
+    def _keep(self, tid: int, task: int, found: str | None) -> None:
+        try:
+            fd = os.open(ALIVE, os.O_RDONLY, dir_fd=task)
+        except OSError:
+            return  # out of fds, or gone: answered, not kept
+        if len(self._threads) >= MAX_THREADS:
+            old = next(iter(self._threads))
+            os.close(self._threads.pop(old)[0])
+        self._threads[tid] = (fd, found)
+
     def _walk(self, pid: int, st: ProcStat) -> tuple[str | None, bool]:
-        """(run id or None, whether the answer may be cached) for process `pid` whose stat is `st`."""
+        """(run id or None, whether the answer may be kept) for process `pid` whose stat is `st`."""
         chain: list[Key] = []
         found: str | None = None
         for _ in range(MAX_DEPTH):
@@ -108,22 +140,17 @@ class Attribution:
             pid, st = st.ppid, parent
         else:
             return None, False
-        procs = _bounded(self._procs)
+        if len(self._procs) + len(chain) > MAX_PROCS:
+            self._procs.clear()
         for key in chain:
-            procs[key] = found
+            self._procs[key] = found
         return found, True
 
 
-def _bounded(cache: dict[Key, str | None]) -> dict[Key, str | None]:
-    if len(cache) >= MAX_CACHED:
-        cache.clear()
-    return cache
-
-
-def _tgid(tid: int, proc: str) -> int | None:
-    """The thread group (process) of a thread, from /proc/<tid>/status."""
+def _tgid(task: int) -> int | None:
+    """The thread group (process) of the task whose /proc directory is open as `task`."""
     try:
-        fd = os.open(f"{proc}/{tid}/status", os.O_RDONLY)
+        fd = os.open("status", os.O_RDONLY, dir_fd=task)
     except OSError:
         return None
     try:

@@ -35,7 +35,6 @@ import outcome
 import trio
 
 from artfs.core.merge import MergeConflict
-from artfs.core.runs import check_run_id
 from artfs.errors import ArtfsError
 from artfs.fs.areas import WRITERS_WAIT, Areas, SealProgress
 
@@ -106,15 +105,6 @@ def _peer_pid(stream: trio.SocketStream) -> int:
     return struct.unpack("3i", creds)[0]
 
 
-def _run_of_request(stream: trio.SocketStream, request: dict[str, Any], run_of: RunOf | None) -> str | None:
-    """The run a seal is an output of: one the client names (`run`: the Python API inside artfs.init; the
-    socket is its owner's only), else the run of the requesting process."""
-    named = request.get("run")
-    if named is not None:
-        return check_run_id(named)
-    return run_of(_peer_pid(stream)) if run_of is not None else None
-
-
 async def _serve_one(stream: trio.SocketStream, areas: Areas, gates: list[str], run_of: RunOf | None = None) -> None:
     async with stream:
         try:
@@ -137,7 +127,7 @@ async def _answer(stream: trio.SocketStream, areas: Areas, request: dict[str, An
     name: Any = request.get("artifact")  # unchecked JSON: Areas checks it is the name of an artifact
     try:
         if op == "seal":
-            run = _run_of_request(stream, request, run_of)
+            run = run_of(_peer_pid(stream)) if run_of is not None else None  # a seal inside a run: its output
             result = await _seal_with_progress(stream, areas, name, request, gates, run)
         elif op == "status":
             result = await areas.status(name)

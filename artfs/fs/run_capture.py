@@ -108,9 +108,19 @@ class Capture:
                 self._wake = trio.Event()
                 if self._dirty:
                     await self._write(final=False)
+                self._forget_ended()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await self._write(final=True)
+            self.attribution.close()
+
+    def _forget_ended(self) -> None:
+        """Drop what runs that ended read here, once it is all in the store (their paths can be many)."""
+        if not self._uses:
+            return
+        running = {r.run_id for r in self.attribution.watcher.runs()}
+        for key in [k for k in self._uses if k[0] not in running and k not in self._dirty]:
+            del self._uses[key]
 
     def _idle(self) -> float:
         """Seconds until the next snapshot is due, at most TICK (ended runs are noticed every TICK)."""
@@ -141,11 +151,8 @@ class Capture:
                 use.rec, use.written, use.due = rec, counts, now + UPDATE_EVERY
             else:
                 use.due = now + RETRY_AFTER
-            if (len(use.paths), use.bytes) != use.written:
-                continue  # grew meanwhile, or failed: a later round
-            self._dirty.discard(key)
-            if key[0] not in running:
-                del self._uses[key]  # the run ended and all it read here is in the store
+            if (len(use.paths), use.bytes) == use.written:
+                self._dirty.discard(key)  # else it grew meanwhile, or failed: a later round
 
     def _store(self, batch: list[tuple[UseKey, VersionRecord | None, tuple[int, int]]]) -> dict[UseKey, VersionRecord]:
         """Worker thread: one snapshot per (run, version); the keys written, with their version records."""

@@ -35,6 +35,7 @@ from artfs.core.catalog import Catalog
 from artfs.core.manifest import DIR, FILE, LINK, Entry, Header
 from artfs.core.names import parse_version
 from artfs.core.records import VersionRecord
+from artfs.core.references import entry_source
 from artfs.core.repo import Repo
 
 ROOT = pyfuse3.ROOT_INODE
@@ -410,7 +411,13 @@ class Tree:
         if isinstance(node, VersionNode):
             out["user.artfs.digest"] = rec.digest.encode()
         elif isinstance(node, EntryNode) and node.kind == FILE:
-            out["user.artfs.digest"] = self.entry_of(node).digest.hex().encode()
+            entry = self.entry_of(node)
+            out["user.artfs.digest"] = entry.digest.hex().encode()
+            header = node.version.header
+            source = entry_source(entry, header.packs) if header is not None else None
+            if source is not None:  # a reference (core/references.py): where its bytes are, how they are pinned
+                out["user.artfs.source"] = source.uri.encode()
+                out["user.artfs.pin"] = source.pin.describe().encode()
         out["user.artfs.type"] = rec.type.encode()
         created = dt.datetime.fromtimestamp(rec.created, dt.UTC).isoformat(timespec="seconds")
         out["user.artfs.created"] = created.replace("+00:00", "Z").encode()

@@ -22,7 +22,7 @@ import stat
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO, Protocol
 
 import msgspec
 
@@ -30,7 +30,15 @@ from artfs.errors import ArtfsError, IntegrityError, InvalidName, StoreUnavailab
 
 SCHEMES = ("s3", "https", "http", "file")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-TIMEOUT = 20.0  # seconds to connect and between bytes, per request (an unreachable endpoint fails fast)
+TIMEOUT = 20.0  # seconds between bytes of an answer, per request
+CONNECT_TIMEOUT = 5.0  # an unreachable endpoint fails in seconds
+
+
+class Stream(Protocol):
+    """What `Objects.open` returns: read(n) until b"" (pyfastcdc's cut_stream reads it), then close()."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
 
 
 class Pin(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -102,12 +110,12 @@ def changed(pin: Pin, why: str) -> SourceChanged:
 class Objects:
     """The external objects of one scheme."""
 
-    def list(self, uri: str, max_objects: int) -> list[Listed]:
+    def find(self, uri: str, max_objects: int) -> list[Listed]:
         """The object at `uri`, or every object under it as a prefix (whole path segments), pinned; more
         than `max_objects` is an error with the count, never a truncated list."""
         raise NotImplementedError
 
-    def open(self, pin: Pin) -> BinaryIO:
+    def open(self, pin: Pin) -> Stream:
         """The whole pinned object as a stream (for chunking at add time); the read fails if it changed."""
         raise NotImplementedError
 
@@ -143,7 +151,7 @@ def _file_uri(path: str) -> str:
 
 
 class FileObjects(Objects):
-    def list(self, uri: str, max_objects: int) -> list[Listed]:
+    def find(self, uri: str, max_objects: int) -> list[Listed]:
         path = file_path(uri)
         try:
             st = os.stat(path)
@@ -201,7 +209,7 @@ class FileObjects(Objects):
         if st.st_size != pin.size or st.st_mtime_ns != pin.mtime_ns:
             raise changed(pin, f"changed (now size {st.st_size}, mtime_ns {st.st_mtime_ns})")
 
-    def open(self, pin: Pin) -> BinaryIO:
+    def open(self, pin: Pin) -> Stream:
         return _CheckedFile(os.fdopen(self._open_checked(pin), "rb"), pin)
 
     def read(self, pin: Pin, offset: int, length: int) -> bytes:
@@ -226,7 +234,7 @@ class FileObjects(Objects):
 class _CheckedFile:
     """A file read whole at add time: when it reaches its end, it must still be the pinned state."""
 
-    def __init__(self, f: BinaryIO, pin: Pin) -> None:
+    def __init__(self, f: IO[bytes], pin: Pin) -> None:
         self.f, self.pin, self.got = f, pin, 0
 
     def read(self, n: int = -1) -> bytes:
@@ -266,6 +274,8 @@ class S3Objects(Objects):
     """Objects in any bucket the AWS configuration chain may read (AWS_ENDPOINT_URL[_S3] for S3-compatible
     servers: botocore reads them itself)."""
 
+    page_size = 1000  # keys per LIST request (S3's maximum)
+
     def __init__(self) -> None:
         import boto3
         import botocore.exceptions as bx
@@ -273,8 +283,8 @@ class S3Objects(Objects):
 
         self._bx = bx
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        config = Config(max_pool_connections=32, connect_timeout=5.0, read_timeout=TIMEOUT,
-                        retries={"total_max_attempts": 3, "mode": "standard"},
+        config = Config(max_pool_connections=32, connect_timeout=CONNECT_TIMEOUT, read_timeout=TIMEOUT,
+                        retries={"total_max_attempts": 2, "mode": "standard"},
                         s3={"addressing_style": "path"} if endpoint else None)
         try:
             self._client = boto3.session.Session().client("s3", config=config)
@@ -291,7 +301,8 @@ class S3Objects(Objects):
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if pin is not None and (code in ("PreconditionFailed", "NoSuchKey", "NoSuchVersion", "404", "412",
                                              "InvalidRange") or status in (404, 412, 416)):
-                raise changed(pin, "changed" if status == 412 or code == "PreconditionFailed" else "is gone") from None
+                gone = status == 404 or code in ("NoSuchKey", "NoSuchVersion", "404")
+                raise changed(pin, "is gone" if gone else "changed") from None
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ArtfsError(f"{uri} does not exist") from None
             if code == "NoSuchBucket":
@@ -313,7 +324,7 @@ class S3Objects(Objects):
                     return False  # may not ask: the ETag pins the object (and HEAD still gives a VersionId)
                 raise
 
-    def list(self, uri: str, max_objects: int) -> list[Listed]:
+    def find(self, uri: str, max_objects: int) -> list[Listed]:
         bucket, key = parse_s3(uri)
         if key and not key.endswith("/"):
             with self._errors(uri):
@@ -338,11 +349,14 @@ class S3Objects(Objects):
         out: list[Listed] = []
         count = 0
         with self._errors(uri):
+            paging = {"PageSize": self.page_size}
             if versioned:
-                pages = self._client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key)
+                pages = self._client.get_paginator("list_object_versions").paginate(
+                    Bucket=bucket, Prefix=key, PaginationConfig=paging)
                 items = (v for page in pages for v in page.get("Versions", ()) if v.get("IsLatest"))
             else:
-                pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+                pages = self._client.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=key, PaginationConfig=paging)
                 items = (o for page in pages for o in page.get("Contents", ()))
             for obj in items:
                 rel = obj["Key"][len(key):]
@@ -371,7 +385,7 @@ class S3Objects(Objects):
             args["IfMatch"] = pin.etag
         return args
 
-    def open(self, pin: Pin) -> BinaryIO:
+    def open(self, pin: Pin) -> Stream:
         with self._errors(pin.uri, pin):
             resp = self._client.get_object(**self._condition(pin))
         if int(resp.get("ContentLength", -1)) != pin.size:
@@ -448,8 +462,12 @@ class HttpObjects(Objects):
             fresh = conn is None
             if conn is None:
                 cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-                conn = conns[where] = cls(parsed.hostname, port, timeout=TIMEOUT)
+                conn = conns[where] = cls(parsed.hostname, port, timeout=CONNECT_TIMEOUT)
             try:
+                if fresh:  # connect within seconds; then allow TIMEOUT between bytes
+                    conn.connect()
+                    assert conn.sock is not None
+                    conn.sock.settimeout(TIMEOUT)
                 conn.request(method, path, headers=headers)
                 return conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
@@ -466,7 +484,7 @@ class HttpObjects(Objects):
         if conn is not None:
             conn.close()
 
-    def list(self, uri: str, max_objects: int) -> list[Listed]:
+    def find(self, uri: str, max_objects: int) -> list[Listed]:
         if uri.endswith("/"):
             raise ArtfsError(f"{uri}: an HTTP URL names one object; HTTP has no listing to expand a prefix with")
         resp = self._request(uri, "HEAD", {})
@@ -531,7 +549,7 @@ class HttpObjects(Objects):
             raise StoreUnavailable(f"short read of {pin.uri}: {len(data)} of {length} bytes arrived")
         return data
 
-    def open(self, pin: Pin) -> BinaryIO:
+    def open(self, pin: Pin) -> Stream:
         return _RangeStream(self, pin)  # pinned 16 MiB ranges: a plain GET could not be made conditional
 
     def check(self, pin: Pin) -> str | None:

@@ -371,24 +371,148 @@ def test_dry_run_names_versions_and_changes_nothing(tmp_path, clock, local_store
     repo.close()
 
 
-def test_s3_conditional_create_has_one_winner(s3_store_uri):
-    """The test S3 server serializes conditional PUTs (tests/support/s3server_main.py), as S3 does."""
+def _race_create(store, rounds: int = 3, racers: int = 12) -> list[int]:
+    """Winners per round of `racers` threads calling create_if_absent on one key at once."""
+
+    def racer(i: int, key: str, barrier: threading.Barrier, wins: list[bool]) -> None:
+        barrier.wait()
+        wins.append(store.create_if_absent(key, f"writer {i}".encode()))
+
+    out = []
+    for round_ in range(rounds):
+        wins: list[bool] = []
+        barrier = threading.Barrier(racers)
+        threads = [threading.Thread(target=racer, args=(i, f"race/{round_}", barrier, wins)) for i in range(racers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out.append(wins.count(True))
+    return out
+
+
+def test_s3_conditional_create_has_one_winner(s3_store_uri, monkeypatch):
+    """The test S3 server serializes conditional PUTs (tests/support/s3server_main.py), as S3 does: with
+    moto's check-then-store window widened, stock moto lets several racers win, ours exactly one."""
     from artfs.storage.open import open_store
+    from tests.support.s3server import S3Server, s3_env
 
     store = open_store(s3_store_uri)
     try:
-        def racer(i: int, key: str, barrier: threading.Barrier, wins: list[bool]) -> None:
-            barrier.wait()
-            wins.append(store.create_if_absent(key, f"writer {i}".encode()))
-
-        for round_ in range(3):
-            wins: list[bool] = []
-            barrier = threading.Barrier(12)
-            threads = [threading.Thread(target=racer, args=(i, f"race/{round_}", barrier, wins)) for i in range(12)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert wins.count(True) == 1, wins
+        assert _race_create(store) == [1, 1, 1]
     finally:
         store.close()
+    monkeypatch.setenv("ARTFS_TEST_S3_CREATE_DELAY", "0.2")
+    for stock in (True, False):
+        with S3Server(stock=stock) as server:
+            for name, value in s3_env(server.endpoint).items():
+                monkeypatch.setenv(name, value)
+            store = open_store(f"s3://{server.create_bucket('race')}/p")
+            try:
+                winners = _race_create(store, rounds=1, racers=6)
+            finally:
+                store.close()
+        assert winners == ([6] if stock else [1]), (stock, winners)
+
+
+
+def test_a_shorter_margin_applies_to_collectors_only_after_the_old_one(tmp_path, local_store_uri):
+    """Writers that read the old margin may wait half of it between their check and their claim: a collector
+    keeps the old margin for as long as it was."""
+    from artfs.core.gc_guard import DEFAULT_MARGIN, collector_margin, writer_margin
+
+    repo = fresh_repo(local_store_uri, tmp_path / "cache")
+    try:
+        assert collector_margin(repo.store, 0.0) == writer_margin(repo.store) == DEFAULT_MARGIN
+        set_margin(repo.store, 10.0, now=1000.0)
+        assert writer_margin(repo.store) == 10.0
+        assert collector_margin(repo.store, 1000.0 + DEFAULT_MARGIN - 1) == DEFAULT_MARGIN
+        assert collector_margin(repo.store, 1000.0 + DEFAULT_MARGIN + 1) == 10.0
+        later = 1000.0 + DEFAULT_MARGIN + 10
+        set_margin(repo.store, 7200.0, now=later)  # longer: in force at once
+        assert collector_margin(repo.store, later) == 7200.0
+    finally:
+        repo.close()
+
+
+def test_cli_dry_run_lists_bytes_per_version(tmp_path, local_store_uri, clock):
+    repo = fresh_repo(local_store_uri, tmp_path / "cache")
+    try:
+        set_margin(repo.store, 1.0, immediate=True)
+        _tree(tmp_path / "a", 30, files=1, size=5000)
+        commit_tree(repo, str(tmp_path / "a"), "ds")
+        _tree(tmp_path / "a", 31, files=1, size=5000)
+        commit_tree(repo, str(tmp_path / "a"), "ds")
+        lifecycle.delete(repo, "ds:v0")
+        from artfs.core import store_format
+
+        store_format.set_retention(repo.store, 0.0)
+    finally:
+        repo.close()
+    time.sleep(1.1)  # the packs are a margin old
+    env = {"ARTFS_CACHE": str(tmp_path / "cli-cache")}
+    out = run_artfs("gc", "--dry-run", "--store", local_store_uri, env=env).stdout
+    assert "ds:v0" in out and "condemned now" in out and "dry run: would free 0 packs" in out
+    out = run_artfs("gc", "--store", local_store_uri, env=env).stdout
+    assert out.startswith("freed 0 packs") and "condemned 1" in out
+    time.sleep(1.1)
+    out = run_artfs("gc", "--store", local_store_uri, env=env).stdout
+    assert out.startswith("freed 1 packs")
+
+
+def test_compaction_moves_live_chunks_and_frees_the_rest(tmp_path, clock, store_uri):
+    """v0 has ten files, v1 keeps one of them; v0 goes. --compact moves v1's chunk out of v0's pack (a
+    relocation), the old pack is then collected, and v1 reads back through the relocation. A writer that
+    adopts a chunk the compaction did not move (it was dead) keeps the old pack needed until it moved too."""
+    from artfs.core.verify import verify
+
+    repo = fresh_repo(store_uri, tmp_path / "cache")
+    try:
+        set_margin(repo.store, M, immediate=True)
+        full = _tree(tmp_path / "v0", 40, files=10, size=40_000)
+        commit_tree(repo, str(tmp_path / "v0"), "ds")
+        old = _packs(repo.store)
+        for i in range(1, 10):
+            (tmp_path / "v0" / f"f{i}.bin").unlink()
+        kept_tree = snapshot(tmp_path / "v0")
+        v1 = commit_tree(repo, str(tmp_path / "v0"), "ds").record
+        assert _version_packs(repo, v1) == old  # deduped: one live file of ten in the pack
+        lifecycle.delete(repo, "ds:v0", now=clock())
+        clock.advance(repo.retention_window() + M + 1)
+
+        dry = _gc(repo, clock, compact=True, dry_run=True)
+        assert dry.compacted_packs == 1 and not _condemned(repo.store)
+        r = _gc(repo, clock, compact=True)
+        assert r.compacted_packs == 1 and 0 < r.compacted_bytes < 0.3 * r.compacted_of
+        assert r.condemned_packs == 0 and _packs(repo.store) > old
+
+        # A stale machine still knows v0's chunks and reuses a dead one (not moved) in a new version.
+        stale = fresh_repo(store_uri, tmp_path / "stale")
+        try:
+            stale.index.add_chunks(ref for e in repo.entries(repo.version("ds", 0))[1]
+                                   for ref in e.refs(repo.entries(repo.version("ds", 0))[0].packs))
+            write_tree(tmp_path / "w", {"again.bin": full["f5.bin"][2]})
+            adopted = commit_tree(stale, str(tmp_path / "w"), "other").record
+        finally:
+            stale.close()
+        assert _version_packs(repo, adopted) == old
+
+        clock.advance(M + 1)
+        r = _gc(repo, clock, compact=True)  # the adopted chunk moves now; the old pack is still needed
+        assert r.compacted_packs == 1 and r.condemned_packs == 0
+        clock.advance(M + 1)
+        r = _gc(repo, clock, compact=True)
+        assert r.condemned_packs == 1 and _condemned(repo.store) == old
+        clock.advance(M + 1)
+        r = _gc(repo, clock, compact=True)
+        assert r.deleted_packs == 1 and not _packs(repo.store) & old
+
+        _reads_back(store_uri, tmp_path, v1, kept_tree, tag="v1")
+        _reads_back(store_uri, tmp_path, adopted, snapshot(tmp_path / "w"), tag="adopted")
+        report = verify(repo, [v1, adopted])
+        assert not report.broken
+        clock.advance(M + 1)  # relocations stay while kept versions name the old pack
+        _gc(repo, clock, compact=True)
+        _reads_back(store_uri, tmp_path, v1, kept_tree, tag="v1-again")
+    finally:
+        repo.close()

@@ -54,6 +54,15 @@ def test_this_process_its_threads_and_children_belong_to_the_run(places):
             assert attribution.active()
             assert attribution.run_of(os.getpid()) == "run-a"
             assert attribution.run_of(child.pid) == "run-a"  # started before: still below the root
+            gone = subprocess.Popen([sys.executable, "-c", "pass"])
+            gone.wait(timeout=30)
+            assert attribution.run_of(gone.pid) is None  # exited and reaped: unattributed
+            brief = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+            assert attribution.run_of(brief.pid) == "run-a"
+            assert brief.stdin is not None
+            brief.stdin.close()
+            brief.wait(timeout=30)
+            assert attribution.run_of(brief.pid) is None  # the kept answer died with the process
             seen: list[str | None] = []
             done = threading.Event()
 
@@ -106,6 +115,21 @@ def test_stale_entries_are_ignored_and_removed(places):
     assert run_registry.active(places) == [] and not path.exists()
 
 
+def test_a_forked_child_unwinding_the_context_keeps_the_registration(places):
+    ctx = run_registry.register(places, "run-f", STORE)
+    ctx.__enter__()
+    try:
+        pid = os.fork()
+        if pid == 0:  # e.g. a multiprocessing worker of a process that called artfs.init()
+            ctx.__exit__(None, None, None)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert [r.run_id for r in run_registry.active(places)] == ["run-f"]
+    finally:
+        ctx.__exit__(None, None, None)
+    assert run_registry.active(places) == []
+
+
 def test_store_uris_are_matched_in_one_spelling():
     assert run_registry.canonical_store_uri("file:///tmp/some/./store") == STORE
     assert run_registry.canonical_store_uri("/tmp/some/store/") == STORE
@@ -141,10 +165,12 @@ class FakeProc:
         rest = ["S", str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 30
         (d / "stat").write_text(f"{pid} (a (weird) name) " + " ".join(rest) + "\n")
         (d / "status").write_text(f"Name:\tx\nTgid:\t{tgid or pid}\nPid:\t{pid}\nPPid:\t{ppid}\n")
+        (d / "oom_score_adj").write_text("0\n")
 
     def remove(self, pid: int) -> None:
-        for f in ("stat", "status"):
+        for f in ("stat", "status", "oom_score_adj"):
             (self.root / str(pid) / f).unlink()
+        (self.root / str(pid)).rmdir()
 
 
 @pytest.fixture
@@ -166,12 +192,15 @@ def test_a_reused_pid_is_not_confused(fake):
     proc, attribution, t = fake
     root = next(iter(attribution.watcher.runs())).pid
     proc.add(500, root, t + 1000)
-    assert attribution.run_of(500) == "run-r"
-    # pid 500 exits; an unrelated process gets the pid: another start time, another parent
-    proc.add(500, 1, t + 11000)
-    assert attribution.run_of(500) is None
+    proc.add(501, 500, t + 1001)
+    assert attribution.run_of(501) == "run-r"  # 500 is now known as a process of the run
+    # 500 exits; an unrelated process gets its pid (another start time, another parent) and a child
     proc.remove(500)
-    assert attribution.run_of(500) is None  # gone: unattributed
+    proc.add(500, 1, t + 5000)
+    proc.add(502, 500, t + 5001)
+    assert attribution.run_of(502) is None
+    proc.remove(502)
+    assert attribution.run_of(502) is None  # gone: unattributed
 
 
 def test_threads_map_to_their_process_and_lookups_are_cached(fake):
@@ -197,4 +226,5 @@ def test_a_child_reparented_to_the_root_stays_in_the_run(fake):
     assert attribution.run_of(901) == "run-r"
     proc.remove(900)  # the middle process exits: the subreaper root adopts 901
     proc.add(901, root, t + 1001)
-    assert attribution.run_of(901) == "run-r"
+    fresh = Attribution(attribution.watcher.places, STORE, proc=attribution.proc)
+    assert fresh.run_of(901) == "run-r"

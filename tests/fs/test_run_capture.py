@@ -1,20 +1,26 @@
 """Runs captured through a real mount (fs/run_capture.py, fs/attribution.py): `artfs run` around real
 processes — fork, exec, a shell pipeline, a daemonizing grandchild, a 2-worker multiprocessing loader —
-and what the store then says the run read (observed inputs) and made (outputs)."""
+and what the store then says the run read (observed inputs) and made (outputs); and the writer of
+observed inputs alone, without FUSE."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import trio
 
-from artfs.core import runs
+from artfs.core import run_registry, runs
+from artfs.core.places import Places
 from artfs.core.repo import Repo
+from artfs.core.store_keys import run_inputs_prefix
+from artfs.fs import run_capture
 from tests.support.cli import artfs_cmd, run_artfs
 from tests.support.polling import eventually
 from tests.support.repos import commit, fresh_repo
@@ -46,9 +52,9 @@ READER = textwrap.dedent('''
         r, w = os.pipe()
         middle = os.fork()
         if middle == 0:  # a daemonizing grandchild: re-parented to `artfs run` (a subreaper) before it reads
+            parent = os.getpid()
             if os.fork() == 0:
                 os.setsid()
-                parent = os.getppid()
                 while os.getppid() == parent:
                     time.sleep(0.005)
                 os.write(w, str(read(best + "/d/3.bin")).encode())
@@ -203,9 +209,10 @@ def test_a_seal_by_a_run_is_its_output_and_unchanged_staging_files_are_inputs(mo
     m = mount_artfs(store)
     st = m.path / "animals" / "staging"
     (st / "new.txt").write_text("made outside the run\n")  # staged by anyone: the seal decides the output
-    seal = " ".join(artfs_cmd("seal", str(st), "-m", "by the run"))
+    seal = shlex.join(artfs_cmd("seal", str(st), "-m", "by the run"))
     # an unchanged file read through staging/ counts for the staging area's base (v2); one written does not
-    cmd = f"cat {st}/a.txt {st}/new.txt >/dev/null && echo x >> {st}/b.txt && {seal}"
+    q = shlex.quote(str(st))
+    cmd = f"cat {q}/a.txt {q}/new.txt >/dev/null && echo x >> {q}/b.txt && {seal}"
     run_id, proc = _artfs_run(store, "sh", "-c", cmd)
     _finish(proc)
     repo = fresh_repo(store, tmp_path / "check-cache")
@@ -224,5 +231,54 @@ def test_a_seal_by_a_run_is_its_output_and_unchanged_staging_files_are_inputs(mo
     repo = fresh_repo(store, tmp_path / "check-cache2")
     try:
         assert repo.version("animals", 4).run is None
+    finally:
+        repo.close()
+
+
+# --- the writer alone (no FUSE): what reaches the store, and when ------------------------------------
+
+
+def test_the_writer_coalesces_opens_into_few_growing_snapshots(local_store_uri, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    sizes = _write_version(src, 0)
+    commit(local_store_uri, src, "animals", tmp_path / "writer-cache")
+    monkeypatch.setattr(run_capture, "FIRST_DELAY", 0.05)
+    monkeypatch.setattr(run_capture, "UPDATE_EVERY", 0.3)
+    repo = fresh_repo(local_store_uri, tmp_path / "cache")
+    places = Places.under(str(tmp_path / "home"))
+    run_id = runs.start_run(repo).id
+    capture = run_capture.Capture(repo, places, "test-source")
+    me = os.getpid()
+
+    def counts() -> dict[str, tuple[int, int]]:
+        return {i.ref: (i.files, i.bytes) for i in runs.run_info(repo, run_id).inputs}
+
+    async def settled(expected: dict[str, tuple[int, int]]) -> None:
+        with trio.fail_after(10):
+            while await trio.to_thread.run_sync(counts) != expected:
+                await trio.sleep(0.05)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(capture.serve)
+            capture.opened(me, "animals", 0, "a.txt", sizes["a.txt"])  # no run yet: nothing
+            with run_registry.register(places, run_id, repo.store.uri):
+                rec = repo.version("animals", 0)
+                for _ in range(100):  # one file opened 100 times is one file
+                    capture.opened(me, "animals", 0, "b.txt", sizes["b.txt"], rec)
+                capture.opened(me, "animals", 0, "c.txt", sizes["c.txt"])  # no record at hand: the writer reads it
+                await settled({"animals:v0": (2, sizes["b.txt"] + sizes["c.txt"])})
+                capture.opened(me, "animals", 0, "d/0.bin", sizes["d/0.bin"], rec)
+            # the run ended: its last counts go out at once, and what it read is forgotten here
+            await settled({"animals:v0": (3, sizes["b.txt"] + sizes["c.txt"] + sizes["d/0.bin"])})
+            with trio.fail_after(10):
+                while capture._uses:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+        snapshots = list(repo.store.list(run_inputs_prefix(run_id)))
+        assert len(snapshots) == 2  # not one per open
     finally:
         repo.close()

@@ -90,6 +90,33 @@ def test_kill_9_while_writing(mount_artfs, small_store, tmp_path):
     assert snapshot(m2.path / "animals" / "v1") == expected
 
 
+def test_kill_9_keeps_hard_links_owners_and_atimes(mount_artfs, small_store, tmp_path):
+    store, _ = small_store
+    cache = tmp_path / "cache"
+    m = mount_artfs(store, cache_dir=cache)
+    st = m.path / "animals" / "staging"
+    (st / "new.txt").write_text("new")
+    os.link(st / "new.txt", st / "images" / "twin.txt")
+    os.link(st / "images" / "cat.png", st / "cat-too.png")  # an unchanged base file
+    os.link(st / "cover.png", st / "cover-too.png")  # a symlink itself
+    os.utime(st / "new.txt", ns=(1_000_000_001, 2_000_000_002))
+    os.chown(st / "new.txt", 1000, 1001)
+    _kill9(m.pid)
+    m.closed = True
+    m2 = mount_artfs(store, "--force", cache_dir=cache, path=m.path)
+    st = m2.path / "animals" / "staging"
+    new, twin = os.stat(st / "new.txt"), os.stat(st / "images" / "twin.txt")
+    assert new.st_ino == twin.st_ino and new.st_nlink == 2
+    assert (new.st_atime_ns, new.st_mtime_ns, new.st_uid, new.st_gid) == (1_000_000_001, 2_000_000_002, 1000, 1001)
+    assert os.stat(st / "cat-too.png").st_ino == os.stat(st / "images" / "cat.png").st_ino
+    assert os.lstat(st / "cover-too.png").st_nlink == 2 and os.readlink(st / "cover-too.png") == "images/cat.png"
+    (st / "images" / "twin.txt").write_text("both")
+    assert (st / "new.txt").read_text() == "both"
+    expected = snapshot(st)
+    assert seal(st)["ref"] == "animals:v1"
+    assert snapshot(m2.path / "animals" / "v1") == expected
+
+
 def test_kill_9_in_the_middle_of_a_seal(mount_artfs, small_store, tmp_path):
     store, _ = small_store
     cache, gate = tmp_path / "cache", tmp_path / "gate"

@@ -11,12 +11,18 @@
    artfs claims version numbers with it, so conditional PUTs are serialized here.
 
 Usage: s3server_main.py [--stock] -H 127.0.0.1 -p PORT   (`--stock` runs moto unpatched)
+
+For the test of that atomicity (tests/core/test_gc.py), ARTFS_TEST_S3_CREATE_DELAY=SECONDS makes every
+conditional PUT wait that long between moto's check and its store, in either mode: the race stock moto
+loses becomes certain to show, and the lock must still let exactly one writer win.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 PIECE = 1 << 20
@@ -90,11 +96,39 @@ def patch_moto() -> None:
     S3Response.put_object = put_object
 
 
+def widen_create_race(seconds: float) -> None:
+    """Sleep between a conditional PUT's check and its store (see the module docstring)."""
+    from moto.s3.models import S3Backend
+    from moto.s3.responses import S3Response
+
+    conditional = threading.local()
+    stock_store = S3Backend.put_object
+    stock_put_object = S3Response.put_object
+
+    def store(self, *args, **kwargs):
+        if getattr(conditional, "on", False):
+            time.sleep(seconds)
+        return stock_store(self, *args, **kwargs)
+
+    def put_object(self):
+        conditional.on = self.headers.get("If-None-Match") == "*"
+        try:
+            return stock_put_object(self)
+        finally:
+            conditional.on = False
+
+    S3Backend.put_object = store
+    S3Response.put_object = put_object
+
+
 def main(argv: list[str]) -> None:
     import logging
 
     from moto.server import main as moto_main
 
+    delay = os.environ.get("ARTFS_TEST_S3_CREATE_DELAY")
+    if delay:
+        widen_create_race(float(delay))  # first, so that the lock below wraps it
     if "--stock" in argv:
         argv = [a for a in argv if a != "--stock"]
     else:

@@ -104,15 +104,16 @@ def posix_view(entries: Iterable[tuple[str, bool, int, int, int, int]]) -> dict[
     return out
 
 
-def disk_posix(root: str | os.PathLike) -> dict[str, tuple]:
-    """posix_view of a real directory (the model, or staging through the mount)."""
+def disk_posix(root: str | os.PathLike, paths: Iterable[str] | None = None) -> dict[str, tuple]:
+    """posix_view of a real directory (the model, or staging through the mount): of `paths` below it (say,
+    the keys of a snapshot just taken, whose attributes the kernel still has), else of everything."""
+    if paths is None:
+        paths = [os.path.relpath(os.path.join(d, n), root) for d, dirs, files in os.walk(root) for n in dirs + files]
+
     def entries() -> Iterable[tuple[str, bool, int, int, int, int]]:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                full = os.path.join(dirpath, name)
-                st = os.lstat(full)
-                yield (os.path.relpath(full, root), stat.S_ISDIR(st.st_mode), st.st_ino, st.st_nlink, st.st_uid,
-                       st.st_gid)
+        for path in paths:
+            st = os.lstat(os.path.join(root, path))
+            yield path, stat.S_ISDIR(st.st_mode), st.st_ino, st.st_nlink, st.st_uid, st.st_gid
     return posix_view(entries())
 
 

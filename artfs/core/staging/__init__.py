@@ -3,7 +3,7 @@ sealing it into the next version.
 
     area.py        StagingArea: built from the parts below; open/refresh/discard/reset, generations in
                    use, and the public surface sealing uses (FUSE-shaped, no FUSE)
-    namespace.py   Namespace: lookup, listdir, create, mkdir, symlink, unlink, rmdir, rename, forget, walk
+    namespace.py   Namespace: lookup, listdir, create, mkdir, symlink, link, unlink, rmdir, rename, forget, walk
     files.py       Files: attributes and bytes (read, write, truncate, setattr, fsync, copy-up); DataFiles
     base_files.py  BaseFiles: unchanged files of the base version, read from its chunks (core/content.py)
     nodes.py       NodeTable: the rows of the live generation, the area lock and modes; plain data

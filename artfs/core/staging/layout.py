@@ -151,8 +151,7 @@ class Layout:
         try:
             db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(SCHEMA)  # not live until switch(): no need to share the transaction below
-            db.execute("BEGIN")
+            db.executescript("BEGIN;\n" + SCHEMA)  # the schema and the rows below: one transaction, one fsync
             db.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
                 [("artifact", self.name), ("base", base), ("manifest", manifest), ("dirty", 0),

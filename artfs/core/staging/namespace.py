@@ -54,7 +54,8 @@ _WALK_PAGE = 1000  # rows per lock hold in walk()
 
 
 class Namespace:
-    """Names of the staged tree: lookup, listdir, create, mkdir, symlink, unlink, rmdir, rename, forget, walk."""
+    """Names of the staged tree: lookup, listdir, create, mkdir, symlink, link, unlink, rmdir, rename, forget,
+    walk."""
 
     def __init__(self, nodes: NodeTable, files: Files, repo: Repo) -> None:
         self._nodes = nodes
