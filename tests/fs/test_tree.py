@@ -33,9 +33,11 @@ def repo(tmp_path: Path):
 
 def test_scan_reads_numbers_and_aliases(repo, monkeypatch):
     catalog = scan(repo)
-    assert catalog == {"animals": ArtifactState((0, 1), {"best": 0}, (0, 1))}
-    assert catalog["animals"].links() == {"latest": 1, "best": 0}
-    monkeypatch.setattr(repo, "alias_log", lambda name: pytest.fail("alias log re-read though unchanged"))
+    state = catalog["animals"]
+    assert list(catalog) == ["animals"] and isinstance(state, ArtifactState)
+    assert (state.numbers, state.aliases, state.alias_seqs) == ((0, 1), {"best": 0}, (0, 1))
+    assert state.links() == {"latest": 1, "best": 0}
+    monkeypatch.setattr(repo, "alias_log", lambda *a, **k: pytest.fail("alias log re-read though unchanged"))
     assert scan(repo, catalog) == catalog
 
 
