@@ -1,8 +1,10 @@
 """The local index of one store, in LMDB: manifests as lookup tables, known chunks, immutable records.
 
-- `tree`: (manifest id, hash of parent dir, name) → entry. `lookup(path)` is one get and `listdir(dir)`
-  one cursor range, so a version of a million files is never loaded into Python objects at once.
-  (LMDB keys are ≤ 511 bytes, hence the parent's hash rather than its path.)
+- `tree`: (manifest id, hash of parent dir, name) → the entry's code (its block and position in the
+  manifest file, 6 bytes) and the entry. `lookup(path)` is one get and `listdir(dir)` one cursor range, so a
+  version of a million files is never loaded into Python objects at once. (LMDB keys are ≤ 511 bytes, hence
+  the parent's hash rather than its path.) The code is what a mount makes inode numbers of: the same
+  whether an entry came from here or from the manifest's blocks, and found again from the file by code.
 - `chunks`: digest → where the chunk lives (pack, offset, lengths). Commits consult it to upload only
   new chunks; it is filled from the parent version of every commit and every pack uploaded from here.
 - `records`: immutable store objects (version records) by key, so they are fetched once.
@@ -28,8 +30,8 @@ import lmdb
 import msgspec
 import xxhash
 
-from artfs.core.manifest import DIR, Entry, Header
-from artfs.core.manifest_file import ManifestFile, read_manifest, read_manifest_frames
+from artfs.core.manifest import DIR, Entry, Header, path_key
+from artfs.core.manifest_file import POS_BITS, ManifestFile, read_manifest
 from artfs.core.packs import FLAG_SOURCE, ChunkRef
 from artfs.core.references import is_token
 from artfs.storage import lmdb_env
@@ -37,6 +39,8 @@ from artfs.storage import lmdb_env
 log = logging.getLogger(__name__)
 
 _CHUNK = struct.Struct("<16sQIII")
+_CODE = struct.Struct("<IH")  # (block, position): the prefix of every `tree` value
+_CODE_MASK = (1 << POS_BITS) - 1
 _ROOT = Entry("", DIR, 0o755, 0, 0)
 _BATCH = 20000
 
@@ -53,13 +57,17 @@ class _Databases:
 
 
 def _databases(env: lmdb.Environment) -> _Databases:
+    # `.2`: values carry entry codes since issue 13; indexes of the older layout are simply rebuilt
     return _Databases(
-        env, env.open_db(b"tree"), env.open_db(b"manifests"), env.open_db(b"chunks"), env.open_db(b"records")
+        env, env.open_db(b"tree.2"), env.open_db(b"manifests.2"), env.open_db(b"chunks"), env.open_db(b"records")
     )
 
 
 _OPTIONS = lmdb_env.Options("the store index", max_dbs=8, readahead=False)
 _TREE, _MANIFESTS, _CHUNKS, _RECORDS = (attrgetter(db) for db in ("tree", "manifests", "chunks", "records"))
+
+
+_decode_entry = msgspec.msgpack.Decoder(Entry).decode
 
 
 def _parent_hash(parent: str) -> bytes:
@@ -81,6 +89,8 @@ class StoreIndex:
             f.write(store_uri + "\n")
         self._building: dict[str, ManifestFile] = {}  # mid → its file, answering until the index is built
         self._building_lock = threading.Lock()
+        # mid → the path key up to which a build in progress has committed (listings below it use the index)
+        self._built_upto: dict[str, bytes] = {}
         self._shared = lmdb_env.acquire(os.path.realpath(self.path), map_size, _OPTIONS, _databases)
         self._release = weakref.finalize(self, lmdb_env.release, self._shared)  # if dropped unclosed
 
@@ -118,31 +128,51 @@ class StoreIndex:
             finally:
                 with self._building_lock:  # a lookup may still hold `mf`: it closes when collected
                     self._building.pop(mid, None)
+                    self._built_upto.pop(mid, None)
 
         threading.Thread(target=run, name=f"artfs-index-{mid[:8]}", daemon=True).start()
         return mf.header
+
+    def building(self, mid: str) -> ManifestFile | None:
+        """The open manifest answering for an index being built (its decoded blocks are shared)."""
+        return self._building.get(mid)
 
     def build(self, mid: str, manifest_path: str) -> Header:
         """Index a manifest for lookup/listdir (streamed, batched write txns). Marked done last.
 
         Entries are stored in the manifest's own encoding, not re-encoded: this is the first-byte
-        latency of a version never opened on this machine.
+        latency of a version never opened on this machine. A build started by `start_build` reads the
+        file that lookups use meanwhile: blocks they decoded are not decoded again (`find` walks them in
+        the same order).
         """
         if (h := self._built(mid)) is not None:
             return h
+        opened = self._building.get(mid)
         key_mid = bytes.fromhex(mid)
-        header, frames = read_manifest_frames(manifest_path, mid)
-        batch: list[tuple[bytes, bytes | memoryview]] = []
+        mf = opened if opened is not None else ManifestFile(manifest_path, mid)
+        header = mf.header
+        batch: list[tuple[bytes, bytes]] = []
+        code = _CODE.pack
+        last = ""
 
         def flush() -> None:
             with self._shared.transaction(write=True) as (txn, db):
                 txn.cursor(db=db.tree).putmulti(batch, dupdata=False, overwrite=True)
             batch.clear()
+            if opened is not None:
+                self._built_upto[mid] = path_key(last)
 
-        for e, raw in frames:
-            batch.append((_tree_key(key_mid, e.path), raw))
-            if len(batch) >= _BATCH:
-                flush()
+        try:
+            # While lookups wait on it (`opened`), commit often: listings below `_built_upto` use the index.
+            size = _BATCH // 8 if opened is not None else _BATCH
+            for c, e, raw in mf.coded_frames():
+                batch.append((_tree_key(key_mid, e.path), code(c >> POS_BITS, c & _CODE_MASK) + raw))
+                if len(batch) >= size:
+                    last = e.path
+                    flush()
+        finally:
+            if opened is None:
+                mf.close()
         flush()
         with self._shared.transaction(write=True) as (txn, db):
             txn.put(key_mid, msgspec.msgpack.encode(header), db=db.manifests)
@@ -176,37 +206,55 @@ class StoreIndex:
 
     def lookup(self, mid: str, path: str) -> Entry | None:
         """The entry at `path` ('' is the root directory), or None."""
+        found = self.lookup_coded(mid, path)
+        return found[1] if found is not None else None
+
+    def lookup_coded(self, mid: str, path: str) -> tuple[int, Entry] | None:
+        """(code, entry) at `path`, or None. The root directory ('') has code -1: it is no manifest entry."""
         if path == "":
-            return _ROOT
+            return -1, _ROOT
         building = self._building.get(mid)  # first: once it is gone, the index is complete
         if building is not None:
-            return building.lookup(path)
-        raw = self._shared.get(_tree_key(bytes.fromhex(mid), path), _TREE)
-        return msgspec.msgpack.decode(raw, type=Entry) if raw is not None else None
+            return building.lookup_coded(path)
+        key = _tree_key(bytes.fromhex(mid), path)
+        with self._shared.transaction(buffers=True) as (txn, db):
+            raw = txn.get(key, db=db.tree)
+            if raw is None:
+                return None
+            block, pos = _CODE.unpack_from(raw)
+            return (block << POS_BITS) | pos, _decode_entry(raw[_CODE.size:])
 
     def listdir(self, mid: str, path: str, after: str | None = None, limit: int | None = None) -> list[Entry]:
         """Entries directly inside directory `path`, sorted by name; `after` resumes a listing."""
+        return [e for _, e in self.listdir_coded(mid, path, after, limit)]
+
+    def listdir_coded(self, mid: str, path: str, after: str | None = None,
+                      limit: int | None = None) -> list[tuple[int, Entry]]:
+        """(code, entry) directly inside directory `path`, sorted by name; `after` resumes a listing."""
         building = self._building.get(mid)
-        out: list[Entry] = []
-        if building is not None:
-            for e in building.children(path, after):
-                out.append(e)
+        out: list[tuple[int, Entry]] = []
+        if building is not None and not (path and path_key(path) + b"\x01" <= self._built_upto.get(mid, b"")):
+            for ce in building.children_coded(path, after):
+                out.append(ce)
                 if limit is not None and len(out) >= limit:
                     break
             return out
         prefix = bytes.fromhex(mid) + _parent_hash(path)
         start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
-        decode = msgspec.msgpack.Decoder(Entry).decode
+        n = len(prefix)
+        skip = _CODE.size
+        unpack = _CODE.unpack_from
         with self._shared.transaction(buffers=True) as (txn, db):
             cur = txn.cursor(db=db.tree)
             if not cur.set_range(start):
                 return out
             for key, value in cur:
-                if bytes(key[: len(prefix)]) != prefix:
+                if key[:n] != prefix:
                     break
-                if after is not None and bytes(key) == start:
+                if after is not None and key == start:
                     continue
-                out.append(decode(value))
+                block, pos = unpack(value)
+                out.append(((block << POS_BITS) | pos, _decode_entry(value[skip:])))
                 if limit is not None and len(out) >= limit:
                     break
         return out
@@ -258,7 +306,8 @@ class StoreIndex:
                 for key, value in cur:
                     if bytes(key[: len(prefix)]) != prefix:
                         break
-                    digests.update(ref[0] for ref in decode(value).refs_raw() if ref[0] in among)
+                    entry = decode(value[_CODE.size:])
+                    digests.update(ref[0] for ref in entry.refs_raw() if ref[0] in among)
         return digests
 
     def records_under(self, prefix: str) -> list[tuple[str, bytes]]:

@@ -11,7 +11,9 @@ version does not wait for the whole manifest. Reads use
 from __future__ import annotations
 
 import os
-from bisect import bisect_right
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import msgspec
@@ -37,6 +39,12 @@ from artfs.core.references import Source, is_token, parse_token, source_ref_prob
 from artfs.errors import IntegrityError, InvalidName
 
 MAX_BLOCK = 64 << 20  # a block decompresses to at most this (ours are ~64 KiB): a bound against bombs
+POS_BITS = 16  # an entry's code is (block << POS_BITS) | its position in the block (ours hold < 5,000)
+MAX_BLOCK_ENTRIES = 1 << POS_BITS
+CACHED_BLOCKS = 16  # decoded blocks kept per open manifest (a listing reads one block several times)
+
+
+_Decoded = tuple[list[bytes], list[Entry], list[memoryview], bytearray]  # keys, entries, frames, validated
 
 
 def _reject(source: str, why: str) -> IntegrityError:
@@ -56,6 +64,10 @@ class ManifestFile:
             self.close()
             raise
         self._first_keys = [first for first, _, _ in self.header.blocks]
+        # block → (path keys, entries, encoded entries): lookups, listings, inode lookups by code and the
+        # index build (which walks the blocks in the order `find` does) decode a block once between them
+        self._decoded: OrderedDict[int, _Decoded] = OrderedDict()
+        self._decoded_lock = threading.Lock()
         try:  # pack ids, and the external sources of references (core/references.py), parsed once
             self._locations = [parse_token(p) if is_token(p) else None for p in self.header.packs]
         except IntegrityError as e:
@@ -101,8 +113,9 @@ class ManifestFile:
             raise _reject(self.source, "block table does not cover the file")
         return header
 
-    def _block(self, i: int) -> Iterator[tuple[Entry, memoryview]]:
-        """Entries of block i, decoded and validated, with their encoded form."""
+    def _block(self, i: int, validate: bool = True) -> Iterator[tuple[Entry, memoryview]]:
+        """Entries of block i, decoded and (unless the caller does it lazily) validated, with their
+        encoded form."""
         first, offset, length = self.header.blocks[i]
         try:
             data = zstandard.ZstdDecompressor().decompress(os.pread(self._fd, length, offset),
@@ -111,7 +124,11 @@ class ManifestFile:
             raise _reject(self.source, f"undecodable block ({err})") from None
         view = memoryview(data)
         pos, n = 0, len(data)
+        count = 0
         while pos < n:
+            count += 1
+            if count > MAX_BLOCK_ENTRIES:  # entry codes (inode numbers of a mount) leave room for no more
+                raise _reject(self.source, f"a block of more than {MAX_BLOCK_ENTRIES} entries")
             if pos + 4 > n:
                 raise _reject(self.source, "truncated block")
             (size,) = FRAME.unpack_from(data, pos)
@@ -123,7 +140,8 @@ class ManifestFile:
                 e = entry_decoder.decode(raw)
             except (msgspec.DecodeError, msgspec.ValidationError) as err:
                 raise _reject(self.source, f"undecodable entry ({err})") from None
-            _validate(e, self._locations, self.source)
+            if validate:
+                _validate(e, self._locations, self.source)
             if pos == 4 + size and path_key(e.path) != first:
                 raise _reject(self.source, "block table does not match its blocks")
             yield e, raw
@@ -143,39 +161,112 @@ class ManifestFile:
         if count != self.header.entries:
             raise _reject(self.source, f"{count} entries, header says {self.header.entries}")
 
-    def lookup(self, path: str) -> Entry | None:
-        """The entry at `path`, decoding only the one block that can hold it."""
+    def decoded(self, i: int) -> _Decoded:
+        """Block i's path keys, entries and their encoded forms; a few blocks stay decoded (a thread-safe
+        LRU). Entries are validated when handed out (`_checked`), not here: a listing of the version's
+        root decodes a block per child but hands out one entry of each."""
+        with self._decoded_lock:
+            hit = self._decoded.get(i)
+            if hit is not None:
+                self._decoded.move_to_end(i)
+                return hit
+        pairs = list(self._block(i, validate=False))
+        out = ([path_key(e.path) for e, _ in pairs], [e for e, _ in pairs], [raw for _, raw in pairs],
+               bytearray(len(pairs)))
+        keys = out[0]
+        # in order within the block and before the next one (its first key is checked in _block): searches bisect
+        if any(keys[p] <= keys[p - 1] for p in range(1, len(keys))) or (
+                keys and i + 1 < len(self._first_keys) and keys[-1] >= self._first_keys[i + 1]):
+            raise _reject(self.source, f"entries out of order in block {i}")
+        with self._decoded_lock:
+            self._decoded[i] = out
+            while len(self._decoded) > CACHED_BLOCKS:
+                self._decoded.popitem(last=False)
+        return out
+
+    def _checked(self, block: _Decoded, p: int) -> Entry:
+        """Entry p of a decoded block, validated (once)."""
+        e = block[1][p]
+        if not block[3][p]:
+            _validate(e, self._locations, self.source)
+            block[3][p] = 1
+        return e
+
+    def entry_at(self, code: int) -> Entry | None:
+        """The entry with this code ((block << POS_BITS) | position), or None if there is none."""
+        block, pos = code >> POS_BITS, code & (MAX_BLOCK_ENTRIES - 1)
+        if not 0 <= block < len(self._first_keys):
+            return None
+        decoded = self.decoded(block)
+        return self._checked(decoded, pos) if pos < len(decoded[0]) else None
+
+    def lookup_coded(self, path: str) -> tuple[int, Entry] | None:
+        """The code and entry at `path`, decoding only the one block that can hold it."""
         key = path_key(path)
         i = bisect_right(self._first_keys, key) - 1
         if i < 0:
             return None
-        for e, _ in self._block(i):
-            k = path_key(e.path)
-            if k == key:
-                return e
-            if k > key:
-                break
+        decoded = self.decoded(i)
+        keys = decoded[0]
+        j = bisect_left(keys, key)
+        if j < len(keys) and keys[j] == key:
+            return (i << POS_BITS) | j, self._checked(decoded, j)
         return None
 
-    def children(self, path: str, after: str | None = None) -> Iterator[Entry]:
-        """Entries directly inside directory `path` ('' is the root), in name order; `after` resumes."""
+    def lookup(self, path: str) -> Entry | None:
+        """The entry at `path`, decoding only the one block that can hold it."""
+        found = self.lookup_coded(path)
+        return found[1] if found is not None else None
+
+    def children_coded(self, path: str, after: str | None = None) -> Iterator[tuple[int, Entry]]:
+        """(code, entry) directly inside directory `path` ('' is the root), in name order; `after` resumes."""
         prefix = path + "/" if path else ""
         lo = path_key(path) + b"\x00" if path else b""
         hi = path_key(path) + b"\x01" if path else None
         if after is not None:
             lo = path_key(prefix + after) + b"\x01"  # past `after` and its whole subtree
-        i = max(0, bisect_right(self._first_keys, lo) - 1)
-        for j in range(i, len(self.header.blocks)):
+        nblocks = len(self._first_keys)
+        j = max(0, bisect_right(self._first_keys, lo) - 1)
+        while j < nblocks:
             if hi is not None and self._first_keys[j] >= hi:
                 return
-            for e, _ in self._block(j):
-                k = path_key(e.path)
-                if k < lo:
-                    continue
-                if hi is not None and k >= hi:
+            decoded = self.decoded(j)
+            keys, entries = decoded[0], decoded[1]
+            p = bisect_left(keys, lo)
+            while p < len(keys):
+                if hi is not None and keys[p] >= hi:
                     return
-                if "/" not in e.path[len(prefix):]:
-                    yield e
+                e = entries[p]
+                child, sep, _ = e.path[len(prefix):].partition("/")
+                if not sep:
+                    yield (j << POS_BITS) | p, self._checked(decoded, p)
+                    p += 1
+                    continue
+                # deeper: skip the child's whole subtree (it may span blocks: bisect the block table)
+                lo = path_key(prefix + child) + b"\x01"
+                p = bisect_left(keys, lo)
+                if p == len(keys):
+                    break
+            else:
+                j += 1
+                continue
+            j = max(j + 1, bisect_right(self._first_keys, lo) - 1)
+
+    def children(self, path: str, after: str | None = None) -> Iterator[Entry]:
+        """Entries directly inside directory `path` ('' is the root), in name order; `after` resumes."""
+        return (e for _, e in self.children_coded(path, after))
+
+    def coded_frames(self) -> Iterator[tuple[int, Entry, memoryview]]:
+        """Every entry in path order with its code and encoded form; order and count checked."""
+        count = 0
+        for i in range(len(self.header.blocks)):
+            decoded = self.decoded(i)  # checked in order there
+            raws = decoded[2]
+            count += len(raws)
+            for p in range(len(raws)):
+                yield (i << POS_BITS) | p, self._checked(decoded, p), raws[p]
+        if count != self.header.entries:
+            raise _reject(self.source, f"{count} entries, header says {self.header.entries}")
 
 
 def _validate(e: Entry, locations: list[Source | None], source: str) -> None:

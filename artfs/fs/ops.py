@@ -45,7 +45,7 @@ class _Listing:
             small = [*dots, *tree.list_small(node), *extra]
         self.small = small
         self.dots = dots
-        self.page: list[tuple[str, Node]] = []
+        self.page: list[tuple[str, pyfuse3.EntryAttributes]] = []  # with attributes: no node per entry
         self.page_start = 0  # position (not counting the dots) of page[0]
 
     def entries(self, pos: int) -> Iterator[tuple[int, str, Node | pyfuse3.EntryAttributes]]:

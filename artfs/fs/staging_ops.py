@@ -239,8 +239,8 @@ class StagingOps:
     async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         """chmod, chown, truncate, utimens. Owners are kept while staged (versions record none). With
-        default_permissions the kernel has checked who may chown to what; a chown of the owner by anyone
-        but root is EPERM here too, whatever the mount options."""
+        default_permissions the kernel has checked who may chown to what; giving a file to another owner
+        is EPERM here too for anyone but root, whatever the mount options."""
         a, area, node_id = await self._area(ino)
         uid = attr.st_uid if fields.update_uid else None
         gid = attr.st_gid if fields.update_gid else None

@@ -8,9 +8,13 @@ A version deleted in the store (core/lifecycle.py) leaves the catalog, so its na
 poll and `latest` moves; its nodes stay, so a process that has one of its files open (or its directory as
 cwd) keeps reading it — its chunks are kept for the retention window — until it lets go.
 
-Inode numbers are allocated on first sight and never reused or dropped, so they stay stable for the
-mount's life (find, tar, rsync and `ls -i` compare them); a node keeps only what `getattr` needs, and
-everything else (chunk lists) is re-read from the LMDB index on open.
+Inode numbers stay stable for the mount's life (find, tar, rsync and `ls -i` compare them). Root, artifact,
+version and alias nodes are allocated on first sight and kept. A version's contents get a range of inode
+numbers when it is first loaded, and an entry's inode is base + 1 + its code (block and position in the
+manifest file, the same from the index or the file; manifest_file.py), so no per-entry state is needed to
+keep numbers stable: the tree keeps only the most recently used entry nodes (a version of a million files
+listed by `find` costs no memory per file), and an inode not among them is found again from the manifest
+block its code names. A node keeps only what `getattr` needs; chunk lists are re-read from the index on open.
 
 Version contents are immutable, so the kernel may cache their entries and attributes for a day, negative
 lookups included. The artifact level (which versions exist, where aliases point) changes: its timeouts
@@ -27,12 +31,15 @@ import errno
 import os
 import stat
 import time
+from bisect import bisect_right
+from collections import OrderedDict
 
 import pyfuse3
 import trio
 
 from artfs.core.catalog import Catalog
 from artfs.core.manifest import DIR, FILE, LINK, Entry, Header
+from artfs.core.manifest_file import POS_BITS, ManifestFile
 from artfs.core.names import parse_version
 from artfs.core.records import VersionRecord
 from artfs.core.references import entry_source
@@ -43,6 +50,8 @@ IMMUTABLE_TIMEOUT = 24 * 3600.0
 MUTABLE_TIMEOUT = 1.0
 DIR_SIZE = 4096
 VERSION_BLKSIZE = 128 * 1024  # st_blksize of the read-only tree (staging files say STAGING_BLKSIZE)
+INO_LIMIT = 1 << 40  # the tree's inodes stay below this: staging's start there (areas.SLOT_BITS)
+RECENT_ENTRIES = 1 << 15  # entry nodes kept (most recently used); any other is rebuilt from its manifest block
 
 # (what, parent inode or inode, name): "entry" drops a name from a directory, "inode" an inode's attributes
 Invalidation = tuple[str, int, str]
@@ -68,9 +77,10 @@ class ArtifactNode(Node):
 
 
 class VersionNode(Node):
-    """`vN`: its record and manifest header are loaded on first use (`Tree.load`)."""
+    """`vN`: its record and manifest header are loaded on first use (`Tree.load`), and with them the
+    manifest file (entries found again by code) and the base of its contents' inode range."""
 
-    __slots__ = ("artifact", "number", "record", "header", "lock")
+    __slots__ = ("artifact", "number", "record", "header", "lock", "manifest", "base")
 
     def __init__(self, ino: int, artifact: str, number: int) -> None:
         super().__init__(ino)
@@ -79,6 +89,8 @@ class VersionNode(Node):
         self.record: VersionRecord | None = None
         self.header: Header | None = None
         self.lock: trio.Lock | None = None
+        self.manifest: ManifestFile | None = None
+        self.base = 0  # an entry with code c is inode base + 1 + c
 
     @property
     def ref(self) -> str:
@@ -148,18 +160,41 @@ class Tree:
         self._artifacts: dict[str, ArtifactNode] = {}
         self._versions: dict[tuple[str, int], VersionNode] = {}
         self._aliases: dict[tuple[str, str], AliasNode] = {}
-        self._entries: dict[tuple[int, str], int] = {}
+        self._recent: OrderedDict[int, EntryNode] = OrderedDict()  # entry nodes, least recently used first
+        self._bases: list[int] = []  # the loaded versions' inode bases, ascending (allocated in order)
+        self._based: list[VersionNode] = []  # the version of each base
 
     # --- nodes -------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._nodes) + len(self._recent)
 
     def node(self, ino: int) -> Node:
-        try:
-            return self._nodes[ino]
-        except KeyError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        found = self._nodes.get(ino)
+        if found is not None:
+            return found
+        entry = self._recent.get(ino)
+        if entry is not None:
+            self._recent.move_to_end(ino)
+            return entry
+        return self._revive(ino)
+
+    def _revive(self, ino: int) -> EntryNode:
+        """An entry node evicted from `_recent` (the kernel still holds its inode): from its manifest block."""
+        i = bisect_right(self._bases, ino) - 1
+        if i < 0:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        version = self._based[i]
+        entry = version.manifest.entry_at(ino - version.base - 1) if version.manifest is not None else None
+        if entry is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._remember(EntryNode(ino, version, entry))
+
+    def _remember(self, node: EntryNode) -> EntryNode:
+        self._recent[node.ino] = node
+        if len(self._recent) > RECENT_ENTRIES:
+            self._recent.popitem(last=False)
+        return node
 
     def _ino(self) -> int:
         ino, self._next_ino = self._next_ino, self._next_ino + 1
@@ -186,15 +221,23 @@ class Tree:
             self._nodes[node.ino] = node
         return node
 
-    def entry_node(self, version: VersionNode, entry: Entry) -> EntryNode:
-        key = (version.ino, entry.path)
-        ino = self._entries.get(key)
-        if ino is not None:
-            return self._nodes[ino]  # type: ignore[return-value]
-        node = EntryNode(self._ino(), version, entry)
-        self._entries[key] = node.ino
-        self._nodes[node.ino] = node
+    def entry_node(self, version: VersionNode, code: int, entry: Entry) -> EntryNode:
+        """The node of a loaded version's entry with this code (manifest_file.py)."""
+        ino = version.base + 1 + code
+        node = self._recent.get(ino)
+        if node is None:
+            return self._remember(EntryNode(ino, version, entry))
+        self._recent.move_to_end(ino)
         return node
+
+    def _place(self, version: VersionNode, header: Header) -> None:
+        """Give a version's contents their inode range: one number per possible code."""
+        size = (len(header.blocks) << POS_BITS) + 1
+        if self._next_ino + size > INO_LIMIT:
+            raise pyfuse3.FUSEError(errno.ENOSPC)  # after ~4,000 versions of a million files in one mount
+        version.base, self._next_ino = self._next_ino, self._next_ino + size
+        self._bases.append(version.base)
+        self._based.append(version)
 
     def label(self, node: Node) -> str:
         """A node as people name it: `animals`, `animals:v1`, `animals:v1/data/x.bin`, `animals/latest`."""
@@ -220,11 +263,8 @@ class Tree:
             parent = node.path.rpartition("/")[0]
             if not parent:
                 return node.version
-            ino = self._entries.get((node.version.ino, parent))
-            if ino is not None:
-                return self._nodes[ino]
-            entry = self.index.lookup(node.version.mid, parent)
-            return self.entry_node(node.version, entry) if entry is not None else node.version
+            found = self.index.lookup_coded(node.version.mid, parent)
+            return self.entry_node(node.version, *found) if found is not None else node.version
         if isinstance(node, (VersionNode, AliasNode)):
             return self.artifact_node(node.artifact)
         return self.root
@@ -250,14 +290,22 @@ class Tree:
             assert node.lock is not None
             async with node.lock:
                 if node.header is None:
-                    header = self.index.header(record.manifest)
-                    if header is None:
-                        with trio.fail_after(self.deadline):
-                            # In the background: lookups are answered from manifest blocks meanwhile.
-                            header = await trio.to_thread.run_sync(self.repo.ensure_index, record, True,
-                                                                   abandon_on_cancel=True)
+                    with trio.fail_after(self.deadline):
+                        header, manifest = await trio.to_thread.run_sync(self._open_version, record,
+                                                                         abandon_on_cancel=True)
+                    node.manifest = manifest
+                    self._place(node, header)
                     node.header = header
         return node.header
+
+    def _open_version(self, record: VersionRecord) -> tuple[Header, ManifestFile]:
+        """(In a thread.) The index, built in the background if new (lookups are answered from manifest
+        blocks meanwhile), and the manifest file, which finds an entry again by its code."""
+        header = self.repo.ensure_index(record, True)
+        building = self.index.building(record.manifest)  # shares its decoded blocks with the build
+        if building is not None:
+            return header, building
+        return header, ManifestFile(self.repo.manifest_file(record.manifest), record.manifest)
 
     async def lookup(self, parent: Node, name: str) -> Node | None:
         if name == ".":
@@ -285,8 +333,8 @@ class Tree:
             version, path = parent.version, f"{parent.path}/{name}"
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        entry = self.index.lookup(version.mid, path)
-        return self.entry_node(version, entry) if entry is not None else None
+        found = self.index.lookup_coded(version.mid, path)
+        return self.entry_node(version, *found) if found is not None else None
 
     # --- listings ------------------------------------------------------------------------------------
 
@@ -302,14 +350,18 @@ class Tree:
         out += [(alias, self.alias_node(node.name, alias)) for alias in sorted(state.links())]
         return out
 
-    def list_page(self, node: Node, after: str | None, limit: int) -> list[tuple[str, Node]]:
-        """Up to `limit` entries of a directory inside a version, by name, after `after`."""
+    def list_page(self, node: Node, after: str | None, limit: int) -> list[tuple[str, pyfuse3.EntryAttributes]]:
+        """Up to `limit` entries of a directory inside a version, by name, after `after`, with their
+        attributes: no nodes are made (a listing of a million files keeps nothing per file)."""
         if isinstance(node, VersionNode):
             version, path = node, ""
         else:
             assert isinstance(node, EntryNode)
             version, path = node.version, node.path
-        return [(e.name, self.entry_node(version, e)) for e in self.index.listdir(version.mid, path, after, limit)]
+        created = _ns(version.record.created) if version.record else None
+        base = version.base + 1
+        return [(e.name, self._entry_attrs(base + code, e.kind, e.mode, e.size, e.mtime_ns, created))
+                for code, e in self.index.listdir_coded(version.mid, path, after, limit)]
 
     # --- attributes ----------------------------------------------------------------------------------
 
@@ -335,16 +387,8 @@ class Tree:
         """Full attributes, also for readdir: pyfuse3 always answers READDIRPLUS, and the kernel keeps
         what a listing says for the entry's timeouts. Never loads anything."""
         if isinstance(node, EntryNode):
-            created = _ns(node.version.record.created) if node.version.record else node.mtime_ns
-            if node.kind == FILE:
-                mode = stat.S_IFREG | (node.mode & 0o7777)
-            elif node.kind == DIR:
-                mode = stat.S_IFDIR | (node.mode & 0o7777)
-            else:
-                mode = stat.S_IFLNK | 0o777
-            size = DIR_SIZE if node.kind == DIR else node.size
-            # nlink 1 on a directory means "unknown" to find/fts (as on btrfs): the index has no subdir counts
-            return self._attrs(node.ino, mode, size, node.mtime_ns, 1, IMMUTABLE_TIMEOUT, created)
+            created = _ns(node.version.record.created) if node.version.record else None
+            return self._entry_attrs(node.ino, node.kind, node.mode, node.size, node.mtime_ns, created)
         if isinstance(node, VersionNode):
             mtime = _ns(node.record.created) if node.record else self.started_ns
             timeout = IMMUTABLE_TIMEOUT if node.record else 0.0  # listed before looked up: ask again
@@ -362,6 +406,18 @@ class Tree:
             return self._attrs(node.ino, stat.S_IFDIR | 0o755, DIR_SIZE, mtime, 3 + versions, MUTABLE_TIMEOUT)
         return self._attrs(ROOT, stat.S_IFDIR | 0o755, DIR_SIZE, self.started_ns,
                            2 + len(self.catalog.keys() | self.local), MUTABLE_TIMEOUT)
+
+    def _entry_attrs(self, ino: int, kind: int, mode: int, size: int, mtime_ns: int,
+                     created_ns: int | None) -> pyfuse3.EntryAttributes:
+        if kind == FILE:
+            mode = stat.S_IFREG | (mode & 0o7777)
+        elif kind == DIR:
+            mode, size = stat.S_IFDIR | (mode & 0o7777), DIR_SIZE
+        else:
+            mode = stat.S_IFLNK | 0o777
+        # nlink 1 on a directory means "unknown" to find/fts (as on btrfs): the index has no subdir counts
+        created = mtime_ns if created_ns is None else created_ns
+        return self._attrs(ino, mode, size, mtime_ns, 1, IMMUTABLE_TIMEOUT, created)
 
     def negative(self, parent: Node) -> pyfuse3.EntryAttributes | None:
         """A cacheable "no such name" inside a version (immutable); None where names may appear later."""

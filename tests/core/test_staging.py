@@ -372,7 +372,8 @@ class StagingModel(RuleBasedStateMachine):
 
 
 StagingModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("ARTFS_MODEL_EXAMPLES", "75")), stateful_step_count=40, deadline=None,
+    max_examples=int(os.environ.get("ARTFS_MODEL_EXAMPLES", "250" if os.environ.get("ARTFS_STRESS") else "50")),
+    stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestStagingModel = StagingModel.TestCase
@@ -507,7 +508,9 @@ def test_owners_and_atime(lrepo, tmp_path):
     with open_area(lrepo, "animals") as s:
         f = s.lookup(ROOT, "f")
         assert (f.uid, f.gid, f.atime_ns) == (None, None, f.mtime_ns)
+        root = s.getattr(ROOT)
         n = s.create(ROOT, "n", 0o644, owner=(1000, 1001))
+        assert s.getattr(ROOT).atime_ns == root.atime_ns != s.getattr(ROOT).mtime_ns  # a new entry: mtime only
         d = s.mkdir(ROOT, "d", 0o2775, owner=(1000, 1002))
         assert (n.uid, n.gid, d.uid, d.gid) == (1000, 1001, 1000, 1002) and n.atime_ns == n.mtime_ns
         sub, inner = s.mkdir(d.id, "sub", 0o755, owner=(7, 7)), s.create(d.id, "x", 0o644, owner=(7, 7))

@@ -165,7 +165,7 @@ AS_OTHER = textwrap.dedent("""
 """)
 
 
-def test_files_belong_to_the_user_who_made_them(mount_artfs, small_store, shared_dir):
+def test_files_belong_to_the_user_who_made_them(shared_dir, mount_artfs, small_store):  # unmounted before rmtree
     store, _ = small_store
     m = mount_artfs(store, "-o", "allow_other", path=shared_dir)
     st = m.path / "animals" / "staging"

@@ -285,4 +285,7 @@ class NodeTable:
             self.dirty = True
 
     def touch(self, db: sqlite3.Connection, dir_id: int, now: int) -> None:
-        db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (now, now, dir_id))
+        """A directory's entries changed: its mtime moves, its atime stays (one that followed mtime, a base
+        directory's, is pinned where it was)."""
+        db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ?, atime_ns = coalesce(atime_ns, mtime_ns) WHERE id = ?",
+                   (now, now, dir_id))
