@@ -1,5 +1,6 @@
 """Talking to a mount daemon about a staging directory: `request_seal`, `request_status`, `request_discard`
-(the Python API's `seal`, `status`, `discard`; the CLI's commands of the same names).
+(the Python API's `seal`, `status`, `discard`; the CLI's commands of the same names), `request_ref_add`
+(`artfs ref add`).
 
 The daemon owns a staging tree while it is mounted (open files, inodes, the freeze during a seal), so
 these requests go to it rather than around it. A staging directory names its daemon's control socket
@@ -100,3 +101,33 @@ def request_status(path: str) -> dict:
 def request_discard(path: str) -> dict:
     """Drop the staged changes: staging becomes a fresh view of latest."""
     return request(path, "discard")
+
+
+def staging_root_of(path: str) -> tuple[str, str]:
+    """(the staging directory holding `path`, `path` relative to it): `path` need not exist yet, its
+    nearest existing directory must be in a mount's staging tree."""
+    path = os.path.abspath(path)
+    here = path
+    while True:
+        if os.path.isdir(here):
+            try:
+                os.getxattr(here, CONTROL_XATTR)
+                return here, os.path.relpath(path, here) if here != path else ""
+            except OSError:
+                pass
+        up = os.path.dirname(here)
+        if up == here:
+            raise ArtfsError(f"{path} is not in the staging directory of an artfs mount")
+        here = up
+
+
+def request_ref_add(path: str, uri: str, checksum: bool = True, max_objects: int | None = None) -> dict:
+    """Stage the object at `uri` as a reference at `path` in a mount's staging tree (a prefix: one file per
+    object under `path` as a directory). The daemon pins it, reads and chunks it when `checksum` (this waits
+    for that), and adds it at once; sealed as a reference entry. Returns
+    `{"artifact", "uri", "files": [{"path", "size"}], "bytes"}` (paths relative to the staging directory)."""
+    root, rel = staging_root_of(path)
+    params: dict = {"path": rel, "uri": uri, "checksum": checksum}
+    if max_objects is not None:
+        params["max_objects"] = max_objects
+    return request(root, "ref_add", params)

@@ -81,6 +81,17 @@ class Daemon:
         shutil.rmtree(self.cache, ignore_errors=True)
 
 
+def settle(pid: int, timeout: float = 60.0) -> None:
+    """Wait until the daemon is idle (its background index build done): "warm" is the steady state."""
+    deadline = time.monotonic() + timeout
+    last, idle = cpu_seconds(pid), 0
+    while time.monotonic() < deadline and idle < 4:  # idle for over a second: past the build's wait too
+        time.sleep(0.3)
+        now = cpu_seconds(pid)
+        idle = idle + 1 if now - last < 0.02 else 0
+        last = now
+
+
 def timed(pid: int, fn: Callable[[], object]) -> tuple[float, float]:
     c0, t0 = cpu_seconds(pid), time.perf_counter()
     fn()
@@ -144,6 +155,8 @@ def main(argv: list[str]) -> None:
         try:
             root = os.path.join(d.mnt, f"h{n}", "v0")
             for phase in ("cold", "warm"):
+                if phase == "warm":
+                    settle(d.pid)
                 out: list[dict] = []
                 wall, cpu = timed(d.pid, lambda out=out, root=root: out.append(probe("find", root, timeout=600)))
                 if out[0]["files"] != n:

@@ -99,3 +99,26 @@ def test_copy_stores_the_referenced_bytes_as_content(tmp_path, raw) -> None:
             path.unlink()
     _artfs(store, "get", "ds", str(tmp_path / "got"))
     assert len((tmp_path / "got" / "year=2024" / "part 1.bin").read_bytes()) == 2 * MiB
+
+
+def test_info_and_diff_show_references_with_uri_and_pin(tmp_path, raw) -> None:
+    store = tmp_path / "store"
+    code = tmp_path / "code"
+    write_tree(code, {"train.py": b"print(1)\n"})
+    _artfs(store, "put", str(code), "ds")
+    _artfs(store, "put", str(code), "ds", "--ref", f"labels.csv=file://{raw}/labels.csv", "--no-checksum")
+    info = _artfs(store, "info", "ds:v1").stdout
+    assert f"labels.csv  @ file://{raw}/labels.csv (pinned: mtime_ns" in info and "1 referenced file" in info
+    data = json.loads(_artfs(store, "info", "ds:v1", "--json").stdout)
+    assert data["references"] == [{"path": "labels.csv", "uri": f"file://{raw}/labels.csv",
+                                   "pin": data["references"][0]["pin"], "checksum": False,
+                                   "pinned_by": data["references"][0]["pinned_by"]}]
+    assert "references" not in json.loads(_artfs(store, "info", "ds:v0", "--json").stdout)
+
+    diff = _artfs(store, "diff", "ds:v0", "ds:v1").stdout
+    assert diff.strip() == f"+ labels.csv  @ {data['references'][0]['uri']} (pinned: {data['references'][0]['pin']}; " \
+                           f"no checksum: as strong as its {data['references'][0]['pinned_by']})"
+    back = json.loads(_artfs(store, "diff", "ds:v1", "ds:v0", "--json").stdout)
+    assert back["removed"] == ["labels.csv"]
+    assert back["references"]["labels.csv"]["from"]["uri"] == f"file://{raw}/labels.csv"
+    assert back["references"]["labels.csv"]["to"] is None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import click
 
-from artfs.cli import artifacts, lifecycle, lineage, maintenance, mount, runs, staging
+from artfs.cli import artifacts, lifecycle, lineage, maintenance, mount, refs, runs, staging
 from artfs.cli import cache as cache_commands  # artfs cache info|prune|clear
 from artfs.cli import gc as gc_commands  # artfs gc (garbage collection)
 from artfs.cli.common import run
@@ -30,7 +30,7 @@ def cli() -> None:
     """artfs: versioned ML artifacts (datasets, models) as ordinary directories."""
 
 
-for _group in (artifacts, mount, staging, runs, lineage, maintenance, gc_commands, lifecycle, cache_commands):
+for _group in (artifacts, mount, staging, refs, runs, lineage, maintenance, gc_commands, lifecycle, cache_commands):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 

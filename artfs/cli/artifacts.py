@@ -293,8 +293,7 @@ def files(ref, store_uri, endpoint_url, as_json) -> None:
                         "mtime": e.mtime_ns / 1e9, **({"target": e.target} if e.kind == 2 else {})}
                 source = entry_source(e, header.packs)
                 if source is not None:
-                    item["reference"] = {"uri": source.uri, "pin": source.pin.describe(), "checksum": source.checksum,
-                                         **({} if source.checksum else {"pinned_by": source.pin.strength()})}
+                    item["reference"] = _reference_json(source)
                 out.append(item)
             print_json(out)
             return
@@ -345,6 +344,15 @@ def _staging_info(path: str, staging: str, as_json: bool) -> None:
     click.echo(f"  changes  {changes} (artfs status {shown(staging)})")
 
 
+def _mounted_source(path: str) -> dict | None:
+    """A mounted referenced file's source, as its xattrs say (`{"uri", "pin"}`), or None for any other path."""
+    try:
+        return {"uri": os.getxattr(path, "user.artfs.source").decode(),
+                "pin": os.getxattr(path, "user.artfs.pin").decode()}
+    except OSError:
+        return None
+
+
 def _mounted_ref(path: str) -> str | None:
     """`artfs info PATH` inside a mount: the ref the filesystem reports for that path."""
     try:
@@ -364,6 +372,8 @@ def _mounted_ref(path: str) -> str | None:
 @json_option
 def info(ref, store_uri, endpoint_url, as_json) -> None:
     """Show version REF (or the version a path in a mount belongs to)."""
+    from artfs.core.references import is_token
+
     if "/" in ref and not os.path.exists(ref):
         from artfs.fs.mountpoint import stale_message, stale_mount_above  # no FUSE in there: stays light
 
@@ -378,20 +388,31 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
             return
         if looks_like_a_path:
             raise ArtfsError(f"{ref} is not inside an artfs mount")
+    ref_path = ref if mounted is not None else None
     if mounted is not None:  # a path in a mount, even one without '/' (`cd MNT/animals; artfs info v0`)
         if store_uri is None:
             with contextlib.suppress(OSError):
                 store_uri = os.getxattr(ref, "user.artfs.store").decode()
         ref = mounted
     repo = open_repo(store_uri, endpoint_url)
+    refs: dict = {}
     try:
         parsed = parse_ref(ref)
         rec = repo.resolve(parsed)
         numbers = repo.require_artifact(parsed.name)  # the live ones: the last is latest
         aliases = _aliases_by_version(repo, parsed.name, numbers[-1]).get(rec.version, [])
+        header, entries = repo.entries(rec)
+        if any(is_token(p) for p in header.packs):  # only a version with references is read through
+            for _ in _noting_references(entries, header.packs, refs):
+                pass
     finally:
         repo.close()
     data = _version_json(rec, aliases)
+    here = _mounted_source(ref_path) if ref_path is not None else None
+    if refs:  # where the referenced bytes are, and how they are pinned (`artfs files` lists every one)
+        data["references"] = [{"path": p, **(_reference_json(s) or {})} for p, s in refs.items()]
+    if here is not None:
+        data["reference"] = here
     if as_json:
         print_json(data)
         return
@@ -411,6 +432,14 @@ def info(ref, store_uri, endpoint_url, as_json) -> None:
         click.echo(f"  {key:8} {value}")
     for k, v in sorted(rec.metadata.items()):
         click.echo(f"  meta     {shown(k)}={shown(v)}")
+    if refs:
+        click.echo(f"  refs     {len(refs)} referenced file(s), bytes kept at their URIs, pinned:")
+        for p, source in list(refs.items())[:10]:
+            click.echo(f"           {shown(p)}  @ {source.describe()}")
+        if len(refs) > 10:
+            click.echo(f"           … and {len(refs) - 10} more (artfs files {rec.ref})")
+    if here is not None:
+        click.echo(f"  this     {shown(ref_path or '')} is a reference to {here['uri']} (pinned: {here['pin']})")
 
 
 @click.command(epilog=examples('artfs log animals', 'artfs log animals | head -5'))
@@ -477,25 +506,58 @@ def diff(a, b, store_uri, endpoint_url, as_json) -> None:
 
     ra, rb = parse_ref(a), parse_ref(b)
     repo = open_repo(store_uri, endpoint_url)
+    old_refs: dict = {}
+    new_refs: dict = {}
     try:
         va, vb = repo.resolve(ra), repo.resolve(rb)
-        _, ea = repo.entries(va)
-        _, eb = repo.entries(vb)
-        changes = list(diff_entries(ea, eb))
+        ha, ea = repo.entries(va)
+        hb, eb = repo.entries(vb)
+        changes = list(diff_entries(_noting_references(ea, ha.packs, old_refs),
+                                    _noting_references(eb, hb.packs, new_refs)))
     finally:
         repo.close()
+
+    def side(kind: str, path: str):  # the reference a change shows: the new one, or the removed one
+        return old_refs.get(path) if kind == "removed" else new_refs.get(path)
+
     if as_json:
         out: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
+        refs: dict[str, dict] = {}
         for kind, path in changes:
             out[kind].append(path)
-        print_json({"from": va.ref, "to": vb.ref, **out})
+            if path in old_refs or path in new_refs:
+                refs[path] = {k: _reference_json(v.get(path)) for k, v in (("from", old_refs), ("to", new_refs))}
+        print_json({"from": va.ref, "to": vb.ref, **out, **({"references": refs} if refs else {})})
         return
     marks = {"added": "+", "removed": "-", "modified": "M"}
     for kind, path in changes:
-        click.echo(f"{marks[kind]} {shown(path)}")
+        source = side(kind, path)
+        click.echo(f"{marks[kind]} {shown(path)}" + (f"  @ {source.describe()}" if source is not None else ""))
     counts = {k: sum(1 for c, _ in changes if c == k) for k in marks}
     click.echo(f"{va.ref} -> {vb.ref}: {counts['added']} added, {counts['removed']} removed, "
                f"{counts['modified']} modified", err=True)
+
+
+def _noting_references(entries, packs: list[str], into: dict):
+    """`entries` as they are, remembering each reference's Source by path in `into` (diff shows them)."""
+    from artfs.core.references import entry_source, pack_ids
+
+    if pack_ids(packs) == packs:  # no source in the location table: no reference in the version
+        yield from entries
+        return
+    for e in entries:
+        source = entry_source(e, packs)
+        if source is not None:
+            into[e.path] = source
+        yield e
+
+
+def _reference_json(source) -> dict | None:
+    """A reference as --json shows it (files, info, diff)."""
+    if source is None:
+        return None
+    return {"uri": source.uri, "pin": source.pin.describe(), "checksum": source.checksum,
+            **({} if source.checksum else {"pinned_by": source.pin.strength()})}
 
 
 @click.command(epilog=examples('artfs alias animals:v3 best', 'artfs alias --delete animals best'))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -68,6 +69,7 @@ class ManifestFile:
         # index build (which walks the blocks in the order `find` does) decode a block once between them
         self._decoded: OrderedDict[int, _Decoded] = OrderedDict()
         self._decoded_lock = threading.Lock()
+        self.last_used = time.monotonic()  # of a decoded block (index.py waits for quiet to build)
         try:  # pack ids, and the external sources of references (core/references.py), parsed once
             self._locations = [parse_token(p) if is_token(p) else None for p in self.header.packs]
         except IntegrityError as e:
@@ -165,6 +167,7 @@ class ManifestFile:
         """Block i's path keys, entries and their encoded forms; a few blocks stay decoded (a thread-safe
         LRU). Entries are validated when handed out (`_checked`), not here: a listing of the version's
         root decodes a block per child but hands out one entry of each."""
+        self.last_used = time.monotonic()
         with self._decoded_lock:
             hit = self._decoded.get(i)
             if hit is not None:

@@ -36,7 +36,7 @@ import xxhash
 from pyfastcdc import FastCDC
 
 from artfs.core.chunker import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, digest
-from artfs.core.manifest import FILE, Entry
+from artfs.core.manifest import FILE, Entry, pack_refs
 from artfs.core.names import check_path
 from artfs.core.packs import FLAG_SOURCE, FLAG_UNVERIFIED, REF, ChunkRef
 from artfs.errors import ArtfsError, IntegrityError, InvalidName
@@ -249,3 +249,13 @@ def check_source(source: Source) -> str | None:
         return objects_for(source.uri).check(source.pin)
     except ArtfsError as e:
         return str(e)
+
+
+# --- staging (`artfs ref add`) ----------------------------------------------------------------------
+
+
+def staged_reference(source: Source) -> tuple[str, bytes]:
+    """(token, chunk refs packed against the one-entry table [token]) of a reference about to be staged:
+    what a staging area keeps per referenced file (read now when checksumming, as `put --ref` does)."""
+    token = source.token()
+    return token, pack_refs(source_refs(source), {token: 0})

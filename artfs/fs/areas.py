@@ -30,6 +30,7 @@ from artfs.core.commit import CommitResult
 from artfs.core.manifest import FILE
 from artfs.core.names import check_alias, check_name
 from artfs.core.records import VersionRecord
+from artfs.core.references import expand, staged_reference
 from artfs.core.staging import StagingArea, WouldBlock
 from artfs.core.staging.area import AreasClaim
 from artfs.core.staging.layout import ROOT_ID
@@ -366,6 +367,41 @@ class Areas:
                 await self._replaced(a)
         log.info("staging of %s discarded (%s)", name, _base_label(area))
         return {"artifact": name, "base": _base_ref(name, area.base)}
+
+    async def add_reference(self, name: str, path: Any, uri: Any, checksum: bool = True,
+                            max_objects: Any = None) -> dict:
+        """`artfs ref add`: the object at `uri` (or every object under it, a prefix) staged at `path` (a
+        prefix: as a directory), pinned now and, with `checksum`, read and chunked now — in a thread: the
+        network — then added all at once; read through the mount like base files, sealed as references."""
+        if not isinstance(path, str) or not isinstance(uri, str):
+            raise ArtfsError("ref add needs a path and a URI")
+        if max_objects is not None and (not isinstance(max_objects, int) or isinstance(max_objects, bool)):
+            raise ArtfsError("max_objects must be a whole number")
+        a, area = await self._named(name)
+        rel = path.strip("/")
+
+        def resolve() -> list[tuple[str, str, bytes, int, int]]:
+            found = expand(uri, rel or None, bool(checksum), max_objects)
+            if any(not p for p, _, _ in found):
+                raise ArtfsError(f"{uri} names one object: give its file's path in staging, not the staging "
+                                 "directory itself")
+            # a taken path fails before any object is read (checked again when adding, atomically)
+            area.add_references([(p, "", b"", 0, 0) for p, _, _ in found], check_only=True)
+            return [(p, *staged_reference(source), source.pin.size, mtime_ns) for p, source, mtime_ns in found]
+
+        try:
+            items = await trio.to_thread.run_sync(resolve)
+            made = await trio.to_thread.run_sync(area.add_references, items)
+        except OSError as e:
+            words = {errno.EEXIST: "already exists", errno.ENOTDIR: "is a file, not a directory",
+                     errno.EBUSY: "cannot change now: staging is being sealed or discarded"}
+            what = words.get(e.errno or 0) or e.strerror or str(e)
+            raise ArtfsError(f"{a.name}/staging/{e.filename or rel}: {what}; nothing was added") from None
+        stale = [inv for parent, n in made for inv in (("entry", a.ino(parent), n), ("inode", a.ino(parent), ""))]
+        await trio.to_thread.run_sync(invalidate, stale)
+        log.info("staged %d reference(s) to %s in %s", len(items), uri, a.name)
+        return {"artifact": name, "uri": uri, "files": [{"path": p, "size": size} for p, _, _, size, _ in items],
+                "bytes": sum(size for *_, size, _ in items)}
 
     def xattrs(self, a: Area) -> dict[str, bytes]:
         """On a staging directory: where its daemon listens (artfs seal/status/discard use it)."""

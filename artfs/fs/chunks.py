@@ -35,6 +35,7 @@ import trio
 
 from artfs.core.content import MAX_SPAN, Chunk, ChunkReader, DamageControl, plan_spans
 from artfs.core.packs import ChunkRef
+from artfs.core.references import is_token, parse_token
 from artfs.errors import ArtfsError
 from artfs.storage.cache import ChunkCache
 from artfs.storage.store import Store
@@ -337,7 +338,7 @@ class ChunkSource:
             except Exception as e:  # noqa: BLE001 - handed to every waiter, which decides how to report it
                 flight.error = e
                 if limiter is None:
-                    log.warning("prefetch from pack %s failed: %s", span[0].pack, e)
+                    log.warning("prefetch from %s failed: %s", _where(span[0].pack), e)
             else:
                 flight.data = data
                 for digest, chunk in data.items():
@@ -367,3 +368,11 @@ class ChunkSource:
         finally:
             with self._busy_lock:
                 self._busy -= 1
+
+
+def _where(pack: str) -> str:
+    """A span's location for a log line: `pack ID`, or a reference's URI (not its source token's JSON)."""
+    if is_token(pack):
+        with contextlib.suppress(ArtfsError):
+            return parse_token(pack).uri
+    return f"pack {pack}"

@@ -1,4 +1,5 @@
-"""The daemon's control socket: `seal`, `status` and `discard` of its staging directories.
+"""The daemon's control socket: `seal`, `status`, `discard` and `ref_add` (`artfs ref add`) of its staging
+directories.
 
 The protocol (client side: artfs/staging_client.py) is one JSON request line per connection, answered with
 `{"progress": done, "total": n}` lines while a seal works, then `{"ok": true, "result": {...}}` or
@@ -133,8 +134,11 @@ async def _answer(stream: trio.SocketStream, areas: Areas, request: dict[str, An
             result = await areas.status(name)
         elif op == "discard":
             result = await areas.discard(name)
+        elif op == "ref_add":
+            result = await areas.add_reference(name, request.get("path"), request.get("uri"),
+                                               request.get("checksum", True) is not False, request.get("max_objects"))
         else:
-            return {"ok": False, "error": f"unknown request {op!r} (seal, status or discard)"}
+            return {"ok": False, "error": f"unknown request {op!r} (seal, status, discard or ref_add)"}
     except MergeConflict as e:
         log.warning("seal of %s refused: %s", name, e)
         return {"ok": False, "error": str(e), "conflicts": e.paths}

@@ -128,7 +128,8 @@ class Ops(pyfuse3.Operations):
         return self.tree.attrs(node)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        """The tree keeps its nodes for the mount's life (stable inode numbers); staging counts them."""
+        """The tree needs no lookup counts (an entry's inode is its code, found again from the manifest:
+        tree.py); staging counts them."""
         staged = [(ino, n) for ino, n in inode_list if is_staging(ino)]
         if staged:
             await self.staging.forget(staged)

@@ -27,6 +27,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
+from artfs.core.content import FileLayout
 from artfs.core.manifest import FILE, LINK
 from artfs.core.records import VersionRecord
 from artfs.core.staging import StagedNode, StagingArea
@@ -81,8 +82,9 @@ def _prepare_open(area: StagingArea, node_id: int, truncate: bool) -> Any:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
     if truncate:
         area.truncate(node_id, 0)
-        return None
-    return area.base_entry(node_id)
+        return None, False
+    entry = area.base_entry(node_id)
+    return entry, entry is not None and area.is_reference(node_id)
 
 
 def _unlink(area: StagingArea, parent: int, name: str, open_files: dict[int, int]) -> None:
@@ -324,14 +326,17 @@ class StagingOps:
         if writing:
             a.writers[fh] = node_id
         try:
-            entry = await run(_prepare_open, area, node_id, truncate)
+            entry, staged_ref = await run(_prepare_open, area, node_id, truncate)
         except BaseException:
             self.release(fh)
             raise
         if truncate:
             self._written(a, node_id)
         mid = area.base_manifest  # set whenever there is a base entry
-        if entry is not None and mid is not None and not f.written:
+        if entry is not None and staged_ref and not f.written:  # `artfs ref add`: its source, not the base
+            f.base = OpenFile(f"{entry.path} (staged reference in {a.name})",
+                              FileLayout.of_entry(entry, area.base_packs))
+        elif entry is not None and mid is not None and not f.written:
             f.base = self.reader.open(f"{a.name}:v{area.base}/{entry.path} (staging)", mid, area.base_packs, entry)
             if self.capture is not None and area.base is not None and flags & os.O_ACCMODE != os.O_WRONLY:
                 self.capture.opened(pid, a.name, area.base, entry.path, entry.size)  # read from the base version

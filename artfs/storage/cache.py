@@ -276,23 +276,36 @@ class ChunkCache:
             shared.remap()
         raise ArtfsError(f"the chunk cache at {self.path} keeps being resized")
 
+    def _segments(self, txn: lmdb.Transaction, digest: bytes, first: int, end: int) -> list[Any] | None:
+        """Views of the chunk's segments from number `first` on, up to byte `end` or its tail; None if
+        segment `first` does not exist. Each is a keyed `get`, not a cursor walk: the segments' leaf entries
+        are neighbours either way, but stepping a py-lmdb cursor over overflow values made a read of cold
+        pages take ~1.6x the CPU (0.47 vs 0.30 core-s/GB, page faults in mdb_page_get) and run ~35% slower."""
+        value = txn.get(digest + _SEG.pack(first))
+        if value is None:
+            return None
+        parts = [value]
+        at = (first + 1) * self._segment
+        while len(value) == self._segment and at < end:
+            value = txn.get(digest + _SEG.pack(first + len(parts)))
+            if value is None:  # the chunk was a whole number of segments
+                break
+            parts.append(value)
+            at += self._segment
+        return parts
+
     def _lookup(self, digest: bytes) -> bytes | None:
-        """The chunk's segments, joined: one B-tree lookup, neighbours on the same pages, one copy."""
+        """The chunk's segments, joined: a B-tree lookup per segment (neighbours on the same pages), one
+        copy."""
         shared = self._env()
         h = shared.enter()
         try:
             txn = h.env.begin(db=h.data, buffers=True)  # views into the map, copied out before it ends
             try:
-                cursor = txn.cursor()
-                if not cursor.set_key(digest + _SEG0):
+                parts = self._segments(txn, digest, 0, 1 << 62)
+                if parts is None:
                     return None
-                first = cursor.value()
-                if len(first) < self._segment:
-                    return bytes(first)
-                parts = [first]
-                while cursor.next() and cursor.key()[:DIGEST_SIZE] == digest:
-                    parts.append(cursor.value())
-                return b"".join(parts)
+                return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
             finally:
                 txn.abort()
         finally:
@@ -333,19 +346,14 @@ class ChunkCache:
         try:
             txn = h.env.begin(db=h.data, buffers=True)  # views of LMDB's pages, valid while txn lives
             try:
-                cursor = txn.cursor()
-                if not cursor.set_key(digest + _SEG.pack(first)):
+                parts = self._segments(txn, digest, first, end)
+                if parts is None:
                     return None if first == 0 or txn.get(digest + _SEG0) is None else b""  # past the end
-                parts, at = [], first * self._segment
-                while True:
-                    value = cursor.value()
-                    parts.append(value[max(0, offset - at):max(0, end - at)])
+                at, out = first * self._segment, []
+                for value in parts:
+                    out.append(value[max(0, offset - at):max(0, end - at)])
                     at += len(value)
-                    if at >= end or len(value) < self._segment:
-                        break
-                    if not cursor.next() or cursor.key()[:DIGEST_SIZE] != digest:
-                        break
-                return b"".join(parts)
+                return bytes(out[0]) if len(out) == 1 else b"".join(out)
             finally:
                 txn.abort()
         finally:

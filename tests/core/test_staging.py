@@ -548,7 +548,7 @@ def test_area_of_an_older_layout_opens(lrepo, tmp_path):
     import sqlite3
     db = sqlite3.connect(db_path)
     db.execute("DROP INDEX links")
-    for col in ("uid", "gid", "atime_ns", "nlink", "inode"):
+    for col in ("uid", "gid", "atime_ns", "nlink", "inode", "source", "chunks"):
         db.execute(f"ALTER TABLE nodes DROP COLUMN {col}")
     db.commit()
     db.close()

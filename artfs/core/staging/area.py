@@ -174,10 +174,10 @@ class StagingArea:
         nodes = self._nodes
         nodes.open(self._layout.db_path(gen))
         self._gen = gen
-        bases = None
+        packs: list[str] = []  # no base version: still a table for staged references
         if nodes.base is not None:
-            header = self.repo.ensure_index(self.repo.version(self.name, nodes.base))
-            bases = BaseFiles(self._chunks, header.packs)
+            packs = self.repo.ensure_index(self.repo.version(self.name, nodes.base)).packs
+        bases = BaseFiles(self._chunks, packs)
         self._files.attach(DataFiles(self._layout.data_dir(gen)), bases)
 
     def _reset(self, base: int | None, new_gen: int | None = None) -> None:
@@ -348,6 +348,17 @@ class StagingArea:
         """A hard link: another name for the file or symlink `node_id` in this area (a directory: EPERM).
         Sealed as one entry per name, sharing chunks."""
         return self._namespace.link(node_id, new_parent_id, new_name)
+
+    def add_references(self, items: list[tuple[str, str, bytes, int, int]],
+                       check_only: bool = False) -> list[tuple[int, str]]:
+        """Staged references (`artfs ref add`): (path, source token, chunk refs packed against [token],
+        size, mtime_ns) each, all or none; read like base files, sealed as reference entries. Returns
+        (directory id, name) of what appeared in directories that existed (for the kernel to re-read)."""
+        return self._namespace.add_references(items, check_only)
+
+    def is_reference(self, node_id: int) -> bool:
+        """Whether an unchanged file is a staged reference rather than a file of the base version."""
+        return self._files.is_reference(node_id)
 
     def unlink(self, parent_id: int, name: str) -> None:
         self._namespace.unlink(parent_id, name)

@@ -226,7 +226,11 @@ class Files:
         return row
 
     def _base_entry(self, row: Row) -> Entry:
+        """The entry an unchanged file is served from: its base version's, or a staged reference's."""
         nodes = self._nodes
+        if row.source is not None:
+            return self._base_files().reference_entry(row.source, row.chunks or b"", row.mode, row.mtime_ns,
+                                                      row.size)
         path = dec(row.base_path) if row.base_path is not None else None
         entry = None
         if nodes.manifest is not None and path is not None:
@@ -243,6 +247,12 @@ class Files:
             if row.kind != FILE or row.has_data:
                 return None
             return self._base_entry(row)
+
+    def is_reference(self, node_id: int) -> bool:
+        """Whether an unchanged file is a staged reference (`artfs ref add`), not a base version's file."""
+        with self._nodes.lock:
+            row = self._nodes.get(node_id)
+            return row.kind == FILE and not row.has_data and row.source is not None
 
     def read(self, node_id: int, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0:
@@ -322,8 +332,8 @@ class Files:
                         raise oserror(errno.ENOENT, f"node {node_id}")
                     os.replace(tmp, final)
                     with nodes.txn() as db:
-                        db.execute("UPDATE nodes SET has_data = 1, base_path = NULL, digest = NULL, "
-                                   "atime_ns = coalesce(atime_ns, mtime_ns) WHERE id = ?", (node_id,))
+                        db.execute("UPDATE nodes SET has_data = 1, base_path = NULL, digest = NULL, source = NULL, "
+                                   "chunks = NULL, atime_ns = coalesce(atime_ns, mtime_ns) WHERE id = ?", (node_id,))
                         nodes.changed(db)
             finally:
                 if os.path.exists(tmp):

@@ -43,7 +43,9 @@ CREATE TABLE nodes(
     gid INTEGER,
     atime_ns INTEGER,     -- NULL: the same as mtime (base entries)
     nlink INTEGER NOT NULL DEFAULT 1,  -- names of a file or symlink (hard links); 0 never stored
-    inode INTEGER         -- a hard link's extra name: the node it names (that row has everything else)
+    inode INTEGER,        -- a hard link's extra name: the node it names (that row has everything else)
+    source TEXT,          -- a staged reference: its source token (core/references.py), content is `chunks`
+    chunks BLOB           -- a staged reference's chunk refs, packed against the one-entry table [source]
 );
 CREATE UNIQUE INDEX dirents ON nodes(parent, name) WHERE parent IS NOT NULL;
 CREATE INDEX links ON nodes(inode) WHERE inode IS NOT NULL;
@@ -52,7 +54,7 @@ CREATE INDEX links ON nodes(inode) WHERE inode IS NOT NULL;
 # place when opened; its rows keep NULL owners and atimes, i.e. what they showed before.
 ADDED_COLUMNS = [
     ("uid", "INTEGER"), ("gid", "INTEGER"), ("atime_ns", "INTEGER"), ("nlink", "INTEGER NOT NULL DEFAULT 1"),
-    ("inode", "INTEGER"),
+    ("inode", "INTEGER"), ("source", "TEXT"), ("chunks", "BLOB"),
 ]
 
 

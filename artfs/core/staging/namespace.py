@@ -233,6 +233,64 @@ class Namespace:
         """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
         return self._new(parent_id, name, LINK, 0o777, enc(target), owner)
 
+    def add_references(self, items: list[tuple[str, str, bytes, int, int]],
+                       check_only: bool = False) -> list[tuple[int, str]]:
+        """Staged references (`artfs ref add`): one file per (path, source token, chunks, size, mtime_ns),
+        with missing parent directories, all in one transaction or none (an existing path: EEXIST, a
+        file on the way: ENOTDIR). Their content is the source's (Files._base_entry) until written.
+        Returns the new names made in directories that existed before, as (directory id, name).
+        `check_only`: raise what adding would, add nothing (before the objects are read)."""
+        nodes = self._nodes
+        with nodes.lock:
+            nodes.check_writable()
+            for path, *_ in items:  # materialize every existing directory on the way, outside the txn
+                parent, raw, whole = self._parent_for(None, path)
+                if whole and nodes.child(parent, raw) is not None:
+                    raise oserror(errno.EEXIST, path)
+            if check_only:
+                return []
+            now = time.time_ns()
+            made: list[tuple[int, str]] = []
+            with nodes.txn() as db:
+                for path, token, chunks, size, mtime_ns in items:
+                    parent, raw, _ = self._parent_for(db, path, made)
+                    if nodes.child(parent, raw) is not None:
+                        raise oserror(errno.EEXIST, path)
+                    db.execute(
+                        "INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, size, source, chunks) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (parent, raw, FILE, 0o644, mtime_ns or now, now, size, token, chunks))
+                    nodes.touch(db, parent, now)
+                    made.append((parent, dec(raw)))
+                nodes.changed(db)
+            return made
+
+    def _parent_for(self, db: sqlite3.Connection | None, path: str,
+                    made: list[tuple[int, str]] | None = None) -> tuple[int, bytes, bool]:
+        """(directory id, name, True) of `path`: its directories walked from the root (materialized), and
+        made where missing when `db` (a transaction) is given; without it, the walk stops at the first
+        missing one (False: the path cannot exist yet)."""
+        *dirs, name = path.split("/")
+        parent = self._dir(ROOT_ID).id
+        for i, part in enumerate(dirs):
+            raw = check_entry_name(part, new=True)
+            row = self._nodes.child(parent, raw)
+            if row is None:
+                if db is None:
+                    return parent, b"", False
+                now = time.time_ns()
+                if made is not None and (parent, part) not in made:
+                    made.append((parent, part))
+                new = db.execute("INSERT INTO nodes(parent, name, kind, mode, mtime_ns, ctime_ns, atime_ns) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (parent, raw, DIR, 0o755, now, now, now)).lastrowid
+                assert new is not None  # the rowid of the INSERT
+                parent = new
+                continue
+            if row.kind != DIR or row.inode is not None:
+                raise oserror(errno.ENOTDIR, "/".join(dirs[: i + 1]))
+            parent = self._dir(row.id).id
+        return parent, check_entry_name(name, new=True), True
+
     def link(self, node_id: int, new_parent_id: int, new_name: str) -> StagedNode:
         """Another name for a file or symlink (a hard link): one node, so the names share content and
         attributes; a seal writes each as its own entry, sharing chunks. A directory: EPERM (as Linux);

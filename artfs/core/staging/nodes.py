@@ -25,7 +25,7 @@ RENAME_EXCHANGE = 2
 NAME_MAX = 255
 RESERVE_BYTES = 1 << 20
 COLS = "id, parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, has_data, target, digest, uid, gid, " \
-       "atime_ns, nlink, inode"
+       "atime_ns, nlink, inode, source, chunks"
 
 
 class WouldBlock(Exception):
@@ -81,6 +81,8 @@ class Row(NamedTuple):
     atime_ns: int | None
     nlink: int
     inode: int | None  # set on a hard link's extra name: the node it names
+    source: str | None  # a staged reference (`artfs ref add`): its source token; its chunks in `chunks`
+    chunks: bytes | None
 
     @property
     def node_id(self) -> int:
