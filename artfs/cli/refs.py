@@ -10,7 +10,7 @@ from artfs import staging_client
 from artfs.cli.common import examples, json_option, print_json, shown
 
 
-@click.group(name="ref")
+@click.group(name="ref", epilog=examples("artfs ref add ~/art/animals/staging/raw s3://other-team/raw/"))
 def ref_group() -> None:
     """References: files whose bytes stay at an external URI (s3://, https://, http://, file://), pinned."""
 

@@ -201,8 +201,9 @@ class ChunkSource:
         return digest in self.memory or digest in self._flights or self.cache.contains(digest)
 
     def start(self, need: Iterable[ChunkRef], extra: Iterable[ChunkRef] = (), load_cached: bool = False,
-              max_span: int = MAX_SPAN, yield_to_reads: bool = False) -> None:
+              max_span: int = MAX_SPAN, yield_to_reads: bool = False, cache_extra: bool = True) -> None:
         """Get `need` now, with `extra` chunks where they share a GET; other `extra` spans prefetch.
+        `cache_extra=False`: what the prefetch spans fetch is not written to LMDB (see `prefetch`).
 
         Chunks already in the cache are copied into memory by worker threads: the cache's pages may be
         cold, and LMDB faults them in 4 KiB at a time (one thread ~60 MB/s, eight ~2 GB/s, none of it on
@@ -232,7 +233,7 @@ class ChunkSource:
                 flight = self._register(span)
                 self._nursery.start_soon(self._run, span, flight, self._demand)
             else:
-                self._nursery.start_soon(self._prefetch_span, span, max_span, yield_to_reads)
+                self._nursery.start_soon(self._prefetch_span, span, max_span, yield_to_reads, cache_extra)
         batch: list[ChunkRef] = []
         size = 0
         for r in loads:
@@ -245,9 +246,13 @@ class ChunkSource:
             self._nursery.start_soon(self._load, batch, None)
 
     def prefetch(self, refs: Iterable[ChunkRef], load_cached: bool = False, max_span: int = MAX_SPAN,
-                 yield_to_reads: bool = False) -> None:
-        """Fetch in the background whatever of `refs` is not already here, in GETs of up to `max_span`."""
-        self.start((), refs, load_cached, max_span, yield_to_reads)
+                 yield_to_reads: bool = False, cache: bool = True) -> None:
+        """Fetch in the background whatever of `refs` is not already here, in GETs of up to `max_span`.
+
+        `cache=False` serves what it fetches from memory only: a stream bigger than the cache would evict
+        its own head (and everything else) before a re-read, so writing it to LMDB is work for nothing
+        (~0.5 of the daemon's ~2.5 core-seconds per GB of a cold stream here)."""
+        self.start((), refs, load_cached, max_span, yield_to_reads, cache)
 
     # --- awaiting ----------------------------------------------------------------------------------
 
@@ -294,12 +299,13 @@ class ChunkSource:
             self._flights.setdefault(r.digest, flight)
         return flight
 
-    async def _prefetch_span(self, span: list[ChunkRef], max_span: int = MAX_SPAN, yields: bool = False) -> None:
+    async def _prefetch_span(self, span: list[ChunkRef], max_span: int = MAX_SPAN, yields: bool = False,
+                             cache: bool = True) -> None:
         async with self._prefetch:
             missing = [r for r in span if not self.present(r.digest)]
             for sub in plan_spans(missing, max_span):
                 self.stats["prefetch_spans"] += 1
-                await self._run(sub, self._register(sub, yields), None)
+                await self._run(sub, self._register(sub, yields), None, cache)
 
     async def _load(self, refs: list[ChunkRef], flight: _Flight | None) -> None:
         """Copy cached chunks into memory in a worker thread; `flight` given: a reader waits for it."""
@@ -329,7 +335,8 @@ class ChunkSource:
         self.stats["cache_loads"] += len(out)
         return out
 
-    async def _run(self, span: list[ChunkRef], flight: _Flight, limiter: trio.CapacityLimiter | None) -> None:
+    async def _run(self, span: list[ChunkRef], flight: _Flight, limiter: trio.CapacityLimiter | None,
+                   cache: bool = True) -> None:
         async with limiter if limiter is not None else contextlib.nullcontext():
             data = None
             try:
@@ -345,7 +352,9 @@ class ChunkSource:
                     self.memory.put(digest, chunk)
             finally:
                 self._land(span, flight)
-            if data:
+            if not cache and data:
+                self.stats["uncached_bytes"] += sum(len(d) for d in data.values())
+            elif data:
                 try:  # holding the slot: a writer that falls behind slows fetching down
                     await self._to_cache.send(list(data.items()))
                 except trio.ClosedResourceError:  # unmounting

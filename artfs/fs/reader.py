@@ -5,6 +5,8 @@
   is sequential and doubles the window of chunks fetched ahead (2 MiB up to 64 MiB), in parts of up to
   16 MiB (one ranged GET each, four in flight at the full window; Mountpoint for S3 uses 8 MiB, but the
   per-request CPU, ours and the server's, made 8 MiB parts 10-25% slower here); a far seek resets it.
+  A file bigger than the cache can keep is streamed without writing what readahead fetches to LMDB: it
+  would evict its own head before any re-read, and everything else the cache holds on the way.
 - **Random access.** A file read at scattered offsets (`RANDOM_SEEKS` far seeks) that fits a quarter of the
   cache is fetched whole in the background, in parallel `WHOLE_PART` GETs, so that later reads are cache
   hits (what makes s3fs and rclone fast here): one request per chunk is what random reads cost otherwise.
@@ -157,7 +159,7 @@ class Reader:
             hi = lo + 1
             while hi < len(refs) and starts[hi] < target and starts[hi + 1] - starts[lo] <= PART:
                 hi += 1
-            self.chunks.prefetch(refs[lo:hi], load_cached=True)
+            self.chunks.prefetch(refs[lo:hi], load_cached=True, cache=f.size <= self.chunks.cache.capacity())
             f.scheduled = starts[hi]
 
     def _directory_order(self, mid: str, packs: list[str], entry: Entry, refs: list[ChunkRef]) -> None:

@@ -236,6 +236,11 @@ class ChunkCache:
         most the largest any has written, and slack."""
         return _map_size(self.max_bytes) - _SLACK - 2 * max(written, self._largest_batch, self._txn_bytes())
 
+    def capacity(self) -> int:
+        """About the most chunk bytes the cache keeps at once (the bound less the room kept free for
+        writes): a stream bigger than this evicts its own head before it ends."""
+        return max(0, self._budget(0))
+
     def largest_chunk(self) -> int:
         """The largest chunk cached: a quarter of the bound, so that the room kept for two transactions'
         writes leaves at least half of the bound to the chunks."""

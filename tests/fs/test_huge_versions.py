@@ -4,9 +4,11 @@ same inode, and `find` through a mount sees the same names and inodes while the 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
+import pyfuse3
 import pytest
 import trio
 
@@ -101,8 +103,9 @@ def test_evicted_entry_nodes_keep_their_inodes(huge, tmp_path, monkeypatch):
             assert isinstance(again, EntryNode) and again.path == path
             parent = path.rpartition("/")[0]
             assert tree.attrs(again).st_ino == ino and tree.parent_of(again).ino == listed.get(parent, v0.ino)
-        with pytest.raises(Exception):
-            tree.node(v0.base + 1 + (len(v0.header.blocks) << 16))  # past the version's codes: ENOENT
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            tree.node(v0.base + 1 + (len(v0.header.blocks) << 16))  # past the version's codes
+        assert info.value.errno == errno.ENOENT
 
     try:
         trio.run(main)

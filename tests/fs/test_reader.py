@@ -17,6 +17,7 @@ from artfs.core.repo import Repo
 from artfs.errors import StoreUnavailable
 from artfs.fs.chunks import ChunkSource
 from artfs.fs.reader import OpenFile, Reader
+from artfs.storage.cache import ChunkCache
 from artfs.storage.store import Store
 from tests.support.faults import FaultyStore
 from tests.support.repos import commit, fresh_repo
@@ -194,6 +195,24 @@ def test_small_reads_of_cached_big_chunks_copy_only_their_bytes(repo, source):
         assert bytes(await reader.read(g, across, 4096)) == data[across : across + 4096]
 
     run(repo, repo.store, body, memory_bytes=1)
+
+
+def test_a_stream_bigger_than_the_cache_is_not_written_to_it(repo, source):
+    """Readahead of a file over the cache's capacity is served from memory only: caching it would evict
+    its own head (and all else) before a re-read. Reads stay correct; the cache keeps its bound."""
+    data = (source / "big.bin").read_bytes()
+    with ChunkCache(repo.cache.cache_dir, 8 * MiB):  # records a bound that repo.cache adopts
+        pass
+    repo.cache.stats()
+    assert repo.cache.capacity() < len(data)
+
+    async def body(reader, chunks, open_file):
+        assert await read_all(reader, open_file("big.bin")) == data
+        await chunks.drain()
+        assert chunks.stats["uncached_bytes"] >= len(data) // 2
+
+    run(repo, repo.store, body)
+    assert repo.cache.stats()["bytes"] <= 8 * MiB
 
 
 def test_small_files_in_name_order_cost_a_handful_of_gets(repo, source):

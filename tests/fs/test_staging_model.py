@@ -212,13 +212,15 @@ class MountModel(RuleBasedStateMachine):
             assert (got[0] if atime is None else atime, got[1] if mtime is None else mtime) == got, p
 
 
+EXAMPLES = "300" if os.environ.get("ARTFS_STRESS") else "60"  # ARTFS_STRESS=1: a longer search
+
+
 def test_staging_behaves_like_a_directory(mount_artfs, small_store, tmp_path):
     store, _ = small_store
     m = mount_artfs(store)
     MountModel.mount, MountModel.tmp = m, tmp_path
     run_state_machine_as_test(MountModel, settings=settings(
-        max_examples=int(os.environ.get("ARTFS_MOUNT_MODEL_EXAMPLES", "300" if os.environ.get("ARTFS_STRESS") else "60")),
-        stateful_step_count=30,
+        max_examples=int(os.environ.get("ARTFS_MOUNT_MODEL_EXAMPLES", EXAMPLES)), stateful_step_count=30,
         deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     ))
     assert any(n.startswith("m") for n in os.listdir(m.path))
