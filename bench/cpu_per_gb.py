@@ -96,11 +96,11 @@ class Tree:
 
 
 def measure(tree: Tree, store: str, rel: str, work: str, cache: str, kind: str, preads: int,
-            seed: int) -> tuple[float, float, int]:
+            seed: int, mount_args: tuple[str, ...] = ()) -> tuple[float, float, int]:
     """(daemon CPU s, wall s, bytes or ops) of one read pass on a new mount over `cache`."""
     mnt = fresh_dir(work, "mnt")
-    pid = start_daemon(mnt, store, cache_dir=cache, log=os.path.join(work, f"{tree.name}.log"), cmd=tree.cmd,
-                       env=tree.env)
+    pid = start_daemon(mnt, store, *mount_args, cache_dir=cache, log=os.path.join(work, f"{tree.name}.log"),
+                       cmd=tree.cmd, env=tree.env)
     try:
         path = os.path.join(mnt, "cpu", "v0", rel)
         os.stat(path)
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--preads", type=int, default=2000)
     p.add_argument("--skip", default="", help="comma-separated passes to skip: seq,preads")
+    p.add_argument("--cache-size", default=None, help="the mounts' --cache-size (default: artfs's)")
     args = p.parse_args(argv)
     trees_dirs = args.trees or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
     work = temp_dir("artfs-cpu-")
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         remove_tree(src)
         res: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
         skip = set(args.skip.split(","))
+        mount_args = ("--cache-size", args.cache_size) if args.cache_size else ()
         for rep in range(args.reps):
             order = trees if rep % 2 == 0 else trees[::-1]
             for t in order:
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     cache = fresh_dir(work, "cache")
                     for phase in ("cold", "warm"):
-                        r = measure(t, stores[t.name], rel, work, cache, kind, args.preads, 1000 * rep
-                                    + (phase == "warm"))
+                        r = measure(t, stores[t.name], rel, work, cache, kind, args.preads,
+                                    1000 * rep + (phase == "warm"), mount_args)
                         res.setdefault((t.name, f"{kind} {phase}"), []).append(r)
                         cpu, wall, n = r
                         per = cpu / (n / 1e9) if kind == "seq" else cpu / n * 1000
