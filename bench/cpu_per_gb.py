@@ -12,8 +12,9 @@ into its own prefix. Per repetition and tree:
 - warm: a new mount on that cache (chunks in LMDB, none in the daemon's memory), page cache dropped;
 - preads cold / warm: the same with `--preads` 4 KiB preads at random offsets (CPU per 1,000 ops).
 
-The daemon's CPU is sampled before the reads and again once it has been idle for 0.5 s (the cache writer
-finishes after the last read). Prints medians as a markdown table.
+The daemon's CPU is sampled once it has been idle for 0.5 s (after the background index build that the
+first request triggers) and again once it is idle after the reads (the cache writer finishes after the
+last read). Prints medians as a markdown table.
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ def measure(tree: Tree, store: str, rel: str, work: str, cache: str, kind: str, 
     try:
         path = os.path.join(mnt, "cpu", "v0", rel)
         os.stat(path)
+        time.sleep(1.0)  # past the quiet time after which the daemon builds the version's index
         drop_caches()
-        c0 = settled_cpu(pid, idle=0.2)
+        c0 = settled_cpu(pid)
         if kind == "seq":
             n, wall = read_seq(path)
         else:
