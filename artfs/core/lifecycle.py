@@ -91,18 +91,7 @@ def _number(repo: Repo, view: ArtifactView, ref: Ref) -> int:
     """The version `ref` names, deleted or not (`latest` and aliases only name live ones)."""
     if not view.numbers:
         raise NotFound(f"artifact {ref.name!r} does not exist in {repo.store.uri}")
-    if ref.ref in (None, "latest"):
-        if view.latest is None:
-            raise view.gone()
-        return view.latest
-    n = parse_version(ref.ref)
-    if n is None:
-        n = view.all_aliases.get(ref.ref)
-        if n is None:
-            raise NotFound(f"artifact {ref.name!r} has no alias {ref.ref!r}")
-    if n not in view.states:
-        raise NotFound(f"{ref.name}:v{n} does not exist")
-    return n
+    return view.number(ref.ref)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,22 @@ class ArtifactView:
         """The aliases that resolve: never to a deleted version."""
         return live_aliases(self.all_aliases, self.states)
 
+    def number(self, ref: str | None) -> int:
+        """The version `ref` (None, `latest`, `vN`, an alias) names, deleted or not; `latest` and aliases only
+        ever name live ones. The artifact must have versions (the caller says where it looked)."""
+        if ref in (None, "latest"):
+            if self.latest is None:
+                raise self.gone()
+            return self.latest
+        n = parse_version(ref)
+        if n is None:
+            n = self.all_aliases.get(ref)
+            if n is None:
+                raise NotFound(f"artifact {self.name!r} has no alias {ref!r}")
+        if n not in self.states:
+            raise NotFound(f"{self.name}:v{n} does not exist")
+        return n
+
     def deleted(self, number: int) -> VersionDeleted:
         """The error for a deleted version: when, until when it can be restored, and how."""
         state = self.states[number]
@@ -361,17 +377,7 @@ class Repo:
         view = self.view(ref.name, now)
         if not view.numbers:
             raise NotFound(f"artifact {ref.name!r} does not exist in {self.store.uri}")
-        if ref.ref in (None, "latest"):
-            if view.latest is None:
-                raise view.gone()
-            return self.version(ref.name, view.latest)
-        n = parse_version(ref.ref)
-        if n is None:
-            n = view.all_aliases.get(ref.ref)
-            if n is None:
-                raise NotFound(f"artifact {ref.name!r} has no alias {ref.ref!r}")
-        if n not in view.states:
-            raise NotFound(f"{ref.name}:v{n} does not exist")
+        n = view.number(ref.ref)
         if not is_live(view.states[n]):
             raise view.deleted(n)
         return self.version(ref.name, n)
