@@ -212,7 +212,7 @@ class MountModel(RuleBasedStateMachine):
             assert (got[0] if atime is None else atime, got[1] if mtime is None else mtime) == got, p
 
 
-EXAMPLES = "300" if os.environ.get("ARTFS_STRESS") else "60"  # ARTFS_STRESS=1: a longer search
+EXAMPLES = "300" if os.environ.get("ARTFS_STRESS") else "40"  # ARTFS_STRESS=1: a longer search
 
 
 def test_staging_behaves_like_a_directory(mount_artfs, small_store, tmp_path):
