@@ -1,7 +1,7 @@
 """References: files of a version whose bytes live in an external object (s3://, https://, http://, file://).
 
 A reference is an ordinary file entry whose chunks point into a **source** instead of a pack. A source is
-the object's URI and its pin (storage/sources.py: VersionId/ETag, ETag or Last-Modified, size + mtime),
+the object's URI and its pin (storage/sources/: VersionId/ETag, ETag or Last-Modified, size + mtime),
 written into the manifest's location table beside the pack ids as a token (`ext:` + its JSON), and a
 chunk ref with FLAG_SOURCE names it there; its offset is the offset in the object, its stored length its
 raw length (no compression). So FileLayout, the chunk cache, plan_spans, single flight, prefetch, merges,

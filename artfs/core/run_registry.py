@@ -49,11 +49,7 @@ class _Entry(msgspec.Struct, frozen=True):
 
 
 def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return (read_proc("/proc/sys/kernel/random/boot_id") or b"").decode().strip()
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,22 @@ class ProcStat:
     start_time: int
 
 
+def read_proc(name: str, dir_fd: int | None = None) -> bytes | None:
+    """The first 4 KiB of a /proc file (`name` relative to `dir_fd`, an open /proc/<pid> directory, when
+    given), or None when it cannot be read (the task gone, or not visible from here). os.open/os.read:
+    ~13 µs, against ~21 µs through a Python file object; attribution reads these on the trio loop."""
+    try:
+        fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def proc_stat(pid: int, proc: str = "/proc", dir_fd: int | None = None) -> ProcStat | None:
     """The parent and the start time of `pid`, or None when this process cannot see it (gone, another pid
     namespace, pid 0). With `dir_fd` (an open /proc/<pid> directory), read through it: it names the task it
@@ -71,17 +83,9 @@ def proc_stat(pid: int, proc: str = "/proc", dir_fd: int | None = None) -> ProcS
     parentheses: fields are counted from the last ')'."""
     if pid <= 0:
         return None
-    try:  # os.open/os.read: ~13 µs, against ~21 µs through a Python file object
-        fd = os.open("stat", os.O_RDONLY, dir_fd=dir_fd) if dir_fd is not None else \
-            os.open(f"{proc}/{pid}/stat", os.O_RDONLY)
-    except OSError:
+    text = read_proc("stat", dir_fd) if dir_fd is not None else read_proc(f"{proc}/{pid}/stat")
+    if text is None:
         return None
-    try:
-        text = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     rest = text[text.rfind(b")") + 2 :].split(maxsplit=20)
     try:
         return ProcStat(ppid=int(rest[1]), start_time=int(rest[19]))  # fields 4 and 22

@@ -1,7 +1,7 @@
 """Runs in the store: a run's start, heartbeats, end, inputs and outputs, and the queries over them.
 
-The records are msgspec structs defined here and encoded with records.encode; their keys are built in
-store_keys.py (the layout is described there). Every write is create-if-absent and nothing is rewritten,
+The records are msgspec structs defined in run_records.py and encoded with records.encode; their keys are
+built in store_keys.py (the layout is described there). Every write is create-if-absent and nothing is rewritten,
 so any number of processes on any number of machines record runs into one store at once and nothing is
 lost: what could have been an update is a new object instead.
 - Inputs are cumulative snapshots: a source (a mount daemon, or "api") writes a new, larger snapshot of
@@ -23,20 +23,29 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import msgspec
 
 from artfs.core.names import check_name
 from artfs.core.records import VersionRecord, creator, encode
+from artfs.core.run_records import (
+    DEFAULT_HEARTBEAT,
+    RunEnd,
+    RunInfo,
+    RunInput,
+    RunOutput,
+    RunRecord,
+    check_run_id,
+    check_source,
+    decode_run_record,
+    is_run_id,
+    new_run_id,
+)
 from artfs.core.store_keys import (
     RUN_DAYS,
     RUNS,
@@ -60,21 +69,16 @@ from artfs.core.store_keys import (
     used_key,
     used_prefix,
 )
-from artfs.errors import ArtfsError, Conflict, IntegrityError, InvalidName, NotFound, StoreNotFound
+from artfs.errors import ArtfsError, Conflict, IntegrityError, NotFound, StoreNotFound
 from artfs.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 RUN_ENV = "ARTFS_RUN_ID"  # set by `artfs run` for CMD; read ONLY via artfs/settings.py (Settings.run_id)
-DEFAULT_HEARTBEAT = 10.0  # seconds between heartbeats of `artfs run`
 HEARTBEAT_MISSES = 3  # a run with no end whose heartbeats stopped this many intervals ago crashed
 STATUSES = ("running", "finished", "failed", "crashed")
 HOWS = ("observed", "declared")
 _QUERY_THREADS = 8  # runs read at once by list_runs
-
-# `20261201-025424.123-3fa9c1b2`: UTC time to the millisecond, then random; sorts by time as text.
-_RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}\.[0-9]{3}-[0-9a-z]{4,32}$")
-_SOURCE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,127}$")
 
 
 class Repo(Protocol):
@@ -83,116 +87,6 @@ class Repo(Protocol):
 
     @property
     def store(self) -> Store: ...
-
-
-class RunRecord(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A run's start, immutable: written once under `runs/<inverted id>.json`."""
-
-    id: str
-    name: str
-    job_type: str
-    config: dict[str, Any]
-    command: list[str]
-    cwd: str
-    git_commit: str | None
-    creator: str
-    host: str
-    pid: int
-    started: float
-    heartbeat: float = DEFAULT_HEARTBEAT  # the interval its writer promised; 0: it sends none (no crash check)
-
-
-class RunInput(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What `source` saw a run read of one version, cumulative (files opened, their bytes) up to `time`."""
-
-    artifact: str
-    version: int
-    digest: str
-    how: str  # "observed" | "declared" (merged: "declared+observed" when sources disagree)
-    files: int
-    bytes: int
-    source: str
-    time: float
-
-    @property
-    def ref(self) -> str:
-        return f"{self.artifact}:v{self.version}"
-
-
-class RunEnd(msgspec.Struct, frozen=True, omit_defaults=True):
-    status: str  # "finished" | "failed"
-    time: float
-    exit_code: int | None = None
-
-
-class RunOutput(msgspec.Struct, frozen=True, omit_defaults=True):
-    artifact: str
-    version: int
-    digest: str
-    time: float
-
-
-@dataclass
-class RunInfo:
-    """A run as queries return it: its start record and what the store says happened since."""
-
-    record: RunRecord
-    status: str
-    ended: float | None = None
-    exit_code: int | None = None
-    last_heartbeat: float | None = None
-    inputs: list[RunInput] = field(default_factory=list)
-    outputs: list[tuple[str, int]] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    def as_json(self) -> dict[str, Any]:
-        """Everything, as plain JSON (`artfs runs show --json`)."""
-        rec = self.record
-        return {
-            "id": rec.id, "name": rec.name, "job_type": rec.job_type, "status": self.status,
-            "exit_code": self.exit_code, "started": rec.started, "ended": self.ended, "duration": self.duration,
-            "last_heartbeat": self.last_heartbeat, "heartbeat_interval": rec.heartbeat, "config": rec.config,
-            "command": rec.command, "cwd": rec.cwd, "git_commit": rec.git_commit, "creator": rec.creator,
-            "host": rec.host, "pid": rec.pid,
-            "inputs": [{"ref": i.ref, **msgspec.to_builtins(i)} for i in self.inputs],
-            "outputs": [{"ref": f"{a}:v{v}", "artifact": a, "version": v} for a, v in self.outputs],
-        }
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end, or to the last sign of life of a crashed run; None while running."""
-        if self.ended is not None:
-            return self.ended - self.record.started
-        if self.status == "crashed":
-            return (self.last_heartbeat or self.record.started) - self.record.started
-        return None
-
-
-# --- ids and checks --------------------------------------------------------------------------------
-
-
-def new_run_id(now: float | None = None) -> str:
-    """Sortable by time (UTC, ms) as text; unique across machines by 32 random bits."""
-    now = time.time() if now is None else now
-    ms = int(now * 1000)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ms // 1000))
-    return f"{stamp}.{ms % 1000:03d}-{secrets.token_hex(4)}"
-
-
-def check_run_id(run_id: str) -> str:
-    """A run id as new_run_id makes them; anything else is an InvalidName (it becomes part of keys)."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise InvalidName(f"invalid run id {run_id!r}: expected one like 20261201-025424.123-3fa9c1b2")
-    return run_id
-
-
-def _check_source(source: str) -> str:
-    if not isinstance(source, str) or not _SOURCE.match(source):
-        raise InvalidName(f"invalid input source {source!r}: use letters, digits and . _ : @ + -")
-    return source
 
 
 def git_head(cwd: str) -> str | None:
@@ -204,13 +98,6 @@ def git_head(cwd: str) -> str | None:
         return None
     sha = out.stdout.strip()
     return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha) else None
-
-
-def _decode(data: bytes, key: str, type_: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(data, type=type_)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise IntegrityError(f"run record {key} rejected: {e}") from None
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -293,7 +180,7 @@ def record_input(repo: Repo, run_id: str, rec: VersionRecord, how: str, files: i
     conditional write and change nothing). The reverse-index entry is written first, so a run whose input
     can be read is always found by runs_using."""
     check_run_id(run_id)
-    _check_source(source)
+    check_source(source)
     if how not in HOWS:
         raise ValueError(f"how must be one of {HOWS}, not {how!r}")
     if files < 0 or nbytes < 0:
@@ -322,7 +209,7 @@ def _start_record(repo: Repo, run_id: str) -> RunRecord:
         data = repo.store.get(key)
     except StoreNotFound:
         raise NotFound(f"run {run_id} does not exist") from None
-    rec = _decode(data, key, RunRecord)
+    rec = decode_run_record(data, key, RunRecord)
     if rec.id != run_id:
         raise IntegrityError(f"run record {key} rejected: it does not describe run {run_id}")
     return rec
@@ -348,7 +235,7 @@ def _merge_inputs(repo: Repo, run_id: str, keys: list[str]) -> list[RunInput]:
     merged: dict[tuple[str, int], list[RunInput]] = {}
     for (artifact, version, _source), (_counts, key) in sorted(best.items()):
         try:
-            snap = _decode(repo.store.get(key), key, RunInput)
+            snap = decode_run_record(repo.store.get(key), key, RunInput)
         except (StoreNotFound, IntegrityError) as e:
             log.warning("skipping input record %s: %s", key, e)
             continue
@@ -385,7 +272,7 @@ def _info(repo: Repo, rec: RunRecord, now: float | None) -> RunInfo:
     end: RunEnd | None = None
     if run_end_key(run_id) in keys:
         with contextlib.suppress(StoreNotFound):
-            end = _decode(repo.store.get(run_end_key(run_id)), run_end_key(run_id), RunEnd)
+            end = decode_run_record(repo.store.get(run_end_key(run_id)), run_end_key(run_id), RunEnd)
     last = _last_heartbeat(repo, run_id, keys)
     if end is not None:
         status = end.status if end.status in ("finished", "failed") else "failed"
@@ -408,7 +295,7 @@ def run_info(repo: Repo, run_id: str, now: float | None = None) -> RunInfo:
 
 def _ids(keys: Iterable[str]) -> list[str]:
     found = (parse_run_key(key) for key in keys)
-    return [i for i in found if i is not None and _RUN_ID.match(i)]
+    return [i for i in found if i is not None and is_run_id(i)]
 
 
 def run_ids(repo: Repo, limit: int | None = None) -> list[str]:
@@ -455,7 +342,7 @@ def runs_using(repo: Repo, artifact: str, version: int) -> list[str]:
     check_name(artifact)
     prefix = used_prefix(artifact, version)
     ids = (key[len(prefix) :] for key in repo.store.list(prefix))
-    return [i for i in ids if _RUN_ID.match(i)]
+    return [i for i in ids if is_run_id(i)]
 
 
 def producing_run(repo: Repo, rec: VersionRecord) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 
 from artfs.core.places import Places
-from artfs.core.run_registry import ProcStat, RegisteredRun, Watcher, proc_stat
+from artfs.core.run_registry import ProcStat, RegisteredRun, Watcher, proc_stat, read_proc
 
 MAX_DEPTH = 4096  # a process tree deeper than this is a loop seen through a race: give up
 MAX_THREADS = 256  # threads whose answers are kept, each with an open fd (the oldest goes first)
@@ -149,16 +149,9 @@ class Attribution:
 
 def _tgid(task: int) -> int | None:
     """The thread group (process) of the task whose /proc directory is open as `task`."""
-    try:
-        fd = os.open("status", os.O_RDONLY, dir_fd=task)
-    except OSError:
+    text = read_proc("status", task)
+    if text is None:
         return None
-    try:
-        text = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     at = text.find(b"\nTgid:")
     if at < 0:
         return None
