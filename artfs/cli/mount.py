@@ -7,7 +7,6 @@ load this module too, start without it.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 
@@ -15,9 +14,6 @@ import click
 
 from artfs.cli.common import cache_dir_option, cache_size_option, endpoint_option, examples, settings, store_option
 from artfs.errors import ArtfsError
-from artfs.settings import parse_size
-
-log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?")
 
@@ -34,11 +30,15 @@ def parse_duration(text: str) -> float:
     return float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
 
 
+MOUNT_OPTIONS = ("allow_other", "no_writeback_cache")
+
+
 def _mount_options(values: tuple[str, ...]) -> set[str]:
     options = {o.strip() for v in values for o in v.split(",") if o.strip()}
-    unknown = options - {"allow_other"}
+    unknown = options - set(MOUNT_OPTIONS)
     if unknown:
-        raise ArtfsError(f"unsupported mount option(s) {', '.join(sorted(unknown))} (supported: allow_other)")
+        raise ArtfsError(f"unsupported mount option(s) {', '.join(sorted(unknown))} "
+                         f"(supported: {', '.join(MOUNT_OPTIONS)})")
     return options
 
 
@@ -55,7 +55,9 @@ def _mount_options(values: tuple[str, ...]) -> set[str]:
 @cache_size_option
 @click.option("--poll", default="10s", show_default=True, metavar="DURATION",
               help="How often to look for new versions and alias moves (0 disables).")
-@click.option("-o", "options", multiple=True, metavar="OPTIONS", help="Mount options: allow_other.")
+@click.option("-o", "options", multiple=True, metavar="OPTIONS",
+              help="Mount options: allow_other, no_writeback_cache (staging writes go to the daemon one by "
+                   "one, each durable when write() returns).")
 @click.option("-d", "--daemon", is_flag=True, help="Run in the background; return once the mount is ready.")
 @click.option("--force", is_flag=True, help="Clean up a stale mount left at MOUNTPOINT by a dead daemon.")
 @click.option("--log", "log_path", default=None, metavar="FILE",
@@ -68,7 +70,12 @@ def mount(mountpoint, store_uri, endpoint_url, cache_dir, cache_size, poll, opti
     NAME/staging in the mount is writable: a copy-on-write view of latest that takes any tool; `artfs seal
     MOUNTPOINT/NAME/staging` publishes it as the next version (`artfs status`, `artfs discard` too), and
     `mkdir MOUNTPOINT/NAME` starts a new artifact."""
+    import logging
+
     from artfs.fs import mount as fsmount
+    from artfs.settings import parse_size
+
+    log = logging.getLogger(__name__)
 
     mountpoint = os.path.abspath(mountpoint)
     opts = _mount_options(options)
@@ -83,6 +90,7 @@ def mount(mountpoint, store_uri, endpoint_url, cache_dir, cache_size, poll, opti
         cache_size=parse_size(cache_size) if cache_size else env.cache_size,
         poll=parse_duration(poll),
         allow_other="allow_other" in opts,
+        writeback_cache="no_writeback_cache" not in opts,
         force=force,
     )
     log_path = os.path.abspath(log_path or env.places.mount_log(mountpoint))

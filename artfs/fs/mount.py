@@ -16,6 +16,7 @@ The mount is "ready" only once a stat of its root has gone through the kernel an
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -66,6 +67,7 @@ class MountConfig:
     cache_size: int | None = None
     poll: float = 10.0  # seconds; 0 disables polling
     allow_other: bool = False
+    writeback_cache: bool = True  # staging writes gather in the kernel's page cache (see _become_io_flusher)
     force: bool = False
 
 
@@ -209,6 +211,8 @@ class _Daemon:
 
 def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted (`artfs unmount`, fusermount3 -u) or signalled. Blocks."""
+    if config.writeback_cache:
+        _become_io_flusher()  # first: the threads started later inherit it
     path = mountpoint.prepare(config.mountpoint, config.force)
     config.mountpoint = path
     settings = config.settings
@@ -230,9 +234,10 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
         areas = Areas(tree, settings.places.control_socket(path))
         areas.load_local()
         capture = Capture(repo, settings.places, mount_source(path))
-        staging = StagingOps(areas, tree, reader)
+        staging = StagingOps(areas, tree, reader, writeback_cache=config.writeback_cache)
         staging.capture = capture
         ops = Ops(tree, reader, staging, capture)
+        ops.enable_writeback_cache = config.writeback_cache  # pyfuse3 reads it from the instance at init
         daemon = _Daemon(config, repo, tree, chunks, ops, areas, capture)
         try:
             pyfuse3.init(ops, path, _options(config.allow_other))
@@ -257,6 +262,18 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see serve()
+PR_SET_IO_FLUSHER = 57  # linux/prctl.h (Linux 5.6)
+
+
+def _become_io_flusher() -> None:
+    """With the writeback cache, writers' dirty pages of this mount wait in the kernel until this daemon
+    takes them and writes them to the staging disk. Throttled like any writer, the daemon could end up
+    waiting for dirty pages that only it can clean; an IO flusher is throttled on its own device's limits
+    only. Needs CAP_SYS_RESOURCE: without it the mount still works, as every user-space filesystem does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0:
+        log.info("not an IO flusher (prctl: %s): the kernel may throttle this daemon's writes like any "
+                 "writer's", os.strerror(ctypes.get_errno()))
 
 
 def _wait_fetches(chunks: ChunkSource, timeout: float = 10.0) -> None:

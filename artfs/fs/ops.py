@@ -265,7 +265,9 @@ class Ops(pyfuse3.Operations):
 
     async def flush(self, fh: int) -> None:
         """ENOSYS once, and the kernel stops sending FLUSH on every close(): a round trip per file saved.
-        Staging needs none either: a write is in the area's data file when it is answered."""
+        Staging needs none either: the kernel writes a file's dirty pages back before it would send
+        FLUSH (and reports a failed write-back from close()), and without the writeback cache a write is
+        in the area's data file when it is answered."""
         raise FUSEError(errno.ENOSYS)
 
     async def fsync(self, fh: int, datasync: bool) -> None:

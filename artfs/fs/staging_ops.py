@@ -4,7 +4,13 @@ work; this module maps inodes (areas.py), handles and errnos, and picks where a 
 - **Timeouts are short** (1 s; a version's are a day): a staging tree changes. Every change made through
   the mount is seen by the kernel anyway; what it cannot see (a seal, discard or refresh replacing the
   whole tree) is invalidated explicitly by areas.py.
-- **keep_cache off**: an open drops the file's page cache, so nothing cached before a reset is served.
+- **The kernel's writeback cache** (on unless the mount says `-o no_writeback_cache`): writes land in
+  the page cache and reach `write` here in big batches, later; the kernel owns a file's size and mtime
+  meanwhile, and writes every dirty page back before close() returns (and before RELEASE, so a seal that
+  waits for writers sees every byte). Durable against a daemon crash: what fsync() or close() returned
+  for; a failed write-back (ENOSPC) shows at fsync/close. An open keeps the page cache: a node id is
+  never reused and nothing changes a live node's bytes behind the kernel. Without the writeback cache,
+  every write is in the area's data file when write() returns, and an open drops the page cache.
 - **Unchanged base files are read through the mount's Reader** (lazy, chunk-cached, prefetched) from
   the base version's chunks. The first write or truncate of such a node switches its open handles to
   the area (the core copies it up), before the write is answered.
@@ -125,8 +131,9 @@ def _unlist(a: Area, node_id: int, fh: int) -> None:
 class StagingOps:
     """The handlers Ops delegates to for staging inodes and handles (see the module docstring)."""
 
-    def __init__(self, areas: Areas, tree: Tree, reader: Reader) -> None:
+    def __init__(self, areas: Areas, tree: Tree, reader: Reader, writeback_cache: bool = False) -> None:
         self.areas = areas
+        self.keep_cache = writeback_cache  # see the module docstring
         self.tree = tree
         self.reader = reader
         self.deadline = reader.deadline
@@ -342,7 +349,7 @@ class StagingOps:
                 self.capture.opened(pid, a.name, area.base, entry.path, entry.size)  # read from the base version
         else:
             _unlist(a, node_id, fh)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.keep_cache)
 
     @handler_errors
     async def create(self, parent: int, raw: bytes, mode: int, flags: int,
@@ -356,7 +363,7 @@ class StagingOps:
         fh, _ = self._register(a, area, node.id)
         a.writers[fh] = node.id
         _unlist(a, node.id, fh)  # a new file has no base to read
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False), attrs
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.keep_cache), attrs
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         f = self._files.get(fh)
