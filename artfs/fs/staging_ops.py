@@ -50,7 +50,7 @@ FIRST_FH = 1 << 48  # handles of staging files and directories; the read-only on
 
 
 class _File:
-    __slots__ = ("a", "area", "node", "base", "written")
+    __slots__ = ("a", "area", "node", "base", "written", "sealed_attrs")
 
     def __init__(self, a: Area, area: StagingArea, node: int) -> None:
         self.a = a
@@ -58,6 +58,7 @@ class _File:
         self.node = node
         self.base: OpenFile | None = None  # reading an unchanged base file through the Reader
         self.written = False  # the node's content changed since this handle was opened
+        self.sealed_attrs: pyfuse3.EntryAttributes | None = None  # its node sealed and gone: as in the version
 
 
 class _Dir:
@@ -150,11 +151,28 @@ class StagingOps:
         header = await trio.to_thread.run_sync(repo.ensure_index, record)
         for f in list(self._files.values()):
             path = open_paths.get(f.node)
-            if f.a is not a or path is None or f.base is not None:
-                continue  # another area, an unlinked file, or already reading a version's chunks
+            if f.a is not a or path is None:
+                continue  # another area, or an unlinked file
             entry = await trio.to_thread.run_sync(repo.index.lookup, record.manifest, path)
             if entry is not None and entry.kind == FILE:
-                f.base = self.reader.open(f"{record.ref}/{path}", record.manifest, header.packs, entry)
+                if f.base is None:  # else already reading a version's chunks (the same bytes)
+                    f.base = self.reader.open(f"{record.ref}/{path}", record.manifest, header.packs, entry)
+                f.sealed_attrs = self._sealed_attrs(a.ino(f.node), entry.mode, entry.size, entry.mtime_ns)
+
+    def _sealed_attrs(self, ino: int, mode: int, size: int, mtime_ns: int) -> pyfuse3.EntryAttributes:
+        """What fstat() on a handle open across a seal shows once its node is gone: the file as sealed
+        (a reader's `read()` stats first, and the kernel asks again once its cached attributes expire)."""
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = ino
+        e.entry_timeout = e.attr_timeout = TIMEOUT
+        e.st_mode = stat.S_IFREG | (mode & 0o7777)
+        e.st_nlink = 0  # no name in staging any more
+        e.st_uid, e.st_gid = self.tree.uid, self.tree.gid
+        e.st_size = size
+        e.st_blksize = STAGING_BLKSIZE
+        e.st_blocks = (size + 511) // 512
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = mtime_ns
+        return e
 
     def _what(self, op: str, args: tuple[Any, ...]) -> str:
         name = self.areas.name_of(args[0]) if args and isinstance(args[0], int) else None
@@ -242,7 +260,14 @@ class StagingOps:
     @handler_errors
     async def getattr(self, ino: int) -> pyfuse3.EntryAttributes:
         a, area, node_id = await self._area(ino)
-        return self.attrs(a, await self.areas.peek(area, area.getattr, node_id))
+        try:
+            return self.attrs(a, await self.areas.peek(area, area.getattr, node_id))
+        except FUSEError as e:
+            if e.errno == errno.ENOENT:
+                for f in self._files.values():
+                    if f.a is a and f.node == node_id and f.sealed_attrs is not None:
+                        return f.sealed_attrs
+            raise
 
     @handler_errors
     async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
@@ -369,9 +394,15 @@ class StagingOps:
         f = self._files.get(fh)
         if f is None:
             raise FUSEError(errno.EBADF)
-        if f.base is not None:
-            return await read_version(self.reader, f.base, off, size)
-        return await self._read_area(f, off, size)
+        if f.base is None:
+            try:
+                return await self._read_area(f, off, size)
+            except FUSEError as e:
+                if e.errno != errno.ENOENT or f.base is None:
+                    raise
+                # A seal replaced the tree while this read waited for the area, and re-pointed the handle
+                # at the version it published (the same bytes): read them there.
+        return await read_version(self.reader, f.base, off, size)
 
     @handler_errors
     async def _read_area(self, f: _File, off: int, size: int) -> bytes:

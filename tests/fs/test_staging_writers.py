@@ -74,11 +74,13 @@ def test_new_writers_get_ebusy_while_a_seal_waits(mount_artfs, small_store) -> N
     st = m.path / "animals" / "staging"
     holder = open(st / "held.bin", "wb")  # noqa: SIM115 - keeps the seal waiting
     try:
-        sealing = threading.Thread(target=run_artfs, args=("seal", str(st), "--wait", "3"),
+        sealing = threading.Thread(target=run_artfs, args=("seal", str(st), "--wait", "20"),
                                    kwargs={"check": False})
         sealing.start()
-        time.sleep(1.0)  # the seal is waiting for `holder`
-        assert errno_of(lambda: os.close(os.open(st / "other.bin", os.O_WRONLY | os.O_CREAT))) == errno.EBUSY
+        deadline = time.monotonic() + 15  # the seal's process starts, then waits for `holder`
+        while errno_of(lambda: os.close(os.open(st / "other.bin", os.O_WRONLY | os.O_CREAT))) != errno.EBUSY:
+            assert time.monotonic() < deadline, "new writers never got EBUSY while the seal waited"
+            time.sleep(0.05)
         assert (st / "README.md").read_text() == "# animals\n"  # reads go on
         holder.write(b"done")
     finally:
