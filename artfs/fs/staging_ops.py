@@ -283,6 +283,9 @@ class StagingOps:
             if uid != (self.tree.uid if owner is None else owner):
                 raise FUSEError(errno.EPERM)
         size = attr.st_size if fields.update_size else None
+        if fields.update_mtime and not (fields.update_mode or fields.update_atime or size is not None or uid is not None
+                                        or gid is not None):  # the writeback cache's mtime: often no hop
+            return self.attrs(a, await self.areas.peek(area, area.setattr, node_id, None, None, attr.st_mtime_ns))
         node = await self.areas.run(
             lambda: area.setattr(node_id, mode=attr.st_mode & 0o7777 if fields.update_mode else None, size=size,
                                  mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,

@@ -172,10 +172,12 @@ class NodeTable:
         self._db = db
         self.base, self.manifest, self.dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
         self._reserve = os.path.join(os.path.dirname(os.path.dirname(path)), "reserve")
+        self._reserve_held = False  # known to be on disk: spend_reserve is the only way it goes
         self._keep_reserve()
 
     def spend_reserve(self) -> bool:
         """Give the reserve back to the disk (True if there was one): see `_keep_reserve`."""
+        self._reserve_held = False
         try:
             os.unlink(self._reserve)
         except FileNotFoundError:
@@ -186,7 +188,10 @@ class NodeTable:
         """A little disk held back for the database: on a full disk, the transaction of an unlink (the way
         to make room) must still commit, so an unlink that gets ENOSPC spends this and tries again; it is
         taken back after the next transaction that finds room."""
+        if self._reserve_held:
+            return  # no stat after every transaction
         if os.path.exists(self._reserve):
+            self._reserve_held = True
             return
         try:
             fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -194,6 +199,7 @@ class NodeTable:
                 os.posix_fallocate(fd, 0, RESERVE_BYTES)
             finally:
                 os.close(fd)
+            self._reserve_held = True
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
