@@ -11,7 +11,10 @@
     lineage.py    lineage: the graph of runs and versions (text, JSON, DOT, Mermaid, SVG: lineage_render.py)
     cache.py      cache info, prune, clear: this machine's chunk cache, store indexes, downloaded manifests
 
-A new group is one more module with its COMMANDS, added to the list below.
+A new group is one more module with its COMMANDS, added to the list below. Every group is imported at each
+start, so a module's top imports only click, cli/common.py and light core modules (names, errors); what a
+command needs (the repo, a store, LMDB, the mount) it imports when it runs: `artfs --help` loads none of the
+core, and only an S3 store loads botocore (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations

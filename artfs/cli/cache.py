@@ -21,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from artfs.cli.common import cache_dir_option, examples, human, print_json, settings, shown, table
-from artfs.core.places import Places, StoreCache
-from artfs.settings import parse_size
-from artfs.storage import lmdb_env
+
+if TYPE_CHECKING:  # the rest is imported by the command that runs: `artfs --help` loads none of it
+    from artfs.core.places import Places, StoreCache
 
 _STALE_SECONDS = 24 * 3600  # a temporary file this old belongs to no commit still running
 
@@ -132,6 +132,8 @@ def _chunk_info(places: Places, env_bound: int | None) -> dict[str, Any]:
         bound = DEFAULT_MAX_BYTES if env_bound is None else env_bound
         return {"path": path, "bound": bound, "bytes": 0, "chunks": 0, "used_bytes": 0, "file_bytes": 0,
                 "disk_bytes": 0, "in_use": False}
+    from artfs.storage import lmdb_env
+
     in_use = lmdb_env.in_use(path)  # before this process opens it
     with ChunkCache(places.cache) as c:  # no bound given: nothing is recorded by looking
         st = c.stats()
@@ -142,6 +144,8 @@ def _chunk_info(places: Places, env_bound: int | None) -> dict[str, Any]:
 
 
 def _store_info(sc: StoreCache) -> dict[str, Any]:
+    from artfs.storage import lmdb_env
+
     manifests = _manifest_files(sc)
     copies = _copies(sc)
     has_index = os.path.isdir(sc.index)
@@ -291,6 +295,7 @@ def _prune_chunks(places: Places, to: int) -> dict[str, Any]:
 def _clear_chunks(places: Places) -> dict[str, Any]:
     """Delete the chunk cache's files if no process has them open (keeping the bound), else drop every
     chunk through the cache code."""
+    from artfs.storage import lmdb_env
     from artfs.storage.cache import ChunkCache
 
     path = _chunks_path(places)
@@ -311,6 +316,7 @@ def _clear_chunks(places: Places) -> dict[str, Any]:
 
 def _clear_index(sc: StoreCache) -> dict[str, Any]:
     from artfs.core.index import StoreIndex
+    from artfs.storage import lmdb_env
 
     out: dict[str, Any] = {"store": sc.uri, "path": sc.index}
     if not os.path.isdir(sc.index):
@@ -334,6 +340,8 @@ def prune(to: str, cache_dir: str | None, as_json: bool) -> None:
     """Evict the least recently used chunks down to SIZE, and delete downloaded manifests and stale
     temporary files. Safe while a mount runs (it fetches again what it needs); store indexes are kept
     (`artfs cache clear` drops them)."""
+    from artfs.settings import parse_size
+
     target = parse_size(to)
     places, _ = _places(cache_dir)
     report = {"chunks": _prune_chunks(places, target), "manifests": _drop_manifests(places),

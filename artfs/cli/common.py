@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import click
 
 from artfs.errors import ArtfsError
-from artfs.settings import Settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `artfs --help` loads neither (nor anything of the core)
     from tqdm import tqdm
+
+    from artfs.settings import Settings
 
 store_option = click.option(
     "--store", "store_uri", default=None, metavar="URI",
@@ -45,6 +46,8 @@ cache_size_option = click.option(
 
 def settings() -> Settings:
     """The environment's settings, read and checked once per command (artfs/settings.py)."""
+    from artfs.settings import Settings
+
     return Settings.from_env()
 
 

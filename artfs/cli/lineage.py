@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import click
 
@@ -84,6 +83,8 @@ def lineage(target, up, down, depth_text, fmt, output, store_uri, endpoint_url, 
 
 def _write(path: str, data: bytes) -> None:
     """Write FILE whole or not at all (a temp file beside it, renamed over it)."""
+    import tempfile
+
     where = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=where, prefix=".artfs-lineage-")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import click
 
-from artfs import staging_client
 from artfs.cli.common import examples, json_option, print_json, shown
 
 
@@ -32,6 +31,8 @@ def add_cmd(staging_path, uri, no_checksum, max_objects, as_json) -> None:
     file per object under STAGING_PATH as a directory). It shows at once as a regular file of the object's
     size, reads return the pinned bytes, a write turns it into ordinary staged content, and `artfs seal`
     writes it as a reference. With checksumming (the default) the object is read once now."""
+    from artfs import staging_client
+
     result = staging_client.request_ref_add(staging_path, uri, not no_checksum, max_objects)
     if as_json:
         print_json(result)

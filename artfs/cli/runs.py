@@ -11,7 +11,6 @@ execs CMD in place (its processes are the run's already), recording no second ru
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shlex
@@ -76,6 +75,8 @@ def parse_config(pairs: tuple[str, ...], config_file: str | None) -> dict[str, A
 def _subreaper() -> None:
     """Become a child subreaper: orphans of CMD's tree are reparented to us, not to init, so they stay in
     the run's process tree (and we reap them). Best effort: without it only daemonizing processes escape."""
+    import ctypes  # here, not at the top: every other command starts without it
+
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

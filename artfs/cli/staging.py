@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from artfs import staging_client
 from artfs.cli.common import examples, json_option, print_json, progress_to, shown
 from artfs.core.names import check_alias, check_message, check_name, parse_meta
 
@@ -26,6 +25,7 @@ from artfs.core.names import check_alias, check_message, check_name, parse_meta
 @json_option
 def seal_cmd(path, message, aliases, type_, meta, force, wait, ttl_text, as_json) -> None:
     """Publish the staging directory PATH as the next version (prints the new ref)."""
+    from artfs import staging_client
     from artfs.core.lifecycle import parse_ttl
 
     ttl = parse_ttl(ttl_text) if ttl_text is not None else None
@@ -51,6 +51,8 @@ def seal_cmd(path, message, aliases, type_, meta, force, wait, ttl_text, as_json
 @json_option
 def status_cmd(path, as_json) -> None:
     """List what the staging directory PATH changed: added (A), modified (M), deleted (D)."""
+    from artfs import staging_client
+
     result = staging_client.request_status(path)
     if as_json:
         print_json(result)
@@ -66,6 +68,8 @@ def status_cmd(path, as_json) -> None:
 @click.argument("path", type=click.Path(path_type=str))
 def discard_cmd(path) -> None:
     """Drop the changes staged in PATH: it becomes a fresh view of latest again."""
+    from artfs import staging_client
+
     result = staging_client.request_discard(path)
     click.echo(f"discarded; staging is {result.get('base') or 'empty'}")
 
