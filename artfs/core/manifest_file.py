@@ -1,21 +1,29 @@
 """Reading a manifest file: streamed in full, or one block at a time to find a path or a directory.
 
-The store is untrusted, so everything read is validated: the footer and its block table, then every
-entry that is handed out (path rules, symlinks that stay inside, chunk tables that add up to the file's
-size, chunk locations that artfs could have written: `packs.ref_problem`), block by block as entries are
-decoded — so no reader, export or dedup ever sees an unchecked entry, and the first byte of a huge
-version does not wait for the whole manifest. Reads use
-`pread` on one descriptor, so several threads may look things up at once.
+The store is untrusted, so everything read is validated: the footer and its block table, then each block
+whole as it is decoded, before any of its entries is handed out (path rules, symlinks that stay inside,
+chunk tables that add up to the file's size, chunk locations that artfs could have written:
+`packs.ref_problem`, entries in order) — so no reader, listing, export or dedup ever sees an unchecked
+entry, and the first byte of a huge version waits for one block, not the whole manifest. A block is
+checked column by column (`_validate_block`: a few C-level passes over all its entries); what that does
+not decide (non-ASCII paths, symlinks, references, a problem to name) is checked entry by entry
+(`_validate`). One exception, for listings: a block reached by skipping a subtree is only peeked at
+(its paths decoded, in order), and the few entries handed out of it are decoded and validated alone.
+Reads use `pread` on one descriptor, so several threads may look things up at once.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
+from itertools import accumulate, islice
+from operator import lt, sub
+from typing import Any
 
 import msgspec
 import zstandard
@@ -34,8 +42,8 @@ from artfs.core.manifest import (
     header_decoder,
     path_key,
 )
-from artfs.core.names import check_path, check_symlink_target
-from artfs.core.packs import REF, ref_problem
+from artfs.core.names import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, check_path, check_symlink_target
+from artfs.core.packs import REF, plain_raw_lengths, ref_problem
 from artfs.core.references import Source, is_token, parse_token, source_ref_problem
 from artfs.errors import IntegrityError, InvalidName
 
@@ -45,7 +53,30 @@ MAX_BLOCK_ENTRIES = 1 << POS_BITS
 CACHED_BLOCKS = 16  # decoded blocks kept per open manifest (a listing reads one block several times)
 
 
-_Decoded = tuple[list[bytes], list[Entry], list[memoryview], bytearray]  # keys, entries, frames, validated
+class _Block:
+    """One decoded, validated block: path keys (ascending), entries, and where each entry's encoded form
+    lies in the decompressed block (memoryviews are made only for the index build, which wants them)."""
+
+    __slots__ = ("keys", "entries", "data", "starts")
+
+    def __init__(self, keys: list[bytes], entries: list[Any], data: bytes, starts: list[int]) -> None:
+        self.keys = keys
+        self.entries = entries  # Entry, validated; or, in a block only peeked at, _Path: not validated
+        self.data = data
+        self.starts = starts
+
+    def raw(self, p: int) -> memoryview:
+        end = self.starts[p + 1] - FRAME.size if p + 1 < len(self.starts) else len(self.data)
+        return memoryview(self.data)[self.starts[p]:end]
+
+
+class _Path(msgspec.Struct, array_like=True):
+    """An encoded Entry's first field only: enough to find one's way through a block."""
+
+    path: str
+
+
+_path_decoder = msgspec.msgpack.Decoder(_Path)
 
 
 def _reject(source: str, why: str) -> IntegrityError:
@@ -65,9 +96,9 @@ class ManifestFile:
             self.close()
             raise
         self._first_keys = [first for first, _, _ in self.header.blocks]
-        # block → (path keys, entries, encoded entries): lookups, listings, inode lookups by code and the
-        # index build (which walks the blocks in the order `find` does) decode a block once between them
-        self._decoded: OrderedDict[int, _Decoded] = OrderedDict()
+        # decoded blocks: lookups, listings, inode lookups by code and the index build (which walks the
+        # blocks in the order `find` does) decode a block once between them
+        self._decoded: OrderedDict[int, _Block] = OrderedDict()
         self._decoded_lock = threading.Lock()
         self.last_used = time.monotonic()  # of a decoded block (index.py waits for quiet to build)
         try:  # pack ids, and the external sources of references (core/references.py), parsed once
@@ -75,6 +106,7 @@ class ManifestFile:
         except IntegrityError as e:
             self.close()
             raise _reject(self.source, str(e)) from None
+        self._external = frozenset(i for i, loc in enumerate(self._locations) if loc is not None)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -115,9 +147,10 @@ class ManifestFile:
             raise _reject(self.source, "block table does not cover the file")
         return header
 
-    def _block(self, i: int, validate: bool = True) -> Iterator[tuple[Entry, memoryview]]:
-        """Entries of block i, decoded and (unless the caller does it lazily) validated, with their
-        encoded form."""
+    def _decode(self, i: int, peek: bool = False) -> _Block:
+        """Block i, decoded and validated whole (`_validate_block`): nothing of it is usable before. With
+        `peek`, only the paths are decoded, to find one's way (in order, checked): nothing else of it may be
+        used but what `_one` decodes and validates."""
         first, offset, length = self.header.blocks[i]
         try:
             data = zstandard.ZstdDecompressor().decompress(os.pread(self._fd, length, offset),
@@ -125,83 +158,81 @@ class ManifestFile:
         except zstandard.ZstdError as err:
             raise _reject(self.source, f"undecodable block ({err})") from None
         view = memoryview(data)
-        pos, n = 0, len(data)
-        count = 0
-        while pos < n:
-            count += 1
-            if count > MAX_BLOCK_ENTRIES:  # entry codes (inode numbers of a mount) leave room for no more
-                raise _reject(self.source, f"a block of more than {MAX_BLOCK_ENTRIES} entries")
-            if pos + 4 > n:
-                raise _reject(self.source, "truncated block")
-            (size,) = FRAME.unpack_from(data, pos)
-            raw = view[pos + 4 : pos + 4 + size]
-            if len(raw) < size:
-                raise _reject(self.source, "truncated block")
-            pos += 4 + size
-            try:
-                e = entry_decoder.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError) as err:
-                raise _reject(self.source, f"undecodable entry ({err})") from None
-            if validate:
-                _validate(e, self._locations, self.source)
-            if pos == 4 + size and path_key(e.path) != first:
-                raise _reject(self.source, "block table does not match its blocks")
-            yield e, raw
+        starts: list[int] = []
+        decode = _path_decoder.decode if peek else entry_decoder.decode
+        unpack, n, pos = FRAME.unpack_from, len(data), 0
+        entries: list[Any] = []
+        try:
+            for _ in range(MAX_BLOCK_ENTRIES):  # entry codes (inode numbers of a mount) leave room for no more
+                if pos >= n:
+                    break
+                start = pos + 4
+                pos = start + unpack(data, pos)[0]
+                if pos > n:
+                    raise _reject(self.source, "truncated block")
+                entries.append(decode(view[start:pos]))
+                starts.append(start)
+            else:
+                if pos < n:
+                    raise _reject(self.source, f"a block of more than {MAX_BLOCK_ENTRIES} entries")
+        except struct.error:
+            raise _reject(self.source, "truncated block") from None
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise _reject(self.source, f"undecodable entry ({err})") from None
+        keys = [e.path.encode("utf-8", "surrogateescape").replace(b"/", b"\x00") for e in entries]  # path_key
+        if not keys or keys[0] != first:
+            raise _reject(self.source, "block table does not match its blocks")
+        # in order within the block and before the next one: the block table is in order (footer), so the
+        # whole manifest is, and searches may bisect
+        if not all(map(lt, keys, islice(keys, 1, None))) or (
+                i + 1 < len(self._first_keys) and keys[-1] >= self._first_keys[i + 1]):
+            raise _reject(self.source, f"entries out of order in block {i}")
+        if not peek:
+            _validate_block(entries, self._locations, self._external, self.source)
+        return _Block(keys, entries, data, starts)
+
+    def _one(self, block: _Block, p: int) -> Entry:
+        """Entry p of a block only peeked at, decoded and validated alone."""
+        try:
+            e = entry_decoder.decode(block.raw(p))
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise _reject(self.source, f"undecodable entry ({err})") from None
+        _validate(e, self._locations, self.source)
+        return e
 
     def frames(self) -> Iterator[tuple[Entry, memoryview]]:
         """Every entry in path order, with its encoded form; order and count checked."""
-        last = b""
         count = 0
         for i in range(len(self.header.blocks)):
-            for e, raw in self._block(i):
-                key = path_key(e.path)
-                if key <= last:
-                    raise _reject(self.source, f"entries out of order at {e.path!r}")
-                last = key
-                count += 1
-                yield e, raw
+            block = self._decode(i)
+            count += len(block.entries)
+            for p, e in enumerate(block.entries):
+                yield e, block.raw(p)
         if count != self.header.entries:
             raise _reject(self.source, f"{count} entries, header says {self.header.entries}")
 
-    def decoded(self, i: int) -> _Decoded:
-        """Block i's path keys, entries and their encoded forms; a few blocks stay decoded (a thread-safe
-        LRU). Entries are validated when handed out (`_checked`), not here: a listing of the version's
-        root decodes a block per child but hands out one entry of each."""
+    def decoded(self, i: int) -> _Block:
+        """Block i, decoded and validated; a few blocks stay decoded (a thread-safe LRU)."""
         self.last_used = time.monotonic()
         with self._decoded_lock:
             hit = self._decoded.get(i)
             if hit is not None:
                 self._decoded.move_to_end(i)
                 return hit
-        pairs = list(self._block(i, validate=False))
-        out = ([path_key(e.path) for e, _ in pairs], [e for e, _ in pairs], [raw for _, raw in pairs],
-               bytearray(len(pairs)))
-        keys = out[0]
-        # in order within the block and before the next one (its first key is checked in _block): searches bisect
-        if any(keys[p] <= keys[p - 1] for p in range(1, len(keys))) or (
-                keys and i + 1 < len(self._first_keys) and keys[-1] >= self._first_keys[i + 1]):
-            raise _reject(self.source, f"entries out of order in block {i}")
+        block = self._decode(i)
         with self._decoded_lock:
-            self._decoded[i] = out
+            self._decoded[i] = block
             while len(self._decoded) > CACHED_BLOCKS:
                 self._decoded.popitem(last=False)
-        return out
-
-    def _checked(self, block: _Decoded, p: int) -> Entry:
-        """Entry p of a decoded block, validated (once)."""
-        e = block[1][p]
-        if not block[3][p]:
-            _validate(e, self._locations, self.source)
-            block[3][p] = 1
-        return e
+        return block
 
     def entry_at(self, code: int) -> Entry | None:
         """The entry with this code ((block << POS_BITS) | position), or None if there is none."""
         block, pos = code >> POS_BITS, code & (MAX_BLOCK_ENTRIES - 1)
         if not 0 <= block < len(self._first_keys):
             return None
-        decoded = self.decoded(block)
-        return self._checked(decoded, pos) if pos < len(decoded[0]) else None
+        entries = self.decoded(block).entries
+        return entries[pos] if pos < len(entries) else None
 
     def lookup_coded(self, path: str) -> tuple[int, Entry] | None:
         """The code and entry at `path`, decoding only the one block that can hold it."""
@@ -209,11 +240,11 @@ class ManifestFile:
         i = bisect_right(self._first_keys, key) - 1
         if i < 0:
             return None
-        decoded = self.decoded(i)
-        keys = decoded[0]
+        block = self.decoded(i)
+        keys = block.keys
         j = bisect_left(keys, key)
         if j < len(keys) and keys[j] == key:
-            return (i << POS_BITS) | j, self._checked(decoded, j)
+            return (i << POS_BITS) | j, block.entries[j]
         return None
 
     def lookup(self, path: str) -> Entry | None:
@@ -228,32 +259,49 @@ class ManifestFile:
         hi = path_key(path) + b"\x01" if path else None
         if after is not None:
             lo = path_key(prefix + after) + b"\x01"  # past `after` and its whole subtree
+        cut = len(prefix)
         nblocks = len(self._first_keys)
         j = max(0, bisect_right(self._first_keys, lo) - 1)
+        skipped = False
         while j < nblocks:
             if hi is not None and self._first_keys[j] >= hi:
                 return
-            decoded = self.decoded(j)
-            keys, entries = decoded[0], decoded[1]
+            # A block reached by skipping a subtree is only peeked at: listing a directory of directories
+            # (a version's root) wants one entry of each block, and the listings of those directories,
+            # which come next, decode their blocks whole anyway.
+            block = self._peeked(j) if skipped else self.decoded(j)
+            keys, entries = block.keys, block.entries
+            checked = isinstance(entries[0], Entry)
+            skipped = not checked  # ...and so is the next block, while nothing in them is handed out
+            base = j << POS_BITS
             p = bisect_left(keys, lo)
-            while p < len(keys):
-                if hi is not None and keys[p] >= hi:
-                    return
-                e = entries[p]
-                child, sep, _ = e.path[len(prefix):].partition("/")
-                if not sep:
-                    yield (j << POS_BITS) | p, self._checked(decoded, p)
+            end = bisect_left(keys, hi) if hi is not None else len(keys)
+            while p < end:
+                path = entries[p].path
+                slash = path.find("/", cut)
+                if slash < 0:
+                    yield base | p, entries[p] if checked else self._one(block, p)
+                    skipped = False
                     p += 1
                     continue
                 # deeper: skip the child's whole subtree (it may span blocks: bisect the block table)
-                lo = path_key(prefix + child) + b"\x01"
-                p = bisect_left(keys, lo)
+                lo = path_key(path[:slash]) + b"\x01"
+                p = bisect_left(keys, lo, p)
                 if p == len(keys):
                     break
             else:
+                if end < len(keys):
+                    return  # past the directory
                 j += 1
                 continue
             j = max(j + 1, bisect_right(self._first_keys, lo) - 1)
+            skipped = True
+
+    def _peeked(self, i: int) -> _Block:
+        """Block i decoded whole if it is at hand, else peeked at (its paths only: `_decode`)."""
+        with self._decoded_lock:
+            hit = self._decoded.get(i)
+        return hit if hit is not None else self._decode(i, peek=True)
 
     def children(self, path: str, after: str | None = None) -> Iterator[Entry]:
         """Entries directly inside directory `path` ('' is the root), in name order; `after` resumes."""
@@ -263,13 +311,68 @@ class ManifestFile:
         """Every entry in path order with its code and encoded form; order and count checked."""
         count = 0
         for i in range(len(self.header.blocks)):
-            decoded = self.decoded(i)  # checked in order there
-            raws = decoded[2]
-            count += len(raws)
-            for p in range(len(raws)):
-                yield (i << POS_BITS) | p, self._checked(decoded, p), raws[p]
+            block = self.decoded(i)
+            count += len(block.entries)
+            base = i << POS_BITS
+            for p, e in enumerate(block.entries):
+                yield base | p, e, block.raw(p)
         if count != self.header.entries:
             raise _reject(self.source, f"{count} entries, header says {self.header.entries}")
+
+
+def _validate_block(entries: list[Entry], locations: list[Source | None], external: frozenset[int],
+                    source: str) -> None:
+    """Every entry of a block, as `_validate` checks them one by one — in a few C-level passes over the
+    whole block where that is plainly the same (`_paths_ok`, `packs.plain_raw_lengths`), one by one
+    otherwise, which also names the problem."""
+    paths = [e.path for e in entries]
+    if not _paths_ok(paths):  # non-ASCII names, say: the one-by-one rule (or a rejection naming the path)
+        for path in paths:
+            try:
+                check_path(path)
+            except InvalidName as err:
+                raise _reject(source, str(err)) from None
+    kinds = [e.kind for e in entries]
+    if kinds.count(FILE) + kinds.count(DIR) != len(kinds):  # symlinks (few), or an unknown kind
+        for e in entries:
+            if e.kind != FILE and e.kind != DIR:
+                _validate(e, locations, source)
+    files = [e for e in entries if e.kind == FILE]
+    if not _files_ok(files, len(locations), external):  # references, or a problem to name
+        for e in files:
+            _validate(e, locations, source)
+
+
+def _paths_ok(paths: list[str]) -> bool:
+    """True only if `check_path` accepts every one of these paths (short ASCII ones are decided here)."""
+    joined = "/".join(paths)
+    if not joined.isascii() or "\x00" in joined:
+        return False
+    longest = max(map(len, paths), default=0)
+    if longest > MAX_COMPONENT_BYTES and (longest > MAX_PATH_BYTES
+                                          or max(map(len, joined.split("/"))) > MAX_COMPONENT_BYTES):
+        return False
+    # every path between slashes, so an empty, '.' or '..' component (or a leading '/') shows as one of these
+    walled = f"/{joined}/"
+    return "//" not in walled and "/./" not in walled and "/../" not in walled
+
+
+def _files_ok(files: list[Entry], npacks: int, external: frozenset[int]) -> bool:
+    """True only if `_validate` accepts the chunk tables of these file entries: chunks in packs where artfs
+    could have written them (none in an `external` source), adding up to each file's size."""
+    datas = [e.data for e in files]
+    raw = plain_raw_lengths(b"".join(datas), npacks, external)
+    if raw is None:
+        return False
+    lens = list(map(len, datas))
+    sizes = [e.size for e in files]
+    if lens.count(REF.size) == len(lens):  # one chunk each (small files): its length is the size
+        return raw.tolist() == sizes
+    if any(n % REF.size for n in lens):
+        return False
+    ends = list(accumulate(n // REF.size for n in lens))
+    cum = list(accumulate(raw, initial=0))
+    return list(map(sub, map(cum.__getitem__, ends), map(cum.__getitem__, [0, *ends[:-1]]))) == sizes
 
 
 def _validate(e: Entry, locations: list[Source | None], source: str) -> None:

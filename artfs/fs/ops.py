@@ -23,7 +23,7 @@ from artfs.fs.errnos import read_version
 from artfs.fs.reader import OpenFile, Reader
 from artfs.fs.run_capture import Capture
 from artfs.fs.staging_ops import FIRST_FH, StagingOps
-from artfs.fs.tree import ArtifactNode, EntryNode, Node, RootNode, Tree, VersionNode, is_dir
+from artfs.fs.tree import ArtifactNode, EntryNode, Node, RootNode, Row, RowAttrs, Tree, VersionNode, is_dir
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 READDIR_PAGE = 512
@@ -31,6 +31,10 @@ READDIR_PAGE = 512
 
 def _name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def _encode(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
 
 
 class _Listing:
@@ -45,27 +49,35 @@ class _Listing:
             small = [*dots, *tree.list_small(node), *extra]
         self.small = small
         self.dots = dots
-        self.page: list[tuple[str, pyfuse3.EntryAttributes]] = []  # with attributes: no node per entry
+        self.page: list[Row] = []  # rows, not nodes: nothing is kept per entry (tree.list_page)
         self.page_start = 0  # position (not counting the dots) of page[0]
+        self.rows: RowAttrs | None = None
 
-    def entries(self, pos: int) -> Iterator[tuple[int, str, Node | pyfuse3.EntryAttributes]]:
-        """(next position, name, node) from position `pos` on."""
+    def entries(self, pos: int) -> Iterator[tuple[int, bytes, Node | pyfuse3.EntryAttributes]]:
+        """(next position, name, node or attributes) from position `pos` on. The attributes of a version's
+        entries are one object refilled per entry (tree.RowAttrs): send each before taking the next."""
         if self.small is not None:
             for i in range(pos, len(self.small)):
-                yield i + 1, *self.small[i]
+                name, what = self.small[i]
+                yield i + 1, _encode(name), what
             return
         for i in range(pos, 2):
-            yield i + 1, *self.dots[i]
+            yield i + 1, _encode(self.dots[i][0]), self.dots[i][1]
         idx = max(pos - 2, 0)
         if not self.page_start <= idx <= self.page_start + len(self.page):
             self.page_start, self.page = 0, []  # a seek back: rescan from the start
+        if self.rows is None:
+            self.rows = self.tree.row_attrs(self.node)
+        fill = self.rows.fill
         while True:
             off = idx - self.page_start
-            if off < len(self.page):
-                yield idx + 3, *self.page[off]
+            page = self.page
+            while off < len(page):
+                row = page[off]
                 idx += 1
-                continue
-            after = self.page[-1][0] if self.page else None
+                off += 1
+                yield idx + 2, row[0], fill(row)
+            after = _name(page[-1][0]) if page else None
             if after is None and self.page_start:
                 return
             page = self.tree.list_page(self.node, after, READDIR_PAGE)
@@ -194,9 +206,10 @@ class Ops(pyfuse3.Operations):
         if fh >= FIRST_FH:
             return await self.staging.readdir(fh, start_id, token)
         listing = self._dirs[fh]
+        reply = pyfuse3.readdir_reply
         for next_id, name, node in listing.entries(start_id):
             attrs = node if isinstance(node, pyfuse3.EntryAttributes) else self.tree.attrs(node)
-            if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"), attrs, next_id):
+            if not reply(token, name, attrs, next_id):
                 break
 
     async def releasedir(self, fh: int) -> None:
@@ -332,6 +345,8 @@ class Ops(pyfuse3.Operations):
             return str(self.pid).encode()  # lets `artfs unmount` wait for this daemon to exit
         if inode == pyfuse3.ROOT_INODE and key == "user.artfs.stats":
             return self._stats().encode()
+        if not key.startswith("user."):  # the kernel asks for security.capability on every write
+            raise FUSEError(pyfuse3.ENOATTR)
         value = (await self._xattrs(inode)).get(key)
         if value is None:
             raise FUSEError(pyfuse3.ENOATTR)

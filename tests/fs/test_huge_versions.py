@@ -17,7 +17,7 @@ from artfs.core.commit import Committer
 from artfs.core.manifest import DIR, FILE, Entry
 from artfs.core.manifest_file import ManifestFile
 from artfs.fs import tree as tree_mod
-from artfs.fs.tree import EntryNode, Tree, VersionNode
+from artfs.fs.tree import EntryNode, Node, Tree, VersionNode
 from tests.support.repos import commit, fresh_repo
 
 DIRS, PER_DIR = 20, 1000  # 20,020 entries: ~40 manifest blocks
@@ -82,14 +82,21 @@ def test_evicted_entry_nodes_keep_their_inodes(huge, tmp_path, monkeypatch):
         assert isinstance(v0, VersionNode)
         await tree.load(v0)
         listed: dict[str, int] = {}
-        for name, attrs in tree.list_page(v0, None, 100):
-            listed[name] = attrs.st_ino
-            d = tree.node(attrs.st_ino)  # known to the kernel from the listing only: revived by its code
+
+        def page_of(node: Node, after: str | None, limit: int) -> list[tuple[str, int]]:
+            rows = tree.row_attrs(node)
+            return [(row[0].decode(), rows.fill(row).st_ino) for row in tree.list_page(node, after, limit)]
+
+        for name, ino in page_of(v0, None, 100):
+            listed[name] = ino
+            d = tree.node(ino)  # a directory listed: kept (the kernel asks for its attributes next)
             assert isinstance(d, EntryNode) and d.path == name and d.kind == DIR
             after = None
-            while page := tree.list_page(d, after, 300):
-                listed.update((f"{name}/{n}", a.st_ino) for n, a in page)
+            while page := page_of(d, after, 300):
+                listed.update((f"{name}/{n}", i) for n, i in page)
                 after = page[-1][0]
+            f = tree.node(page_of(d, None, 1)[0][1])  # known to the kernel from the listing only: by its code
+            assert isinstance(f, EntryNode) and f.path == f"{name}/{page_of(d, None, 1)[0][0]}"
         assert len(listed) == DIRS * (PER_DIR + 1) and len(set(listed.values())) == len(listed)
         assert len(tree._recent) <= 50
         for path, ino in list(listed.items())[::97]:

@@ -15,6 +15,9 @@ from artfs.core.repo import Repo
 from artfs.fs.tree import ROOT, AliasNode, EntryNode, Tree, VersionNode
 from artfs.storage.open import open_store
 
+ATTRS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks", "st_blksize", "st_atime_ns",
+         "st_mtime_ns", "st_ctime_ns", "entry_timeout", "attr_timeout")
+
 
 @pytest.fixture
 def repo(tmp_path: Path):
@@ -62,8 +65,14 @@ def test_lookups_attributes_and_stable_inodes(repo):
         assert stat.S_ISLNK(tree.attrs(latest).st_mode) and tree.attrs(latest).attr_timeout <= 1
         assert tree.attrs(art).st_nlink == 5  # ., .., v0, v1, staging
         assert tree.negative(v0) is not None and tree.negative(art) is None
-        assert [name for name, _ in tree.list_page(v0, None, 10)] == ["d", "top.txt"]
-        assert [name for name, _ in tree.list_page(v0, "d", 10)] == ["top.txt"]
+        assert [row[0] for row in tree.list_page(v0, None, 10)] == [b"d", b"top.txt"]
+        assert [row[0] for row in tree.list_page(v0, "d", 10)] == [b"top.txt"]
+        listed = [tree.row_attrs(v0).fill(row) for row in tree.list_page(v0, None, 10)]
+        assert listed[0].st_ino == d.ino and stat.S_ISDIR(listed[0].st_mode)  # one object, refilled per row
+        top = await tree.lookup(v0, "top.txt")
+        filled = tree.row_attrs(v0).fill(tree.list_page(v0, None, 10)[1])
+        expect = tree.attrs(top)
+        assert [getattr(filled, k) for k in ATTRS] == [getattr(expect, k) for k in ATTRS]
         assert [name for name, _ in tree.list_small(art)] == ["v0", "v1", "best", "latest"]
         x = tree.xattrs(f)
         assert x["user.artfs.ref"] == b"animals:v0" and x["user.artfs.message"] == b"one"
