@@ -1,6 +1,6 @@
 """Benchmark artfs beside its peers, in one run: tables (markdown) on stdout, progress on stderr.
 
-    scripts/bench [--quick] [--only core|mount|staging|capture|lineage|runs] [--reps N] [--json FILE]
+    scripts/bench [--quick] [--only TABLE] [--reps N] [--json FILE] [--scale-full]
 
 (`scripts/bench` sets up the venv and the peers, then runs `python -m bench` from the repo root.)
 
@@ -10,6 +10,12 @@ Table 3 (staging): writes into MNT/NAME/staging and `artfs seal`, beside local d
 Table 4 (capture): small-file reads through a mount inside `artfs run` beside the same reads outside.
 Table 5 (lineage): `artfs lineage` on a directory store with 10,000 runs and 1,000 versions.
 Table 6 (runs): runs_using, run_info, producing_run, list_runs on a store of 10,000 runs, 1,000 versions.
+Table floor: `cp -r`, `tar x`, `dd`, a hot re-read and `find` in artfs beside a minimal pyfuse3 filesystem
+(bench/null_fs.py, the FUSE floor) and local disk; also `python -m bench.table_floor`.
+Table huge: a 200,000-file version through a mount: first byte, `find` cold/warm, daemon RSS and CPU.
+Table scale: how cost grows: 10k/100k(/1M with --scale-full or ARTFS_BENCH_FULL=1)-file versions, artifacts
+of 10/100/1,000 versions, 1/4/8 concurrent readers; also `python -m bench.table_scale`.
+Goals: issue 13's goals in one table, from the figures above (after a run of every table).
 Figures are medians of --reps repetitions (3; 1 with --quick); ratios are artfs ÷ peer, higher is better.
 Whatever is not available (the mount, staging, a peer) prints as n/a with the reason.
 """
@@ -24,13 +30,25 @@ import platform
 import sys
 import traceback
 
-from bench import table_capture, table_core, table_gc, table_lineage, table_mount, table_runs, table_staging
+from bench import (
+    table_capture,
+    table_core,
+    table_floor,
+    table_gc,
+    table_goals,
+    table_huge,
+    table_lineage,
+    table_mount,
+    table_runs,
+    table_scale,
+    table_staging,
+)
 from bench.common import CLEANUP, drop_caches, install_signal_handlers, log, temp_dir
 from bench.data import Scale, make_dataset
 from bench.mounts import Artfs
 from bench.s3peer import S3
 
-TABLES = ("core", "mount", "staging", "capture", "lineage", "runs", "gc")
+TABLES = ("core", "mount", "staging", "capture", "lineage", "runs", "gc", "floor", "huge", "scale")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3; 1 with --quick)")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="also write the raw numbers here")
     p.add_argument("--workdir", default=None, help="parent of the temp dirs (default: $TMPDIR or /tmp)")
+    p.add_argument("--scale-full", action="store_true",
+                   help="table scale: add the 1M-file point (long; also ARTFS_BENCH_FULL=1)")
     args = p.parse_args(argv)
     if args.reps is None:
         args.reps = 1 if args.quick else 3
@@ -99,6 +119,9 @@ def main(argv: list[str]) -> int:
             "lineage": lambda: table_lineage.run(artfs, work, args.reps, report),
             "runs": lambda: table_runs.run(work, args.reps, args.quick, report),
             "gc": lambda: table_gc.run(work, args.reps, args.quick, report),
+            "floor": lambda: table_floor.run(artfs, data, work, args.reps, args.quick, report),
+            "huge": lambda: run_huge(work, args.reps, args.quick, report),
+            "scale": lambda: table_scale.run(artfs, s3, work, args.reps, args.quick, args.scale_full, report),
         }
         failed = 0
         for name in which:
@@ -109,6 +132,8 @@ def main(argv: list[str]) -> int:
                 print(f"## Table {TABLES.index(name) + 1} ({name}) — failed: {type(e).__name__}: {e}\n", flush=True)
                 report["tables"][name] = {"error": f"{type(e).__name__}: {e}"}
                 failed += 1
+        if len(which) > 1:
+            table_goals.run(report)  # issue 13's goals, from the tables just measured
     finally:
         log("cleaning up")
         CLEANUP.run_all()
@@ -147,6 +172,15 @@ def run_core(artfs: Artfs, s3: S3, data, work: str, reps: int, report: dict) -> 
     ])
     print(text, flush=True)
     return text
+
+
+def run_huge(work: str, reps: int, quick: bool, report: dict) -> None:
+    """bench/table_huge.py in this run's work dir (1/8 of the files with --quick)."""
+    files, ttfb = (25_000, 12_500) if quick else (200_000, 100_000)
+    print("## Table — huge versions through a mount (issue 13; `python -m bench.table_huge`)\n", flush=True)
+    report["tables"]["huge"] = table_huge.main(["--files", str(files), "--ttfb-files", str(ttfb), "--reps",
+                                                str(reps), "--workdir", os.path.join(work, "huge")])
+    print(flush=True)
 
 
 def _moto_version() -> str:

@@ -135,14 +135,15 @@ class Mount:
 class ArtfsMount(Mount):
     what = "artfs mount"
 
-    def __init__(self, artfs: Artfs, path: str, store: str, cache: str) -> None:
+    def __init__(self, artfs: Artfs, path: str, store: str, cache: str, *args: str) -> None:
         super().__init__(path)
         self.artfs, self.store, self.cache = artfs, store, cache
+        self.args = args  # more `artfs mount` options, e.g. ("--poll", "100ms")
 
     def open(self) -> None:
         self.log_path = os.path.join(self.cache, "mount.log")  # not in ~/.local/state
         try:
-            self.pid = start_daemon(self.path, self.store, cache_dir=self.cache, log=self.log_path,
+            self.pid = start_daemon(self.path, self.store, *self.args, cache_dir=self.cache, log=self.log_path,
                                     cmd=[self.artfs.exe], env=self.artfs.env_for(self.cache))
         except MountFailed as e:
             raise MountUnavailable(f"`artfs mount` failed: {e.reason}{_log_tail(self.log_path)}") from None

@@ -98,7 +98,8 @@ def timed(pid: int, fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_seconds(pid) - c0
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> dict[str, float]:
+    """Run the table; returns the medians by row name (find_cold_s, ttfb_ms, rss_find_mib, ...)."""
     p = argparse.ArgumentParser(prog="python -m bench.table_huge", description=__doc__.split("\n\n")[0])
     p.add_argument("--files", type=int, default=200_000)
     p.add_argument("--ttfb-files", type=int, default=100_000)
@@ -183,6 +184,7 @@ def main(argv: list[str]) -> None:
         print(f"| {k} | {statistics.median(v):.3g} | {' '.join(f'{x:.3g}' for x in v)} |")
     if not args.keep and args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
+    return {k: statistics.median(v) for k, v in rows.items()}
 
 
 if __name__ == "__main__":

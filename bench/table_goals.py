@@ -1,0 +1,124 @@
+"""The goals of issue 13 in one table, from the figures the other tables measured in this same run.
+
+Nothing is measured here: each row reads its artfs figure and its yardstick (a peer, local disk, the null
+pyfuse3 filesystem of table_floor, or a fixed target) out of the run's report, and says whether the goal
+is met. A row whose figures were not measured in this run (a table skipped with --only, a peer missing)
+prints n/a, never a number from elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import fmt_num, md_table
+
+Lookup = Callable[[dict], "float | None"]
+
+
+def _get(report: dict, *path: str) -> Any:
+    node: Any = report.get("tables", {})
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def median(*path: str) -> Lookup:
+    """The median of a Sample stored at `path` in report["tables"]."""
+    def look(report: dict) -> float | None:
+        sample = _get(report, *path)
+        value = sample.get("median") if isinstance(sample, dict) else sample
+        return float(value) if isinstance(value, (int, float)) else None
+    return look
+
+
+def floor_rate(system: str, op: str = "cp") -> Lookup:
+    """table_floor's figure as a rate (files/s): its median seconds for the small-file set."""
+    def look(report: dict) -> float | None:
+        seconds = _get(report, "floor", "figures", f"{op}/{system}", "median_s")
+        files = _get(report, "floor", "small_files")
+        return files / seconds if isinstance(seconds, (int, float)) and seconds > 0 and files else None
+    return look
+
+
+def best(*lookups: Lookup) -> Lookup:
+    def look(report: dict) -> float | None:
+        values = [v for v in (f(report) for f in lookups) if v is not None]
+        return max(values) if values else None
+    return look
+
+
+def fixed(value: float) -> Lookup:
+    return lambda report: value
+
+
+@dataclass
+class Goal:
+    figure: str
+    unit: str
+    artfs: Lookup
+    yardstick: Lookup
+    against: str  # what the yardstick is
+    target: float  # artfs ÷ yardstick must reach this (higher is better) ...
+    lower_is_better: bool = False  # ... or, for times and sizes, artfs must stay at or under yardstick × target
+
+    def _yardstick(self, y: float | None) -> str:
+        return "a fixed target" if self.against[:1].isdigit() else f"{self.against}: {_cell(y, self.unit)}"
+
+    def row(self, report: dict) -> list[str]:
+        a, y = self.artfs(report), self.yardstick(report)
+        if a is None or y is None or y == 0:
+            return [self.figure, _cell(a, self.unit), self._yardstick(y), self._goal(), "n/a",
+                    "not measured in this run"]
+        if self.lower_is_better:
+            ratio, met = a / y, a <= y * self.target
+        else:
+            ratio, met = a / y, a >= y * self.target
+        return [self.figure, _cell(a, self.unit), self._yardstick(y), self._goal(), f"{ratio:.2f}×",
+                "met" if met else "**not met**"]
+
+    def _goal(self) -> str:
+        if self.lower_is_better:
+            return f"≤ {self.target:g}× {self.against}" if self.target != 1 else f"≤ {self.against}"
+        return f"≥ {self.target:g}× {self.against}"
+
+
+def _cell(x: float | None, unit: str) -> str:
+    return "n/a" if x is None else f"{fmt_num(x)} {unit}"
+
+
+def _mount(system: str, metric: str) -> Lookup:
+    return median("mount", "results", system, metric)
+
+
+GOALS = [
+    Goal("cold sequential read", "MB/s", _mount("artfs", "cold"), _mount("boto3", "cold"), "boto3", 1.3),
+    Goal("random 4 KiB preads, cold", "ops/s", _mount("artfs", "preads"),
+         best(_mount("s3fs", "preads"), _mount("rclone", "preads")), "best peer", 1.5),
+    Goal("page-cache-hot re-read", "MB/s", _mount("artfs", "hot"), _mount("local disk", "hot"), "local disk", 0.8),
+    Goal("staging: write 512 MiB", "MB/s", median("staging", "write_MBps", "artfs"),
+         median("staging", "write_MBps", "local disk"), "local disk", 0.8),
+    Goal("staging: `cp -r` of small files", "files/s", floor_rate("artfs"),
+         best(floor_rate("null fs"), floor_rate("null fs + writeback")), "null pyfuse3 fs", 0.8),
+    Goal("`artfs get` of the big file (S3), whole command", "s", median("core", "s3", "seconds", "artfs get big"),
+         median("core", "s3", "seconds", "boto3 get big"), "boto3", 1.0, lower_is_better=True),
+    Goal("first byte, one file of a many-file version, cold", "ms", _mount("artfs", "ttfb"), fixed(100.0),
+         "100 ms", 1.0, lower_is_better=True),
+    Goal("`find` over a 200,000-file version, cold", "s", median("huge", "find_cold_s"), fixed(1.0), "1 s", 1.0,
+         lower_is_better=True),
+    Goal("daemon RSS after `find`, 1M files (--scale-full)", "MiB", median("scale", "files", "1000000", "rss_mib"),
+         fixed(286.0), "300 MB", 1.0, lower_is_better=True),
+]
+
+
+def run(report: dict) -> str:
+    """The goals table, printed and returned."""
+    rows = [g.row(report) for g in GOALS]
+    text = "## Issue 13 goals, from this run's tables\n\n" + md_table(
+        ["figure", "artfs", "yardstick", "goal", "ratio", "verdict"], rows) + "\n"
+    print(text, flush=True)
+    report["tables"]["goals"] = {g.figure: row[1:] for g, row in zip(GOALS, rows, strict=True)}
+    return text
