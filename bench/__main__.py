@@ -1,6 +1,6 @@
 """Benchmark artfs beside its peers, in one run: tables (markdown) on stdout, progress on stderr.
 
-    scripts/bench [--quick] [--only TABLE] [--reps N] [--json FILE] [--scale-full]
+    scripts/bench [--quick] [--only TABLE[,TABLE…]] [--reps N] [--json FILE] [--scale-full]
 
 (`scripts/bench` sets up the venv and the peers, then runs `python -m bench` from the repo root.)
 
@@ -51,10 +51,20 @@ from bench.s3peer import S3
 TABLES = ("core", "mount", "staging", "capture", "lineage", "runs", "gc", "floor", "huge", "scale")
 
 
+def _tables(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TABLES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown table(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(TABLES)}")
+    return names
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="scale the data down 8x (smoke run); 1 repetition")
-    p.add_argument("--only", choices=TABLES, help="run one table")
+    p.add_argument("--only", type=_tables, metavar="TABLE[,TABLE…]",
+                   help=f"run only these tables, in this order ({', '.join(TABLES)})")
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3; 1 with --quick)")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="also write the raw numbers here")
     p.add_argument("--workdir", default=None, help="parent of the temp dirs (default: $TMPDIR or /tmp)")
@@ -82,7 +92,7 @@ def machine_line() -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     install_signal_handlers()
-    which = [args.only] if args.only else list(TABLES)
+    which = args.only or list(TABLES)
     scale = Scale.of(args.quick)
     report: dict = {"started": dt.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
                     "reps": args.reps, "machine": machine_line(), "tables": {}}

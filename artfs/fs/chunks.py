@@ -92,6 +92,11 @@ class _Memory:
             self._chunks.move_to_end(digest)
         return data
 
+    def discard(self, digest: bytes) -> None:
+        data = self._chunks.pop(digest, None)
+        if data is not None:
+            self.bytes -= len(data)
+
     def put(self, digest: bytes, data: Chunk) -> None:
         if digest in self._chunks:
             self._chunks.move_to_end(digest)
@@ -195,6 +200,14 @@ class ChunkSource:
         if data is not None:
             self.stats["slice_hits"] += 1
         return data
+
+    def release(self, refs: list[ChunkRef]) -> None:
+        """Forget chunks a sequential reader has read past: the kernel's page cache holds them now, and
+        each one kept here holds its GET's whole buffer. A reader that wants one again finds it in the
+        cache or fetches it."""
+        for r in refs:
+            self.memory.discard(r.digest)
+        self.stats["released"] += len(refs)
 
     def present(self, digest: bytes) -> bool:
         """In memory, in the cache or on its way: nothing to fetch."""

@@ -7,6 +7,9 @@
   per-request CPU, ours and the server's, made 8 MiB parts 10-25% slower here); a far seek resets it.
   A file bigger than the cache can keep is streamed without writing what readahead fetches to LMDB: it
   would evict its own head before any re-read, and everything else the cache holds on the way.
+  Chunks a sequential reader left `RELEASE_BEHIND` behind are dropped from the daemon's memory (the
+  kernel's page cache has them; see ChunkSource.release): a stream then holds about its window, not every
+  GET buffer it passed (daemon memory after a 512 MiB stream: 134 MB before, 5-10 MB).
 - **Random access.** A file read at scattered offsets (`RANDOM_SEEKS` far seeks) that fits a quarter of the
   cache is fetched whole in the background, in parallel `WHOLE_PART` GETs, so that later reads are cache
   hits (what makes s3fs and rclone fast here): one request per chunk is what random reads cost otherwise.
@@ -21,7 +24,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 
 import trio
 
@@ -36,8 +39,12 @@ MAX_WINDOW = 64 * MiB
 PART = 16 * MiB  # prefetch unit: one ranged GET (see the module docstring); ≤ content.MAX_SPAN
 SEQ_BACK = 1 * MiB
 SEQ_FORWARD = 2 * MiB  # beyond the end of the last read, or anywhere already being prefetched
+RELEASE_BEHIND = 4 * MiB  # chunks ending this far before a sequential read leave memory (kernel readahead
+# arrives a little out of order, so not right behind the reader)
 SLICE_MAX = 128 * 1024  # a read this small of a cached chunk not in memory copies only its bytes (chunks.py)
-RANDOM_SEEKS = 3  # far seeks before a file counts as randomly read
+RANDOM_SEEKS = 3  # far seeks before a file counts as randomly read ...
+SEQUENTIAL_RUN = 8  # ... with fewer than this many sequential reads between them: concurrent readers' kernel
+# readahead arrives out of order, and a stream must not count as random for a few stray reads
 WHOLE_PART = 8 * MiB  # the background fetch of a randomly read file: smaller GETs, more of them in flight
 DIR_FIRST = 2 * MiB  # lookahead of the first cold open in a directory; doubles while opens go in name order
 DIR_RANDOM = 1 * MiB  # an open out of name order still takes its neighbours from the same GET
@@ -50,7 +57,8 @@ DIR_SCANS = 256
 class OpenFile:
     """One open file: its layout (bisected on read) and its readahead state."""
 
-    __slots__ = ("label", "layout", "last_end", "window", "scheduled", "seeks", "whole")
+    __slots__ = ("label", "layout", "last_end", "window", "scheduled", "seeks", "run", "whole", "released",
+                 "repeats")
 
     def __init__(self, label: str, layout: FileLayout) -> None:
         self.label = label
@@ -59,7 +67,10 @@ class OpenFile:
         self.window = 0
         self.scheduled = 0
         self.seeks = 0
+        self.run = 0  # sequential reads since the last far seek
         self.whole = False  # fetched whole in the background (random access)
+        self.released = 0  # chunks before this one were released from memory (sequential reading)
+        self.repeats: set[bytes] | None = None  # digests that occur more than once in the file (kept)
 
     @property
     def size(self) -> int:
@@ -142,10 +153,16 @@ class Reader:
         if f.last_end - SEQ_BACK <= off <= max(f.last_end + SEQ_FORWARD, f.scheduled):
             f.window = min(MAX_WINDOW, max(FIRST_WINDOW, f.window * 2))
             f.last_end = max(f.last_end, end)
+            f.run += 1
+            if f.run >= SEQUENTIAL_RUN:
+                f.seeks = 0  # sequential after all: earlier far seeks were stray reads
+            self._release_behind(f, off)
         else:  # a far seek: random access until a sequential run shows again
             f.window = 0
             f.last_end = f.scheduled = end
+            f.released = bisect_right(f.layout.starts, off) - 1
             f.seeks += 1
+            f.run = 0
             if f.seeks >= RANDOM_SEEKS and not f.whole and f.size <= self.whole_limit:
                 f.whole = True
                 self.chunks.stats["whole_files"] += 1
@@ -161,6 +178,20 @@ class Reader:
                 hi += 1
             self.chunks.prefetch(refs[lo:hi], load_cached=True, cache=f.size <= self.chunks.cache.capacity())
             f.scheduled = starts[hi]
+
+    def _release_behind(self, f: OpenFile, off: int) -> None:
+        """Release the chunks that end RELEASE_BEHIND or more before `off` (see the module docstring),
+        except those the file holds more than once: a later part of it needs them again."""
+        starts = f.layout.starts
+        behind = bisect_right(starts, off - RELEASE_BEHIND) - 1
+        if behind <= f.released:
+            return
+        refs = f.layout.refs
+        if f.repeats is None:
+            counts = Counter(r.digest for r in refs)
+            f.repeats = {d for d, n in counts.items() if n > 1}
+        self.chunks.release([r for r in refs[f.released:behind] if r.digest not in f.repeats])
+        f.released = behind
 
     def _directory_order(self, mid: str, packs: list[str], entry: Entry, refs: list[ChunkRef]) -> None:
         """Small files opened in name order: keep the next files' chunks coming (about `budget` bytes)."""

@@ -4,6 +4,10 @@
 version numbers can be claimed safely from many machines. Retries are not done here (botocore makes a
 single attempt): RetryingStore wraps every store, so one policy applies to all of them.
 Every botocore failure goes through `_translate`, the one place that decides what is transient.
+
+The client is botocore's own, not boto3's: boto3 adds nothing to the calls made here but ~100 ms of imports
+(itself and s3transfer) to every command's start (`artfs get` is measured against boto3 *including* its
+start). boto3's transfer manager is imported only for a multipart upload (`put_file` of a big pack).
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ import os
 import re
 from collections.abc import Iterator
 
-import boto3
 import botocore.exceptions as bx
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from artfs.errors import InvalidName, StoreError, StoreNotFound, StoreUnavailable, TransientStoreError
@@ -95,14 +98,34 @@ def _checked_range(key: str, data: bytes, offset: int, length: int, content_rang
     return data
 
 
+class _S3Loader(botocore.loaders.Loader):
+    """botocore's data loader for a session that makes S3 clients only. The stock one checks a service's
+    name against a listing of every service it has a model for (~450 directories, a stat per file: ~50 ms
+    of every S3 command's start, more on a cold disk); this one knows the name, and loads S3's model from
+    the same search paths as the stock one would."""
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
+
+
+def _session() -> botocore.session.Session:
+    """A new botocore session (the AWS configuration chain, as boto3 reads it) with the S3-only loader."""
+    session = botocore.session.Session()
+    stock = session.get_component("data_loader")  # built from AWS_DATA_PATH (no I/O yet): its search paths
+    session.register_component(
+        "data_loader", _S3Loader(extra_search_paths=list(stock.search_paths), include_default_search_paths=False)
+    )
+    return session
+
+
 class S3Store(Store):
-    """Objects live at `<prefix><key>` in one bucket. One boto3 client, shared by all threads."""
+    """Objects live at `<prefix><key>` in one bucket. One botocore client, shared by all threads."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None, timeout: float = 20.0) -> None:
         """`timeout`: seconds to connect (at most 5) and between bytes of an answer, per attempt."""
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None  # the AWS chain, as boto3
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None  # the AWS chain, as botocore
         config = Config(
             max_pool_connections=32,
             connect_timeout=min(5.0, timeout),
@@ -112,8 +135,9 @@ class S3Store(Store):
             s3={"addressing_style": "path"} if endpoint else None,
         )
         try:
-            # A private session: boto3's default session is not safe to share between threads.
-            self._client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+            # A private session (the AWS configuration chain, as boto3 reads it): sessions are not safe to
+            # share between threads; the client is.
+            self._client = _session().create_client("s3", endpoint_url=endpoint, config=config)
         except (ValueError, bx.BotoCoreError) as e:
             raise StoreUnavailable(f"cannot open S3 store {self.uri}: {_one_line(e)}") from e
         self.endpoint = self._client.meta.endpoint_url
@@ -124,9 +148,7 @@ class S3Store(Store):
         return self.prefix + key
 
     def _translate(self, e: BaseException, key: str) -> StoreError:
-        """The one place that maps botocore/boto3 failures to store errors."""
-        if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, (bx.ClientError, bx.BotoCoreError)):
-            return self._translate(e.__context__, key)
+        """The one place that maps botocore failures to store errors."""
         where = f"{key!r} in {self.uri}"
         if isinstance(e, _CREDENTIALS):
             return StoreUnavailable(
@@ -161,7 +183,7 @@ class S3Store(Store):
     def _errors(self, key: str) -> Iterator[None]:
         try:
             yield
-        except (bx.BotoCoreError, bx.ClientError, S3UploadFailedError, _Urllib3Error, OSError) as e:
+        except (bx.BotoCoreError, bx.ClientError, _Urllib3Error, OSError) as e:
             raise self._translate(e, key) from e
 
     def get(self, key: str) -> bytes:
@@ -215,13 +237,28 @@ class S3Store(Store):
                 with open(path, "rb") as f:
                     self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
                 return
-            transfer = TransferConfig(
-                multipart_threshold=SINGLE_PUT_LIMIT,
-                multipart_chunksize=PART_SIZE,
-                max_concurrency=UPLOAD_THREADS,
-                use_threads=True,
-            )
-            self._client.upload_file(os.fspath(path), self.bucket, self._key(key), Config=transfer)
+        self._put_multipart(key, os.fspath(path))
+
+    def _put_multipart(self, key: str, path: str) -> None:
+        """boto3's transfer manager over our client: parts in parallel, one object at the end."""
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import S3Transfer, TransferConfig
+
+        transfer = TransferConfig(
+            multipart_threshold=SINGLE_PUT_LIMIT,
+            multipart_chunksize=PART_SIZE,
+            max_concurrency=UPLOAD_THREADS,
+            use_threads=True,
+        )
+        with self._errors(key):
+            try:
+                with S3Transfer(self._client, transfer) as manager:
+                    manager.upload_file(path, self.bucket, self._key(key))
+            except S3UploadFailedError as e:  # boto3 wraps the failure of a part: translate what it wraps
+                cause = e.__context__
+                if isinstance(cause, (bx.ClientError, bx.BotoCoreError)):
+                    raise self._translate(cause, key) from e
+                raise self._translate(e, key) from e
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         with self._errors(key):
