@@ -1,7 +1,7 @@
 """Which store a URI names: `open_store(uri)` picks the implementation and wraps it with retries.
 
 Apart from store.py (the interface) so that the implementations, which import the interface, are not
-imported back by it. boto3 is imported only when an S3 store is opened: `artfs ls` on a directory store
+imported back by it. botocore is imported only when an S3 store is opened: `artfs ls` on a directory store
 starts without it.
 """
 

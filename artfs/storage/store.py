@@ -2,7 +2,7 @@
 
 A store is a flat key/value space of immutable-or-rarely-rewritten objects. Keys are '/'-separated
 relative strings (`packs/ab/ab12…`, `artifacts/animals/versions/0000000003.json`). Every method is
-synchronous and may block (boto3, disk): callers on an event loop run them in a thread.
+synchronous and may block (botocore, disk): callers on an event loop run them in a thread.
 
 The one primitive publishing depends on is `create_if_absent`: it must be atomic across processes and
 machines (S3 conditional PUT `If-None-Match: *`; `link()` on a directory), because claiming a version
