@@ -13,6 +13,7 @@ from artfs.core.index import StoreIndex
 from artfs.core.places import Places
 from artfs.storage.cache import ChunkCache
 from tests.support.cli import run_artfs
+from tests.support.polling import eventually
 from tests.support.repos import commit
 
 MiB = 1 << 20
@@ -112,6 +113,13 @@ def test_prune_and_clear_beside_a_mount_reading_a_file(animals, mount_artfs, tmp
     m = mount_artfs(store, "--cache-size", "64M", cache_dir=cache, env={"ARTFS_MEMORY_CACHE": "1M"})
     path = m.path / "animals" / "v0" / "big.bin"
     assert path.read_bytes() == want
+    # per artifact counts what this machine's index knows: the mount builds a version's index in the
+    # background once lookups go quiet (core/index.py), so wait for that
+    def indexed() -> bool:
+        rows = cache_json(cache, "info", "--by-artifact")["artifacts"]
+        return bool(rows) and rows[0]["indexed_manifests"] == 1
+
+    eventually(indexed, timeout=30, what="the version's index built", interval=0.2)
 
     report = cache_json(cache, "info", "--by-artifact")
     ch = report["chunks"]
