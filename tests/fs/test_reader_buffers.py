@@ -16,7 +16,7 @@ from artfs.core.content import FileLayout
 from artfs.core.repo import Repo
 from artfs.fs.chunks import ChunkSource
 from artfs.fs.reader import MAX_WINDOW, PART, RANDOM_SEEKS, RELEASE_BEHIND, SEQUENTIAL_RUN, Reader
-from tests.support.repos import commit, fresh_repo
+from tests.support.repos import indexed_entry, reading_machine
 
 MiB = 1 << 20
 
@@ -33,19 +33,12 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def repo(source: Path, tmp_path: Path) -> Iterator[Repo]:
-    store = str(tmp_path / "store")
-    commit(store, source, "ds", tmp_path / "writer")
-    r = fresh_repo(store, tmp_path / "reader")
-    yield r
-    r.close()
+    with reading_machine(source, tmp_path) as r:
+        yield r
 
 
 def _file(repo: Repo, path: str):
-    rec = repo.resolve("ds")
-    header = repo.ensure_index(rec)
-    entry = repo.index.lookup(rec.manifest, path)
-    assert entry is not None
-    return rec, header, entry
+    return indexed_entry(repo, "ds", path)
 
 
 def test_a_sequential_read_releases_what_it_passed(repo, source):

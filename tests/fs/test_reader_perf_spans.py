@@ -15,7 +15,7 @@ from artfs.core.content import DENSE, ChunkReader, plan_spans
 from artfs.core.repo import Repo
 from artfs.fs.chunks import ChunkSource, keep_freed_memory
 from artfs.fs.reader import Reader
-from tests.support.repos import commit, fresh_repo
+from tests.support.repos import indexed_entry, reading_machine
 
 MiB = 1 << 20
 
@@ -33,18 +33,12 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def repo(source: Path, tmp_path: Path) -> Iterator[Repo]:
-    store = str(tmp_path / "store")
-    commit(store, source, "ds", tmp_path / "writer")
-    r = fresh_repo(store, tmp_path / "reader")
-    yield r
-    r.close()
+    with reading_machine(source, tmp_path) as r:
+        yield r
 
 
 def _layout(repo: Repo, path: str):
-    rec = repo.resolve("ds")
-    header = repo.ensure_index(rec)
-    entry = repo.index.lookup(rec.manifest, path)
-    assert entry is not None
+    rec, header, entry = indexed_entry(repo, "ds", path)
     return rec, header, entry, entry.refs(header.packs)
 
 

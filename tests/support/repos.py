@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from artfs.core.commit import commit_tree
+from artfs.core.manifest import Entry
 from artfs.core.places import Places
 from artfs.core.records import VersionRecord
 from artfs.core.repo import Repo
@@ -26,3 +30,24 @@ def commit(store_uri: str, src: str | os.PathLike, name: str, cache_dir: str | o
         repo.close()
     assert result.record is not None
     return result.record
+
+
+@contextlib.contextmanager
+def reading_machine(src: str | os.PathLike, work: str | os.PathLike, name: str = "ds") -> Iterator[Repo]:
+    """`src` committed as `name` into a store under `work` by one machine; a fresh one reading it (cold)."""
+    store = os.path.join(work, "store")
+    commit(store, src, name, os.path.join(work, "writer"))
+    repo = fresh_repo(store, os.path.join(work, "reader"))
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def indexed_entry(repo: Repo, ref: str, path: str) -> tuple[VersionRecord, Any, Entry]:
+    """A version's record, its manifest header (packs) and the entry at `path`, its index built."""
+    rec = repo.resolve(ref)
+    header = repo.ensure_index(rec)
+    entry = repo.index.lookup(rec.manifest, path)
+    assert entry is not None, path
+    return rec, header, entry
