@@ -59,7 +59,9 @@ class Artfs:
         self.help_text: dict[str, str] = {}
 
     def env_for(self, cache: str) -> dict[str, str]:
-        return {**self.env, "ARTFS_CACHE": cache}
+        """Each cache dir its own data dir too: staging areas left by an earlier run (same store URI on a
+        new server port) must not show up in this one's mount."""
+        return {**self.env, "ARTFS_CACHE": cache, "ARTFS_DATA": cache.rstrip("/") + "-data"}
 
     def cmd(self, args: list[str], cache: str, timeout: float = 3600) -> subprocess.CompletedProcess:
         return run_cmd([self.exe, *args], env=self.env_for(cache), timeout=timeout)
