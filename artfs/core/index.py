@@ -22,7 +22,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -269,25 +269,35 @@ class StoreIndex:
                 if limit is not None and len(out) >= limit:
                     break
             return out
+        skip = _CODE.size
+        for _, code, value in self._children(mid, path, after, limit):
+            out.append((code, _decode_entry(value[skip:])))
+        return out
+
+    def _children(self, mid: str, path: str, after: str | None,
+                  limit: int | None) -> Iterator[tuple[bytes, int, bytes | memoryview]]:
+        """(name, code, encoded entry) of the built index's entries directly inside `path`, by name, after
+        `after`: one cursor walk for both kinds of listing. The values are views into the transaction:
+        decode them before the next one."""
         prefix = bytes.fromhex(mid) + _parent_hash(path)
         start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
         n = len(prefix)
-        skip = _CODE.size
         unpack = _CODE.unpack_from
+        given = 0
         with self._shared.transaction(buffers=True) as (txn, db):
             cur = txn.cursor(db=db.tree)
             if not cur.set_range(start):
-                return out
+                return
             for key, value in cur:
                 if key[:n] != prefix:
                     break
                 if after is not None and key == start:
                     continue
                 block, pos = unpack(value)
-                out.append(((block << POS_BITS) | pos, _decode_entry(value[skip:])))
-                if limit is not None and len(out) >= limit:
+                yield bytes(key[n:]), (block << POS_BITS) | pos, value
+                given += 1
+                if limit is not None and given >= limit:
                     break
-        return out
 
     def listdir_rows(self, mid: str, path: str, after: str | None = None,
                      limit: int | None = None) -> list[Row]:
@@ -303,27 +313,12 @@ class StoreIndex:
                 if limit is not None and len(rows) >= limit:
                     break
             return rows
-        prefix = bytes.fromhex(mid) + _parent_hash(path)
-        start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
-        n = len(prefix)
         skip = _CODE.size
-        unpack = _CODE.unpack_from
         decode = _decode_stat
         out: list[Row] = []
-        with self._shared.transaction(buffers=True) as (txn, db):
-            cur = txn.cursor(db=db.tree)
-            if not cur.set_range(start):
-                return out
-            for key, value in cur:
-                if key[:n] != prefix:
-                    break
-                if after is not None and key == start:
-                    continue
-                block, pos = unpack(value)
-                s = decode(value[skip:])
-                out.append((bytes(key[n:]), (block << POS_BITS) | pos, s.kind, s.mode, s.size, s.mtime_ns))
-                if limit is not None and len(out) >= limit:
-                    break
+        for name, code, value in self._children(mid, path, after, limit):
+            s = decode(value[skip:])
+            out.append((name, code, s.kind, s.mode, s.size, s.mtime_ns))
         return out
 
     # --- chunks ----------------------------------------------------------------------------------
