@@ -186,6 +186,7 @@ class StoreIndex:
         last = ""
 
         def flush() -> None:
+            batch.sort()  # a run of keys inserted in order fills a page before it splits
             with self._shared.transaction(write=True) as (txn, db):
                 txn.cursor(db=db.tree).putmulti(batch, dupdata=False, overwrite=True)
             batch.clear()
@@ -193,8 +194,10 @@ class StoreIndex:
                 self._built_upto[mid] = path_key(last)
 
         try:
-            # While lookups wait on it (`opened`), commit often: listings below `_built_upto` use the index.
-            size = _BATCH // 8 if opened is not None else _BATCH
+            # While lookups wait on it (`opened`), commit more often: listings below `_built_upto` use the
+            # index. Not much more: a batch is put in key order, and smaller batches fill LMDB's pages less
+            # (200k files: 210 / 217 / 246 bytes an entry at 20,000 / 10,000 / 2,500; 270 unsorted).
+            size = _BATCH // 2 if opened is not None else _BATCH
             for c, e, raw in mf.coded_frames():
                 batch.append((_tree_key(key_mid, e.path), code(c >> POS_BITS, c & _CODE_MASK) + raw))
                 if len(batch) >= size:
