@@ -3,7 +3,10 @@
 Chunking and hashing run on the calling thread (≈3 GB/s); finished packs upload on a small thread
 pool, at most UPLOADS_IN_FLIGHT at once (backpressure bounds memory at a few packs). A chunk counts as
 known — and is not uploaded — only once the pack holding it is confirmed in the store, so a failed
-commit never leaves the index pointing at data that is not there.
+commit never leaves the index pointing at data that is not there. Until then it is in the committer's
+`_pending` (so that the same content twice in one commit is packed once); once its pack is stored and in
+the index, the index answers for it and `_pending` lets it go: memory stays at a few packs' worth of
+chunks, not one entry per new chunk of the whole commit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from artfs.core.packs import ChunkRef, PackBuilder
 from artfs.core.rebase import publish_onto_latest
 from artfs.core.records import VersionRecord
 from artfs.core.references import Source, read_source_chunks, source_refs
-from artfs.core.repo import Repo
+from artfs.core.repo import ArtifactView, Repo
 from artfs.core.store_keys import pack_key
 from artfs.errors import ArtfsError, InvalidName, StoreUnavailable
 
@@ -67,6 +70,10 @@ class Committer:
 
     Entries can come from a directory walk (`commit_tree`) or from a staging tree, which passes
     unchanged files as existing entries so their chunks are reused without being read again.
+
+    The artifact's records are listed once per commit (`view`): the type check, the dedup source and
+    the claim all use that one listing (Repo.publish says why a stale one is safe to claim with), so a
+    commit does not cost a LIST of every version per question it asks.
     """
 
     def __init__(self, repo: Repo, name: str, progress: Progress | None = None) -> None:
@@ -76,17 +83,29 @@ class Committer:
         self._progress = progress
         self._pack: PackBuilder | None = None
         self._pending: dict[bytes, ChunkRef] = {}  # chunks in packs not yet confirmed uploaded
+        self._pack_refs: list[ChunkRef] = []  # the new chunks of the pack being built
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="artfs-upload")
         self._slots = threading.Semaphore(UPLOADS_IN_FLIGHT + 1)
         self._futures: list[Future] = []
         self._lock = threading.Lock()
         self._parent_known = False
+        self._view: ArtifactView | None = None
         self._bad: set[tuple[bytes, str]] = set()  # quarantined locations: content to upload afresh
         self._packs_seen: dict[str, bool] = {}  # pack → still in the store (asked once per commit)
         self.repaired = False  # content was uploaded again because the copies to reuse were bad or gone
         self.uploaded_bytes = 0
         self.new_chunks = 0
         self.reused_chunks = 0
+
+    def view(self) -> ArtifactView:
+        """The artifact as listed when this commit first asked (one LIST per commit)."""
+        if self._view is None:
+            self._view = self.repo.view(self.name)
+        return self._view
+
+    def check_type(self, type_: str | None) -> str:
+        """The type the new version gets (Repo.check_type, on this commit's one listing)."""
+        return self.repo.check_type(self.name, type_, self.view())
 
     # --- entries ---------------------------------------------------------------------------------
 
@@ -142,7 +161,7 @@ class Committer:
         self._parent_known = True
         self._bad = self.repo.damage.locations()
         self.repo.guard.prepare()  # the gc listing this commit's uploads are checked against (gc_guard.py)
-        latest = self.repo.heads(self.name)[0]  # the newest live version (deleted ones may be collected)
+        latest = self.view().latest  # the newest live version (deleted ones may be collected)
         if latest is not None:
             try:
                 self.repo.ensure_chunks(self.repo.version(self.name, latest))
@@ -179,6 +198,7 @@ class Committer:
             self._pack = PackBuilder()
         ref = self._pack.add(d, data)
         self._pending[d] = ref
+        self._pack_refs.append(ref)
         self.new_chunks += 1
         if self._pack.full:
             self._flush_pack()
@@ -193,7 +213,7 @@ class Committer:
         self._raise_failed()
         self._slots.acquire()
         parts = pack.finish()
-        refs = [r for r in self._pending.values() if r.pack == pack.pack_id]
+        refs, self._pack_refs = self._pack_refs, []
 
         def upload() -> None:
             try:
@@ -205,12 +225,25 @@ class Committer:
                     self.repo.index.add_chunks(refs)
                 except ArtfsError as e:  # the index only speeds up later dedup: the pack is stored
                     log.warning("%s", e)
+                else:
+                    self._uploaded(pack.pack_id, refs)
                 with self._lock:
                     self.uploaded_bytes += len(data)
             finally:
                 self._slots.release()
 
         self._futures.append(self._pool.submit(upload))
+
+    def _uploaded(self, pack_id: str, refs: list[ChunkRef]) -> None:
+        """The pack is stored and its chunks are in the index: from now on the index answers for them
+        (`_chunk` asks `_pending` first, then the index; they were added to the index before they leave
+        `_pending`, so a lookup in between finds them in one or the other). The pack is known present,
+        so reusing them costs no HEAD."""
+        with self._lock:
+            self._packs_seen[pack_id] = True
+            for r in refs:
+                if self._pending.get(r.digest) is r:
+                    del self._pending[r.digest]
 
     def _raise_failed(self) -> None:
         for f in [f for f in self._futures if f.done()]:
@@ -244,12 +277,12 @@ class Committer:
         that version plus changes, merged onto latest (core/rebase.py; `force` keeps this side). `ttl`:
         seconds after which the new version is soft-deleted (core/lifecycle.py)."""
         try:
-            type_ = self.repo.check_type(self.name, type_)
+            type_ = self.check_type(type_)
             manifest_path, header = self.build()
             try:
                 if base is None:
                     record = self.repo.publish(self.name, type_, manifest_path, header, message, metadata, aliases,
-                                               parent, repaired=self.repaired, run=run, ttl=ttl)
+                                               parent, repaired=self.repaired, run=run, ttl=ttl, view=self._view)
                 else:
                     record, header = publish_onto_latest(self.repo, self.name, base, manifest_path, header, type_,
                                                          message, metadata, aliases, force, side="DIR's",
@@ -307,9 +340,9 @@ def commit_tree(
     check_message(message, metadata)
     if not os.path.isdir(src):
         raise ArtfsError(f"{src} is not a directory")
-    repo.check_type(name, type_)
     committer = Committer(repo, name, progress)
     try:
+        committer.check_type(type_)  # before reading anything: a wrong type fails at once
         for path, st in walk_tree(src):
             try:
                 check_path(path)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import xxhash
 
@@ -85,9 +86,12 @@ class ArtifactView:
     alias_events: list[AliasEvent]
     all_aliases: dict[str, int]
     now: float
+    alias_seqs: tuple[int, ...] = ()  # the sequence numbers of the alias and lifecycle records listed
+    deleted_seqs: tuple[int, ...] = ()  # (Repo.refresh probes the next ones instead of listing again)
 
-    @property
+    @cached_property
     def live(self) -> list[int]:
+        """Computed once per view: a commit asks for `latest` several times."""
         return live_numbers(self.states)
 
     @property
@@ -248,7 +252,26 @@ class Repo:
         events = self.lifecycle_log(name, deleted_seqs) if deleted_seqs else []
         window = self.retention_window() if events else store_format.DEFAULT_RETENTION
         states = replay(numbers, events, alias_events, window, now)
-        return ArtifactView(name, numbers, states, alias_events, self.replay_aliases(alias_events), now)
+        return ArtifactView(name, numbers, states, alias_events, self.replay_aliases(alias_events), now,
+                            tuple(alias_seqs), tuple(deleted_seqs))
+
+    def refresh(self, view: ArtifactView, now: float | None = None) -> ArtifactView:
+        """`view`, as it is now, without listing the artifact again when nothing was added to it since.
+
+        Every record sequence of an artifact (versions, alias moves, lifecycle events) only grows, and each
+        writer claims the highest number it listed + 1 with create-if-absent, so the first record anyone
+        adds after `view` was listed takes the number right after the last one `view` saw. If none of those
+        three keys exists, `view`'s records are still all there is (only the clock moved: the states are
+        replayed again at `now`, a TTL may have run out); otherwise one new LIST. At most three small reads
+        instead of a LIST of every version."""
+        now = time.time() if now is None else now
+        name = view.name
+        probes = (version_key(name, view.next_number),
+                  alias_key(name, view.alias_seqs[-1] + 1 if view.alias_seqs else 0),
+                  deleted_key(name, view.deleted_seqs[-1] + 1 if view.deleted_seqs else 0))
+        if any(self.store.exists(key) for key in probes):
+            return self.view(name, now)
+        return self._view(name, view.numbers, list(view.alias_seqs), list(view.deleted_seqs), now)
 
     def views(self, now: float | None = None) -> dict[str, ArtifactView]:
         """Every artifact (deleted ones too) from one LIST of `artifacts/` (garbage collection, `ls`)."""
@@ -442,11 +465,12 @@ class Repo:
         numbers = self.view(name).live if numbers is None else numbers
         return self.version(name, numbers[-1]).type if numbers else None
 
-    def check_type(self, name: str, type_: str | None) -> str:
-        """The type a new version of `name` gets; an explicit type must match the artifact's."""
+    def check_type(self, name: str, type_: str | None, view: ArtifactView | None = None) -> str:
+        """The type a new version of `name` gets; an explicit type must match the artifact's (as `view`, if
+        given, saw it: a commit lists its artifact once and passes that view around)."""
         if type_ is not None:
             check_name(type_, "type")
-        existing = self.artifact_type(name)
+        existing = self.artifact_type(name, view.live if view is not None else None)
         if existing is not None and type_ is not None and type_ != existing:
             raise ArtfsError(f"artifact {name!r} is a {existing}, not a {type_}")
         return existing or type_ or "dataset"
@@ -465,6 +489,7 @@ class Repo:
         repaired: bool = False,
         run: str | None = None,
         ttl: float | None = None,
+        view: ArtifactView | None = None,
     ) -> VersionRecord | None:
         """Claim the next version for an uploaded tree. None when the tree equals `latest`'s — unless it
         is `repaired`: the same content, uploaded afresh because copies it would have reused are bad.
@@ -475,6 +500,14 @@ class Repo:
         highest ever claimed + 1, deleted or not; "equals latest" compares with the newest live version.
         With `ttl` (seconds), the new version is soft-deleted that long after its creation (a lifecycle
         record written right after the claim).
+
+        `view`: the artifact as the caller listed it earlier (Committer: once, when the commit started), so
+        that a commit lists its artifact's records once, not once per question. It may be stale, and is safe:
+        a claim of its next number succeeds only if nobody claimed that number since — and then nobody
+        published at all since, as numbers are claimed in order — else the claim fails, and the artifact
+        is listed afresh. Before answering "equals latest" (which publishes nothing) it is `refresh`ed,
+        so that a newer latest someone published, or a delete, is not missed. After a lost claim the type
+        is checked again: the winner may have been the artifact's first version, of another type.
         """
         check_name(name)
         for a in aliases:
@@ -483,12 +516,21 @@ class Repo:
         mid = self.upload_manifest(manifest_path)
         who = creator()
         number_fixed = number is not None
+        fresh = view is None  # listed just now (not handed in by the caller)
+        lost = False  # a claim was lost: someone else published meanwhile
         while True:
-            view = self.view(name)
+            if view is None:
+                view, fresh = self.view(name), True
             latest = view.latest
+            if lost and latest is not None and (winner := self.version(name, latest)).type != type_:
+                raise ArtfsError(f"artifact {name!r} is a {winner.type}, not a {type_} ({winner.ref} was "
+                                 f"published meanwhile by {winner.creator})")
             if latest is not None and not repaired and self.version(name, latest).digest == header.digest:
+                if not fresh:
+                    view, fresh = self.refresh(view), True
+                    continue
                 for alias in aliases:  # as W&B does: the aliases apply to the identical latest
-                    self.set_alias(name, alias, latest)
+                    self.set_alias(name, alias, latest, view)
                 return None
             next_number = view.next_number
             if number_fixed and number != next_number:
@@ -509,6 +551,7 @@ class Repo:
                 break
             if number_fixed:
                 raise VersionTaken(f"{name}:v{number} was published by someone else meanwhile")
+            view, lost = None, True
         if ttl is not None:
             self.append_lifecycle_event(name, TTL, [number], ttl=ttl, expires=rec.created + ttl)
         try:
@@ -522,7 +565,10 @@ class Repo:
                 log.warning("version %s is published, but recording it as an output of run %s failed: %s",
                             rec.ref, run, e)
         for alias in aliases:
-            self.set_alias(name, alias, number)
+            if ttl is None:  # just claimed, so it exists and is live: no need to list the artifact again
+                self._append_alias_event(name, alias, number)
+            else:  # a TTL that short may have run out already: set_alias says so
+                self.set_alias(name, alias, number)
         return rec
 
     def _guard_packs(self, mid: str, header: Header) -> tuple[str, Header]:
@@ -551,10 +597,11 @@ class Repo:
             if self.store.create_if_absent(alias_key(name, seq), encode(ev)):
                 return ev
 
-    def set_alias(self, name: str, alias: str, version: int) -> AliasEvent:
+    def set_alias(self, name: str, alias: str, version: int, view: ArtifactView | None = None) -> AliasEvent:
+        """Point `alias` at `version`, which must exist and be live (in `view`, if given: one listed just now)."""
         check_alias(alias)
         check_name(name)
-        view = self.view(name)
+        view = self.view(name) if view is None else view
         if version not in view.states:
             raise NotFound(f"{name}:v{version} does not exist")
         if not is_live(view.states[version]):  # aliases never point at deleted versions
