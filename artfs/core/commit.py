@@ -286,7 +286,7 @@ class Committer:
                 else:
                     record, header = publish_onto_latest(self.repo, self.name, base, manifest_path, header, type_,
                                                          message, metadata, aliases, force, side="DIR's",
-                                                         repaired=self.repaired, run=run, ttl=ttl)
+                                                         repaired=self.repaired, run=run, ttl=ttl, view=self._view)
             finally:
                 if os.path.exists(manifest_path):
                     os.unlink(manifest_path)

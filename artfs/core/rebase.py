@@ -17,14 +17,14 @@ from artfs.core.manifest import Header, ManifestWriter
 from artfs.core.manifest_file import read_manifest
 from artfs.core.merge import MergeConflict, Stream, merge_trees
 from artfs.core.records import VersionRecord
-from artfs.core.repo import Repo, VersionTaken
+from artfs.core.repo import ArtifactView, Repo, VersionTaken
 from artfs.errors import NotFound
 
 
 def publish_onto_latest(
     repo: Repo, name: str, base: int | None, cand_path: str, cand_header: Header, type_: str, message: str,
     metadata: dict[str, str] | None, aliases: list[str] | tuple[str, ...], force: bool, side: str = "staged",
-    repaired: bool = False, run: str | None = None, ttl: float | None = None,
+    repaired: bool = False, run: str | None = None, ttl: float | None = None, view: ArtifactView | None = None,
 ) -> tuple[VersionRecord | None, Header]:
     """Claim base+1 for the candidate, or latest+1 for its merge onto latest; re-merge if beaten to it.
     `side` names the candidate in a conflict message ("staged", "DIR's").
@@ -34,9 +34,15 @@ def publish_onto_latest(
 
     Latest is the newest live version and the number is the highest ever claimed + 1 (deleted versions
     keep theirs, core/lifecycle.py); if every version was deleted meanwhile, the candidate is published
-    as it is (there is nothing to merge onto)."""
+    as it is (there is nothing to merge onto).
+
+    `view`: the artifact as the caller listed it (a commit lists it once), for the first attempt; safe when
+    stale, as Repo.publish says: a number someone claimed since fails the claim, and the next attempt lists
+    afresh (once: its view answers both the heads and the claim)."""
     while True:
-        latest, number = repo.heads(name)
+        if view is None:
+            view = repo.view(name)
+        latest, number = view.latest, view.next_number
         if base is not None and number == 0:  # no version record at all: the base is not this store's
             raise NotFound(f"{name}:v{base} does not exist")
         if latest == base or latest is None:
@@ -49,8 +55,9 @@ def publish_onto_latest(
             path, header = _merge(repo, name, base, cand_path, cand_header, latest, force, side)
         try:
             record = repo.publish(name, type_, path, header, message, metadata, aliases, parent=base,
-                                  number=number, repaired=repaired, run=run, ttl=ttl)
+                                  number=number, repaired=repaired, run=run, ttl=ttl, view=view)
         except VersionTaken:
+            view = None
             continue
         finally:
             with contextlib.suppress(FileNotFoundError):

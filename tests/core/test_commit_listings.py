@@ -218,3 +218,48 @@ def test_two_machines_putting_at_once_get_distinct_versions(local_store_uri, tmp
         assert reader.version_numbers("shared") == list(range(80))
     finally:
         reader.close()
+
+
+def test_a_seal_lists_the_artifact_once_and_still_merges(local_store_uri, tmp_path):
+    """A seal asks the same questions as a put (type, latest, the next number): one listing. When someone
+    published after that listing, the claim is lost and the seal merges onto the new latest (listing again)."""
+    from artfs.core.staging import StagingArea
+    from artfs.core.staging.layout import ROOT_ID
+
+    setup = fresh_repo(local_store_uri, tmp_path / "setup")
+    _versions(setup, tmp_path, "many", 30)
+    repo = _repo(local_store_uri, tmp_path / "sealer", counting=True)
+    try:
+        store = repo.store
+        assert isinstance(store, CountingStore)
+        area = StagingArea.open(repo, "many")
+        try:
+            area.write(area.create(ROOT_ID, "a.txt").id, 0, b"staged a")
+            store.lists.clear()
+            assert area.seal("one").record.version == 30
+            assert store.version_lists("many") == 1, store.lists
+
+            area.write(area.create(ROOT_ID, "b.txt").id, 0, b"staged b")
+            # another machine publishes between this seal's listing and its claim
+            real_view = repo.view
+            beaten = []
+
+            def view_then_publish(name, now=None):  # noqa: ANN001, ANN202
+                view = real_view(name, now)
+                if not beaten:
+                    theirs = {"f": b"first", "a.txt": b"staged a", "c.txt": b"theirs"}
+                    beaten.append(commit_tree(setup, _src(tmp_path, theirs), "many"))
+                return view
+
+            repo.view = view_then_publish  # type: ignore[method-assign]
+            store.lists.clear()
+            res = area.seal("two")
+            assert beaten[0].record.version == 31 and res.record.version == 32
+            assert store.version_lists("many") == 2, store.lists  # the first listing, and one after the lost claim
+            names = {e.path for e in repo.entries(repo.version("many", 32))[1]}
+            assert {"a.txt", "b.txt", "c.txt", "f"} <= names  # merged onto theirs: nothing dropped
+        finally:
+            area.close()
+    finally:
+        repo.close()
+        setup.close()

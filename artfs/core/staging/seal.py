@@ -86,22 +86,23 @@ def seal_area(
     check_message(message, metadata)
     area.freeze()
     try:
-        type_ = repo.check_type(name, type_)
-        latest = area.latest()
-        if latest is not None:  # know latest's chunks too, so content already uploaded by others is reused
-            latest_rec = repo.version(name, latest)
-            repo.ensure_index(latest_rec)
-            if latest == area.base and not area.dirty:  # nothing to publish; aliases apply to latest, as in put
-                for alias in aliases:
-                    repo.set_alias(name, alias, latest)
-                return CommitResult(None, name, latest_rec.digest, latest_rec.files, latest_rec.bytes, 0, 0, 0)
-        committer = Committer(repo, name, progress)
+        committer = Committer(repo, name, progress)  # lists the artifact once, for every question below
         try:
+            type_ = committer.check_type(type_)
+            latest = committer.view().latest
+            if latest is not None:  # know latest's chunks too, so content already uploaded by others is reused
+                latest_rec = repo.version(name, latest)
+                repo.ensure_index(latest_rec)
+                if latest == area.base and not area.dirty:  # nothing to publish; aliases apply to latest, as in put
+                    for alias in aliases:
+                        repo.set_alias(name, alias, latest, committer.view())
+                    return CommitResult(None, name, latest_rec.digest, latest_rec.files, latest_rec.bytes, 0, 0, 0)
             _feed(area, committer)
             cand_path, cand_header = committer.build()
             try:
                 record, header = publish_onto_latest(repo, name, area.base, cand_path, cand_header, type_, message,
-                                                     metadata, aliases, force, run=run, ttl=ttl)
+                                                     metadata, aliases, force, run=run, ttl=ttl,
+                                                     view=committer.view())
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(cand_path)
