@@ -4,7 +4,8 @@ process blocked in a FUSE request) without taking the benchmark down. Prints one
     python -m bench.probe seq FILE               {"seconds", "bytes"}   1 MiB reads, start to end
     python -m bench.probe small DIR              {"seconds", "files", "bytes"}  directory order
     python -m bench.probe find DIR               {"seconds", "files"}   `find DIR -type f`
-    python -m bench.probe preads FILE N SEED     {"seconds", "ops"}     N random 4 KiB-aligned preads
+    python -m bench.probe preads FILE N SEED     {"seconds", "ops", "first_ms", "p50_ms", "p99_ms"}  N random
+                                                 4 KiB-aligned preads (latencies: the first one, median, p99)
     python -m bench.probe ttfb FILE              {"seconds"}            open + first byte
     python -m bench.probe write SRC DST          {"seconds", "bytes"}   1 MiB writes + close, no fsync
     python -m bench.probe cp SRCDIR DSTDIR       {"seconds"}            `cp -r`
@@ -62,15 +63,22 @@ def pread_offsets(size: int, count: int, seed: int) -> list[int]:
 def preads(path: str, count: str, seed: str) -> dict:
     offsets = pread_offsets(os.path.getsize(path), int(count), int(seed))
     fd = os.open(path, os.O_RDONLY)
+    lat = []
+    clock = time.perf_counter
     try:
-        t0 = time.perf_counter()
+        t0 = clock()
         for off in offsets:
+            a = clock()
             if len(os.pread(fd, PAGE, off)) != PAGE:
                 raise SystemExit(f"short pread at {off}")
-        seconds = time.perf_counter() - t0
+            lat.append(clock() - a)
+        seconds = clock() - t0
     finally:
         os.close(fd)
-    return {"seconds": seconds, "ops": len(offsets)}
+    first = lat[0] if lat else 0.0
+    lat = sorted(lat) or [0.0]
+    return {"seconds": seconds, "ops": len(offsets), "first_ms": first * 1000, "p50_ms": lat[len(lat) // 2] * 1000,
+            "p99_ms": lat[min(len(lat) - 1, len(lat) * 99 // 100)] * 1000}
 
 
 def ttfb(path: str) -> dict:

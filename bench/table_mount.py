@@ -203,7 +203,8 @@ class MountBench:
             r = probe("preads", os.path.join(base(root), big_rel), self.scale.preads, SEED + rep,
                       timeout=TIMEOUT["preads"])
             self.add(system, "preads", r["ops"] / r["seconds"])
-            log(f"  r{rep} {system}: preads {fmt_num(r['ops'] / r['seconds'])} ops/s")
+            log(f"  r{rep} {system}: preads {fmt_num(r['ops'] / r['seconds'])} ops/s, first "
+                f"{r.get('first_ms', 0):.1f} ms, p50 {r.get('p50_ms', 0):.2f} ms, p99 {r.get('p99_ms', 0):.1f} ms")
 
         def ttfb(root: str) -> None:
             drop_caches()

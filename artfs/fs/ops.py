@@ -249,7 +249,7 @@ class Ops(pyfuse3.Operations):
         entry = self.tree.entry_of(node)
         version = node.version
         assert version.header is not None and version.record is not None
-        f = self.reader.open(node.label, version.mid, version.header.packs, entry)
+        f = self.reader.open(node.label, version.mid, version.header.packs, entry, inode)
         if self.capture is not None:  # attributed at open: the page cache hides re-reads
             self.capture.opened(ctx.pid, version.artifact, version.number, entry.path, entry.size, version.record)
         fh = self._fh()

@@ -13,7 +13,13 @@
 - **Random access.** A file read at scattered offsets (`RANDOM_SEEKS` far seeks) that fits a quarter of the
   cache is fetched whole in the background, in parallel `WHOLE_PART` GETs, so that later reads are cache
   hits (what makes s3fs and rclone fast here): one request per chunk is what random reads cost otherwise.
-  The first reads are served as before, and a read never waits behind that background GET (chunks.py).
+  The first reads are served as before; later ones wait for the part that holds their chunk, started at
+  once if it was still queued (chunks.py). Each part, as it lands, is also pushed into the kernel's page
+  cache (`notify_store`; a version's bytes never change), for files up to `push_limit`: a read of it then
+  never reaches the daemon. Measured on 2,000 random 4 KiB preads of a 512 MiB file (moto, loaded
+  2-core machine), a read answered by the daemon from the cache took 0.15-0.4 ms, one from the page cache a
+  few µs (s3fs, in C, answers in ~0.03 ms). Only whole pages are pushed; a page across two chunks is
+  assembled (a few KiB copied per chunk), one across two parts is left to a read.
 - **Directory order.** Small files opened in name order in one directory (a dataset loader) prefetch the
   next files' chunks, whole spans of the packs that hold them: commits pack files in path order, so
   thousands of small files cost a handful of ranged GETs.
@@ -23,12 +29,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
 
 import trio
 
-from artfs.core.content import FileLayout
+from artfs.core.content import Chunk, FileLayout
 from artfs.core.index import StoreIndex
 from artfs.core.manifest import FILE, Entry
 from artfs.core.packs import ChunkRef
@@ -42,10 +51,13 @@ SEQ_FORWARD = 2 * MiB  # beyond the end of the last read, or anywhere already be
 RELEASE_BEHIND = 4 * MiB  # chunks ending this far before a sequential read leave memory (kernel readahead
 # arrives a little out of order, so not right behind the reader)
 SLICE_MAX = 128 * 1024  # a read this small of a cached chunk not in memory copies only its bytes (chunks.py)
-RANDOM_SEEKS = 3  # far seeks before a file counts as randomly read ...
+RANDOM_SEEKS = 3  # far seeks before a file counts as randomly read (a stray read ahead and back is two) ...
 SEQUENTIAL_RUN = 8  # ... with fewer than this many sequential reads between them: concurrent readers' kernel
 # readahead arrives out of order, and a stream must not count as random for a few stray reads
-WHOLE_PART = 8 * MiB  # the background fetch of a randomly read file: smaller GETs, more of them in flight
+WHOLE_PART = 16 * MiB  # the background fetch of a randomly read file, in parts of this (fewer requests:
+# moto's CPU per request, and ours, paced it; see chunks.WHOLE_SLOTS)
+PAGE = 4096
+PUSH_RAM_SHARE = 8  # files fetched whole are pushed into the page cache up to 1/8 of the RAM in size
 DIR_FIRST = 2 * MiB  # lookahead of the first cold open in a directory; doubles while opens go in name order
 DIR_RANDOM = 1 * MiB  # an open out of name order still takes its neighbours from the same GET
 DIR_MAX = 32 * MiB
@@ -54,15 +66,21 @@ DIR_PAGE = 256
 DIR_SCANS = 256
 
 
+log = logging.getLogger(__name__)
+
+Store = Callable[[int, int, Chunk], None]  # (inode, offset, bytes): pyfuse3.notify_store
+
+
 class OpenFile:
     """One open file: its layout (bisected on read) and its readahead state."""
 
-    __slots__ = ("label", "layout", "last_end", "window", "scheduled", "seeks", "run", "whole", "released",
-                 "repeats")
+    __slots__ = ("label", "layout", "inode", "last_end", "window", "scheduled", "seeks", "run", "whole",
+                 "released", "repeats")
 
-    def __init__(self, label: str, layout: FileLayout) -> None:
+    def __init__(self, label: str, layout: FileLayout, inode: int = 0) -> None:
         self.label = label
         self.layout = layout
+        self.inode = inode  # the kernel's inode (0: unknown, nothing is pushed into its page cache)
         self.last_end = 0
         self.window = 0
         self.scheduled = 0
@@ -94,21 +112,28 @@ class _DirScan:
 class Reader:
     """Serves `read` for open files of versions, over a ChunkSource and the manifest index."""
 
-    def __init__(self, chunks: ChunkSource, index: StoreIndex, deadline: float, whole_limit: int = 0) -> None:
-        """`whole_limit`: the largest file fetched whole when read at random (0: never; see the docstring)."""
+    def __init__(self, chunks: ChunkSource, index: StoreIndex, deadline: float, whole_limit: int = 0,
+                 push_limit: int | None = None, store_pages: Store | None = None) -> None:
+        """`whole_limit`: the largest file fetched whole when read at random (0: never; see the docstring);
+        `push_limit`: the largest such file also pushed into the page cache (default: the smaller of
+        `whole_limit` and an eighth of the RAM), by `store_pages` (default: pyfuse3.notify_store)."""
         self.chunks = chunks
         self.whole_limit = whole_limit
+        self.push_limit = min(whole_limit, _ram() // PUSH_RAM_SHARE) if push_limit is None else push_limit
+        self._store_pages = store_pages
+        self._pushing = trio.Lock()  # one push at a time: each is a burst of kernel copies
         self.index = index
         self.deadline = deadline
         self._scans: OrderedDict[tuple[str, str], _DirScan] = OrderedDict()
         self._scratch = bytearray(MiB)
 
-    def open(self, label: str, mid: str, packs: list[str], entry: Entry) -> OpenFile:
-        """Prepare a file for reading; a cold small file starts fetching now, with its next neighbours."""
+    def open(self, label: str, mid: str, packs: list[str], entry: Entry, inode: int = 0) -> OpenFile:
+        """Prepare a file for reading; a cold small file starts fetching now, with its next neighbours.
+        `inode`: the kernel's, for pushing a randomly read file into its page cache (0: never)."""
         layout = FileLayout.of_entry(entry, packs)
         if layout.refs and entry.size <= DIR_SMALL:
             self._directory_order(mid, packs, entry, layout.refs)
-        return OpenFile(label, layout)
+        return OpenFile(label, layout, inode)
 
     async def read(self, f: OpenFile, off: int, size: int) -> bytes | memoryview:
         """Bytes [off, off+size) of the file (short at the end). Raises trio.TooSlowError at the deadline.
@@ -166,7 +191,9 @@ class Reader:
             if f.seeks >= RANDOM_SEEKS and not f.whole and f.size <= self.whole_limit:
                 f.whole = True
                 self.chunks.stats["whole_files"] += 1
-                self.chunks.prefetch(f.layout.refs, max_span=WHOLE_PART, yield_to_reads=True)
+                push = f.inode and f.size <= self.push_limit
+                self.chunks.fetch_whole(f.layout.refs, WHOLE_PART, (lambda data: self._landed(f, data)) if push
+                                        else None)
             return
         refs, starts = f.layout.refs, f.layout.starts
         target = min(f.size, f.last_end + f.window)
@@ -178,6 +205,24 @@ class Reader:
                 hi += 1
             self.chunks.prefetch(refs[lo:hi], load_cached=True, cache=f.size <= self.chunks.cache.capacity())
             f.scheduled = starts[hi]
+
+    def _landed(self, f: OpenFile, data: dict[bytes, Chunk]) -> None:
+        """Chunks of a file fetched whole have landed: push them into the page cache (see the docstring)."""
+        starts = f.layout.starts
+        pieces = [(starts[k], data[r.digest]) for k, r in enumerate(f.layout.refs) if r.digest in data]
+        if pieces:
+            self.chunks.background(self._push, f.inode, f.size, pieces)
+
+    async def _push(self, inode: int, size: int, pieces: list[tuple[int, Chunk]]) -> None:
+        async with self._pushing:
+            try:
+                pushed = await trio.to_thread.run_sync(push_pages, self._store_pages or _notify_store, inode, size,
+                                                       pieces, abandon_on_cancel=True)
+            except OSError as e:  # the kernel forgot the inode (closed and evicted), or refuses: reads still work
+                log.debug("cannot push %d chunks of inode %d into the page cache: %s", len(pieces), inode, e)
+                self.chunks.stats["push_failed"] += 1
+            else:
+                self.chunks.stats["pushed_bytes"] += pushed
 
     def _release_behind(self, f: OpenFile, off: int) -> None:
         """Release the chunks that end RELEASE_BEHIND or more before `off` (see the module docstring),
@@ -239,3 +284,53 @@ class Reader:
                     scan.horizon = after  # the directory's end: nothing further to fetch
                 break
         self.chunks.start(refs if cold else (), extra)
+
+
+def push_pages(store: Store, inode: int, size: int, pieces: Sequence[tuple[int, Chunk]]) -> int:
+    """Push the whole pages of `pieces` ((file offset, bytes), by offset, not overlapping) into `inode`'s page
+    cache; a page across two adjacent pieces is assembled from both. Returns the bytes pushed. Blocking: the
+    kernel may wait for a read in progress on the same page, which only the trio loop answers."""
+    runs: list[list[tuple[int, Chunk]]] = []
+    for off, data in pieces:
+        if runs and runs[-1][-1][0] + len(runs[-1][-1][1]) == off:
+            runs[-1].append((off, data))
+        else:
+            runs.append([(off, data)])
+    pushed = 0
+    for run in runs:
+        start, end = run[0][0], run[-1][0] + len(run[-1][1])
+        for off, data in run:
+            stop = off + len(data)
+            lo = -(-off // PAGE) * PAGE
+            hi = stop if stop == size else stop // PAGE * PAGE
+            if hi > lo:
+                store(inode, lo, memoryview(data)[lo - off : hi - off])
+                pushed += hi - lo
+            page = stop // PAGE * PAGE  # the page across this piece's end, if it starts in this piece
+            page_end = min(page + PAGE, size)
+            if stop % PAGE and stop != size and page >= max(off, start) and page_end <= end:
+                store(inode, page, _gather(run, page, page_end))
+                pushed += page_end - page
+    return pushed
+
+
+def _gather(run: list[tuple[int, Chunk]], lo: int, hi: int) -> bytes:
+    """Bytes [lo, hi) of a run of adjacent pieces."""
+    out = bytearray()
+    for off, data in run:
+        if off < hi and off + len(data) > lo:
+            out += memoryview(data)[max(lo, off) - off : min(hi, off + len(data)) - off]
+    return bytes(out)
+
+
+def _notify_store(inode: int, offset: int, data: Chunk) -> None:
+    import pyfuse3  # only a mount pushes; tests of the reader pass their own `store_pages`
+
+    pyfuse3.notify_store(inode, offset, data)  # type: ignore[arg-type]  # any buffer (PyObject_GetBuffer)
+
+
+def _ram() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
