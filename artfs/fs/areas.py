@@ -10,10 +10,11 @@ are gone (ENOENT), and `_replaced` makes the kernel drop every name it was told 
 staging root, and the root's attributes. Only names directly under the root need dropping: the kernel
 prunes what hangs below them.
 
-Calls into a StagingArea may block (SQLite commits, the local disk, chunk fetches of a copy-up), so they
-run in worker threads (`run`, through handoff.py: cheaper than trio.to_thread). Even so a hop costs 5-10x
-a point read of the area's database, so cheap reads that find the area's lock free run on the loop
-(`peek`); the loop never waits on that lock.
+Calls into a StagingArea may block (the local disk, chunk fetches of a copy-up, a lock held by another
+call), so they run in worker threads (`run`, through handoff.py: cheaper than trio.to_thread). Even so a
+hop costs 5-10x a point read of the area's database, and more than a small change (one SQLite commit into
+the WAL, a small pwrite), so cheap calls that find the area's lock free run on the loop (`peek`, see
+StagingArea.quick); the loop never waits on that lock.
 """
 
 from __future__ import annotations
@@ -170,13 +171,18 @@ class Areas:
             return await self._handoff.run(fn, *args)
 
     async def peek(self, area: StagingArea, fn: Callable[..., T], *args: Any) -> T:
-        """A cheap read (getattr, lookup, readlink, open): on the loop when the area lets it — its lock is
-        free and nothing needs materializing (StagingArea.quick: ~20 µs, measured) — else in a thread."""
-        with core_errors():
-            try:
-                return area.quick(fn, *args)
-            except WouldBlock:
-                return await self._handoff.run(fn, *args)
+        """A cheap call (getattr, lookup, readlink, open; create, mkdir, a small write, chmod...): on the
+        loop when the area lets it — its lock is free, nothing needs materializing, copying up or deleting,
+        and no recent quick call was slow (StagingArea.quick: tens of µs, measured) — else in a thread."""
+        try:
+            return area.quick(fn, *args)
+        except WouldBlock:
+            pass
+        except OSError as e:  # what core_errors does, without a context manager on the hottest path
+            if e.errno is None:
+                raise
+            raise FUSEError(e.errno) from None
+        return await self.run(fn, *args)
 
     def close(self) -> None:
         """At unmount: release every area (its lock, its database), then the claim on them all."""

@@ -1,10 +1,11 @@
 """Blocking calls of FUSE handlers run in worker threads, handed over with as little work as possible.
 
-Every change in a staging directory blocks somewhere (an SQLite commit, a pwrite, a copy-up fetching
-chunks), so each is a round trip loop → thread → loop. `trio.to_thread.run_sync` does that with a
+A change in a staging directory may block (a big pwrite, a copy-up fetching chunks, the area's lock
+held by another call), so it is a round trip loop → thread → loop. `trio.to_thread.run_sync` does that with a
 capacity limiter, context copying and cancellation bookkeeping: ~120 µs a call on a quiet 2-core
 machine, 2-3x a pyfuse3 request's own cost, and far more under load (690-980 µs against 60-370 µs for this
-module, measured side by side on a loaded machine). A `cp -r` of small files pays it three times a file.
+module, measured side by side on a loaded machine). So cheap calls skip it altogether when they can
+(areas.peek: a `cp -r` of small files makes no hop at all); the rest come here.
 
 Here a call is a put on a queue that idle workers wait on, and the answer is a `reschedule` of the waiting
 task through the trio token. Workers are started as needed (a slow call, e.g. a copy-up waiting on the

@@ -14,10 +14,15 @@ work; this module maps inodes (areas.py), handles and errnos, and picks where a 
 - **Unchanged base files are read through the mount's Reader** (lazy, chunk-cached, prefetched) from
   the base version's chunks. The first write or truncate of such a node switches its open handles to
   the area (the core copies it up), before the write is answered.
-- **Nothing here blocks the loop**: every change runs in a worker thread (areas.run) — SQLite commits,
-  pwrite of up to 1 MiB (a small one too: the kernel may throttle any writer of dirty pages), copy-ups
-  that fetch chunks. Cheap reads (getattr, lookup, readlink, open without O_TRUNC) run on the loop
-  when the area's lock is free and nothing needs materializing (areas.peek), else in a thread too.
+- **Nothing here blocks the loop for long**: cheap requests run on the loop when the area's lock is free
+  (areas.peek, StagingArea.quick): reads (getattr, lookup, readlink, open without O_TRUNC) and small
+  changes — create, mkdir, symlink, link, chmod/chown/utimens (one SQLite commit into the WAL, no
+  fsync) and writes up to QUICK_WRITE (a pwrite into the page cache; should the kernel throttle it — the
+  daemon is not an IO flusher where PR_SET_IO_FLUSHER is refused — one slow quick call sends the next
+  second's calls to threads, StagingArea.quick). What may take long runs in a worker thread
+  (areas.run): big writes, truncates and copy-ups (they may fetch chunks), unlink, rmdir, rename,
+  listings, fsync; so does any request that finds the lock taken, or needs a directory materialized. A
+  `cp -r` of small files then costs no thread hop at all.
 - During a seal the core answers every change with EBUSY; reads go on.
 """
 
@@ -47,6 +52,7 @@ from artfs.fs.tree import DIR_SIZE, ArtifactNode, Tree
 TIMEOUT = 1.0
 STAGING_BLKSIZE = 1 << 20  # st_blksize of staging: cp and friends write in 1 MiB requests, a quarter of the round trips
 FIRST_FH = 1 << 48  # handles of staging files and directories; the read-only ones count up from 1
+QUICK_WRITE = 128 << 10  # a write up to this size may be served on the loop (areas.peek); bigger ones: a thread
 
 
 class _File:
@@ -283,15 +289,13 @@ class StagingOps:
             if uid != (self.tree.uid if owner is None else owner):
                 raise FUSEError(errno.EPERM)
         size = attr.st_size if fields.update_size else None
-        if fields.update_mtime and not (fields.update_mode or fields.update_atime or size is not None or uid is not None
-                                        or gid is not None):  # the writeback cache's mtime: often no hop
-            return self.attrs(a, await self.areas.peek(area, area.setattr, node_id, None, None, attr.st_mtime_ns))
-        node = await self.areas.run(
-            lambda: area.setattr(node_id, mode=attr.st_mode & 0o7777 if fields.update_mode else None, size=size,
-                                 mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
-                                 atime_ns=attr.st_atime_ns if fields.update_atime else None, uid=uid, gid=gid))
-        if size is not None:
-            self._written(a, node_id)
+        call = partial(area.setattr, node_id, mode=attr.st_mode & 0o7777 if fields.update_mode else None, size=size,
+                       mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+                       atime_ns=attr.st_atime_ns if fields.update_atime else None, uid=uid, gid=gid)
+        if size is None:  # chmod, chown, utimens: one small transaction, or none (the writeback cache's mtime)
+            return self.attrs(a, await self.areas.peek(area, call))
+        node = await self.areas.run(call)  # a truncate: it may copy a base file up
+        self._written(a, node_id)
         return self.attrs(a, node)
 
     @handler_errors
@@ -386,7 +390,7 @@ class StagingOps:
         if a.draining:
             raise FUSEError(errno.EBUSY)
         name = _name(raw)
-        node = await self.areas.run(area.create, pid, name, mode, _owner(ctx))
+        node = await self.areas.peek(area, area.create, pid, name, mode, _owner(ctx))
         attrs = self._entry(a, pid, name, node)
         fh, _ = self._register(a, area, node.id)
         a.writers[fh] = node.id
@@ -416,7 +420,10 @@ class StagingOps:
         f = self._files.get(fh)
         if f is None:
             raise FUSEError(errno.EBADF)
-        n = await self.areas.run(f.area.write, f.node, off, buf)
+        if len(buf) <= QUICK_WRITE:
+            n = await self.areas.peek(f.area, f.area.write, f.node, off, buf)
+        else:
+            n = await self.areas.run(f.area.write, f.node, off, buf)
         self._written(f.a, f.node)
         return n
 
@@ -440,20 +447,20 @@ class StagingOps:
     async def mknod(self, parent: int, raw: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         """A regular file (what mknod(2) without a type makes); FIFOs, sockets, devices: EPERM."""
         a, area, pid = await self._area(parent)
-        node = await self.areas.run(area.create, pid, _name(raw), mode, _owner(ctx))
+        node = await self.areas.peek(area, area.create, pid, _name(raw), mode, _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
     @handler_errors
     async def mkdir(self, parent: int, raw: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         a, area, pid = await self._area(parent)
-        node = await self.areas.run(area.mkdir, pid, _name(raw), mode & 0o7777, _owner(ctx))
+        node = await self.areas.peek(area, area.mkdir, pid, _name(raw), mode & 0o7777, _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
     @handler_errors
     async def symlink(self, parent: int, raw: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         a, area, pid = await self._area(parent)
-        node = await self.areas.run(area.symlink, pid, _name(raw), _name(target), _owner(ctx))
+        node = await self.areas.peek(area, area.symlink, pid, _name(raw), _name(target), _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
     @handler_errors
@@ -488,7 +495,7 @@ class StagingOps:
         if a is not b:
             raise FUSEError(errno.EXDEV)
         name = _name(raw)
-        node = await self.areas.run(area.link, node_id, np, name)
+        node = await self.areas.peek(area, area.link, node_id, np, name)
         return self._entry(a, np, name, node)
 
     # --- extended attributes -----------------------------------------------------------------------

@@ -39,6 +39,9 @@ from artfs.errors import ArtfsError, StoreError
 
 T = TypeVar("T")
 
+QUICK_SLOW = 0.02  # seconds: a `quick` call that took longer sends the next ones to threads...
+QUICK_BACKOFF = 1.0  # ...for this long
+
 
 def areas_dir(repo: Repo) -> str:
     """The directory holding one staging area per artifact of `repo`'s store (in the data directory: staged
@@ -93,6 +96,7 @@ class StagingArea:
         # its base's chunks stay alive while it exists, on whatever machine (gc_guard.StagingLeases)
         self._leases = StagingLeases(repo.store)
         self._lease_id = staging_area_id(areas_dir(repo), name)
+        self._slow_until = 0.0  # monotonic time until which `quick` declines (a slow call was seen)
 
     @classmethod
     def open(cls, repo: Repo, name: str) -> StagingArea:
@@ -130,19 +134,29 @@ class StagingArea:
         return sorted(n for n in names if os.path.exists(os.path.join(areas_dir(repo), n, "CURRENT")))
 
     def quick(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call a read-only method (getattr, lookup, readlink, base_entry; forget of a node still linked)
-        now, if that is cheap: the lock is free and nothing must be materialized or deleted. Otherwise
-        raise WouldBlock, having changed nothing, and the caller makes the call in a thread. Lets an
-        event loop answer most metadata requests in ~20 µs without ever waiting behind a writer."""
+        """Call a method now if that is cheap: the lock is free and the call needs no store fetch, no
+        materializing, copy-up, truncate or deleting of data — a read (getattr, lookup, readlink,
+        base_entry), or a small change that is one small transaction or pwrite (create, mkdir, a small
+        write, chmod, chown, utimens; forget of a node still linked). Otherwise raise WouldBlock, having
+        changed nothing, and the caller makes the call in a thread. Lets an event loop answer most
+        requests in tens of µs without ever waiting behind a writer.
+
+        A call that took long anyway (the local disk stalled: a journal commit, a full page cache) makes
+        the next `QUICK_BACKOFF` seconds' calls WouldBlock, so a slow disk holds up threads, not a loop."""
         nodes = self._nodes
+        if self._slow_until and time.monotonic() < self._slow_until:
+            raise WouldBlock
         if not nodes.lock.acquire(blocking=False):
             raise WouldBlock
+        t0 = time.perf_counter()
         try:
             nodes.quick = True
             return fn(*args)
         finally:
             nodes.quick = False
             nodes.lock.release()
+            if time.perf_counter() - t0 > QUICK_SLOW:
+                self._slow_until = time.monotonic() + QUICK_BACKOFF
 
     def close(self) -> None:
         with self._nodes.lock:

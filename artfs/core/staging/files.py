@@ -205,10 +205,9 @@ class Files:
                     and atime_ns is None and uid is None and gid is None):
                 # Only mtime, of a file with its own data and its own atime: what the kernel's writeback
                 # cache sends after writing a file. The data file keeps it (and moves its ctime); no row
-                # changes, so this is cheap enough for StagingArea.quick.
+                # changes. (The rest is one small transaction: cheap enough for StagingArea.quick too.)
                 os.utime(self._data_files.fd(row.id), ns=(mtime_ns, mtime_ns))
                 return self.attrs(row)
-            nodes.check_not_quick()
             now = time.time_ns()
             with nodes.txn() as db:
                 if mode is not None and row.kind != LINK:
@@ -314,6 +313,7 @@ class Files:
         the area lock, renamed into place, then recorded in one txn (a crash before that leaves a stray
         data file, purged on open, and the node still served from the base)."""
         nodes = self._nodes
+        nodes.check_not_quick()  # it may fetch chunks: never on an event loop
         with nodes.lock:
             lock = self._node_locks.setdefault(node_id, threading.Lock())
         with lock:
@@ -354,7 +354,7 @@ class Files:
             row = self._nodes.get(node_id)
             if row.has_data:
                 os.fsync(self._data_files.fd(row.id))
-            self._nodes.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._nodes.sync()
 
     def data_path(self, node_id: int) -> str:
         return self._data_files.path(node_id)

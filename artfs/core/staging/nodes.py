@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from artfs.core.manifest import DIR, FILE, LINK
-from artfs.core.staging.layout import ROOT_ID, connect, upgrade
+from artfs.core.staging.layout import ROOT_ID, Checkpointer, connect, upgrade
 from artfs.errors import IntegrityError
 
 RENAME_NOREPLACE = 1  # as <linux/fs.h>
 RENAME_EXCHANGE = 2
 NAME_MAX = 255
 RESERVE_BYTES = 1 << 20
+ROW_CACHE = 256  # rows remembered between two transactions (`cp` of one file reads the same 2 rows 5 times)
 COLS = "id, parent, name, kind, mode, mtime_ns, ctime_ns, size, base_path, has_data, target, digest, uid, gid, " \
        "atime_ns, nlink, inode, source, chunks"
 
@@ -153,8 +154,14 @@ class NodeTable:
         self.name = name
         self.lock = threading.RLock()  # the area lock: the database and the data files' descriptors
         self.frozen = False  # a seal or discard is replacing the tree: every change gets EBUSY
-        self.quick = False  # inside StagingArea.quick: only cheap reads allowed
+        self.quick = False  # inside StagingArea.quick: only cheap calls allowed (see check_not_quick)
         self._db: sqlite3.Connection | None = None
+        self._checkpoints: Checkpointer | None = None
+        self._path = ""  # the live generation's database file
+        # Rows read (or just written, `remember`) since the last transaction: every change is one
+        # transaction (`txn`), which empties this, so a row found here is the row in the database.
+        self._rows: dict[int, Row] = {}
+        self._in_txn = False
         self.base: int | None = None  # the version the live generation is a view of
         self.manifest: str | None = None  # that version's manifest id (its index serves lazy directories)
         self.dirty = False  # changed since the generation was created (persisted in meta)
@@ -170,6 +177,9 @@ class NodeTable:
                                  f"{meta.get('artifact')!r}")
         db.execute("DELETE FROM nodes WHERE parent IS NULL AND id != ?", (ROOT_ID,))
         self._db = db
+        self._path = path
+        self._rows.clear()
+        self._checkpoints = Checkpointer(path)
         self.base, self.manifest, self.dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
         self._reserve = os.path.join(os.path.dirname(os.path.dirname(path)), "reserve")
         self._reserve_held = False  # known to be on disk: spend_reserve is the only way it goes
@@ -207,6 +217,10 @@ class NodeTable:
                 os.unlink(self._reserve)  # still full: try again after the next transaction
 
     def close(self) -> None:
+        self._rows.clear()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -217,6 +231,20 @@ class NodeTable:
         if self._db is None:
             raise RuntimeError(f"staging of {self.name}: no generation open")
         return self._db
+
+    def sync(self) -> None:
+        """Every committed transaction durable against power loss too (a kill -9 never needed this): a
+        checkpoint, which with synchronous=NORMAL fsyncs the WAL first, and the WAL fsync'd here as well,
+        since that checkpoint finds nothing to do (SQLITE_BUSY) while Checkpointer's thread runs one."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        try:
+            fd = os.open(self._path + "-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # everything is in the database file, which that checkpoint synced
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def base_manifest(self) -> str:
         """The base version's manifest id, for a node that refers into the base (base_path set)."""
@@ -238,8 +266,11 @@ class NodeTable:
 
     @contextmanager
     def txn(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: all of it or none of it is in the database, even after kill -9."""
+        """One transaction: all of it or none of it is in the database, even after kill -9. Rows read
+        inside it are not remembered, and those remembered before are forgotten (it may change any)."""
         db = self.db
+        self._rows.clear()
+        self._in_txn = True
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -250,11 +281,31 @@ class NodeTable:
             if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
                 raise oserror(errno.ENOSPC, f"staging of {self.name}: {e}") from e
             raise
+        finally:
+            self._in_txn = False
+            self._rows.clear()
+        if self._checkpoints is not None:
+            self._checkpoints.committed()
         self._keep_reserve()
 
     def row(self, node_id: int) -> Row | None:
+        row = self._rows.get(node_id)
+        if row is not None:
+            return row
         r = self.db.execute(f"SELECT {COLS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
-        return Row._make(r) if r else None
+        if r is None:
+            return None
+        row = Row._make(r)
+        self.remember(row)
+        return row
+
+    def remember(self, row: Row) -> None:
+        """`row` is the node's row in the database now (read, or just committed by the caller, who knows
+        every column): the next `row()` of it, before any transaction, needs no SELECT."""
+        if not self._in_txn:
+            if len(self._rows) >= ROW_CACHE:
+                self._rows.clear()
+            self._rows[row.id] = row
 
     def get(self, node_id: int) -> Row:
         row = self.row(node_id)
@@ -268,7 +319,11 @@ class NodeTable:
 
     def child(self, parent_id: int, raw: bytes) -> Row | None:
         r = self.db.execute(f"SELECT {COLS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, raw)).fetchone()
-        return Row._make(r) if r else None
+        if r is None:
+            return None
+        row = Row._make(r)
+        self.remember(row)  # a lookup is followed by getattr, open, setattr of the same node
+        return row
 
     def children(self, parent_id: int, after: bytes | None = None, limit: int = -1) -> list[Row]:
         rows = self.db.execute(
@@ -282,7 +337,8 @@ class NodeTable:
             raise oserror(errno.EBUSY, f"staging of {self.name} is being sealed")
 
     def check_not_quick(self) -> None:
-        """Before work that is not a cheap read (materializing, deleting): not inside StagingArea.quick."""
+        """Before work too slow for StagingArea.quick (materializing, copy-up, truncate, deleting data):
+        raise WouldBlock there, before anything is changed."""
         if self.quick:
             raise WouldBlock
 
