@@ -76,9 +76,14 @@ def preads(path: str, count: str, seed: str) -> dict:
     finally:
         os.close(fd)
     first = lat[0] if lat else 0.0
-    lat = sorted(lat) or [0.0]
-    return {"seconds": seconds, "ops": len(offsets), "first_ms": first * 1000, "p50_ms": lat[len(lat) // 2] * 1000,
-            "p99_ms": lat[min(len(lat) - 1, len(lat) * 99 // 100)] * 1000}
+    return {"seconds": seconds, "ops": len(offsets), "first_ms": first * 1000, "p50_ms": percentile_ms(lat, 50),
+            "p99_ms": percentile_ms(lat, 99)}
+
+
+def percentile_ms(seconds: list[float], p: int) -> float:
+    """The p-th percentile (nearest rank) of latencies in seconds, in ms (0 for none)."""
+    lat = sorted(seconds) or [0.0]
+    return lat[min(len(lat) - 1, len(lat) * p // 100)] * 1000
 
 
 def ttfb(path: str) -> dict:

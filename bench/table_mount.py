@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 from bench.common import (
@@ -33,7 +34,7 @@ from bench.common import (
 )
 from bench.data import Dataset, Scale, make_many_files
 from bench.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, RcloneMount, S3fsMount
-from bench.probe import pread_offsets
+from bench.probe import percentile_ms, pread_offsets
 from bench.s3peer import POOL, S3
 
 SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs")
@@ -46,6 +47,7 @@ METRICS = {  # key: (column, unit)
     "small": ("small files, cold, dir order", "files/s"),
     "find": ("`find` over them", "s"),
     "preads": ("random 4 KiB preads", "ops/s"),
+    "preads_p99": ("their p99 latency", "ms"),
     "ttfb": ("first byte, {many}-file version", "ms"),
     "rss": ("daemon peak RSS", "MiB"),
 }
@@ -203,6 +205,7 @@ class MountBench:
             r = probe("preads", os.path.join(base(root), big_rel), self.scale.preads, SEED + rep,
                       timeout=TIMEOUT["preads"])
             self.add(system, "preads", r["ops"] / r["seconds"])
+            self.add(system, "preads_p99", r["p99_ms"])
             log(f"  r{rep} {system}: preads {fmt_num(r['ops'] / r['seconds'])} ops/s, first "
                 f"{r.get('first_ms', 0):.1f} ms, p50 {r.get('p50_ms', 0):.2f} ms, p99 {r.get('p99_ms', 0):.1f} ms")
 
@@ -242,8 +245,16 @@ class MountBench:
         self.add("boto3", "find", t)
         offsets = pread_offsets(d.big_bytes, self.scale.preads, SEED + rep)
         drop_caches()
-        t = timed(lambda: [s3.ranged_get(f"{RAW}/big/big.bin", off, 4096) for off in offsets])
+        lat = []
+
+        def one(off: int) -> None:
+            t0 = time.perf_counter()
+            s3.ranged_get(f"{RAW}/big/big.bin", off, 4096)
+            lat.append(time.perf_counter() - t0)
+
+        t = timed(lambda: [one(off) for off in offsets])
         self.add("boto3", "preads", len(offsets) / t)
+        self.add("boto3", "preads_p99", percentile_ms(lat, 99))
         remove_tree(dest)
         log(f"  r{rep} boto3: " + ", ".join(f"{m} {fmt(self._last('boto3', m))}"
                                             for m in ("cold", "small", "find", "preads")))
