@@ -2,6 +2,7 @@
 numbers are still distinct under racing writers, deleted numbers stay taken, "unchanged" is not decided
 on a stale latest, and a wrong type is still refused."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -53,6 +54,16 @@ def _src(tmp_path, files: dict[str, bytes]) -> str:  # noqa: ANN001
     src = tmp_path / f"src-{len(os.listdir(tmp_path))}"
     write_tree(src, files)
     return str(src)
+
+@contextlib.contextmanager
+def _two_machines(store_uri: str, tmp_path) -> Iterator[tuple[Repo, Repo]]:  # noqa: ANN001
+    """Two machines (repos with caches of their own) on one store, closed after the test."""
+    a, b = fresh_repo(store_uri, tmp_path / "a"), fresh_repo(store_uri, tmp_path / "b")
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
 
 
 def _versions(repo: Repo, tmp_path, name: str, n: int) -> None:  # noqa: ANN001
@@ -112,8 +123,7 @@ def _started(repo: Repo, tmp_path, name: str, files: dict[str, bytes], type_: st
 
 
 def test_a_commit_beaten_to_its_number_gets_the_next(store_uri, tmp_path):
-    a, b = fresh_repo(store_uri, tmp_path / "a"), fresh_repo(store_uri, tmp_path / "b")
-    try:
+    with _two_machines(store_uri, tmp_path) as (a, b):
         commit_tree(a, _src(tmp_path, {"f": b"0"}), "race")
         slow = _started(a, tmp_path, "race", {"f": b"slow"})  # its listing says: next is v1
         assert commit_tree(b, _src(tmp_path, {"f": b"fast"}), "race").record.version == 1  # type: ignore[union-attr]
@@ -122,29 +132,21 @@ def test_a_commit_beaten_to_its_number_gets_the_next(store_uri, tmp_path):
         assert res.record is not None and res.record.version == 2
         assert a.version_numbers("race") == [0, 1, 2]
         assert a.resolve("race").version == 2
-    finally:
-        a.close()
-        b.close()
 
 
 def test_deleted_numbers_stay_taken_with_a_stale_listing(store_uri, tmp_path):
-    a, b = fresh_repo(store_uri, tmp_path / "a"), fresh_repo(store_uri, tmp_path / "b")
-    try:
+    with _two_machines(store_uri, tmp_path) as (a, b):
         for i in range(3):
             commit_tree(a, _src(tmp_path, {"f": str(i).encode()}), "d")
         slow = _started(a, tmp_path, "d", {"f": b"new"})
         lifecycle.delete(b, "d:v2")
         res = slow.publish()
         assert res.record is not None and res.record.version == 3  # not v2 again
-    finally:
-        a.close()
-        b.close()
 
 
 def test_unchanged_is_not_decided_on_a_stale_latest(store_uri, tmp_path):
     """A tree equal to latest as the commit first saw it: published all the same if latest moved since."""
-    a, b = fresh_repo(store_uri, tmp_path / "a"), fresh_repo(store_uri, tmp_path / "b")
-    try:
+    with _two_machines(store_uri, tmp_path) as (a, b):
         commit_tree(a, _src(tmp_path, {"f": b"v0"}), "s")
         commit_tree(a, _src(tmp_path, {"f": b"same"}), "s")
         slow = _started(a, tmp_path, "s", {"f": b"same"})  # equals v1, latest when it listed
@@ -159,14 +161,10 @@ def test_unchanged_is_not_decided_on_a_stale_latest(store_uri, tmp_path):
 
         slow = _started(a, tmp_path, "s", {"f": b"same"})  # nothing happened meanwhile: unchanged
         assert slow.publish().record is None
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_wrong_type_is_refused_even_when_published_meanwhile(local_store_uri, tmp_path):
-    a, b = fresh_repo(local_store_uri, tmp_path / "a"), fresh_repo(local_store_uri, tmp_path / "b")
-    try:
+    with _two_machines(local_store_uri, tmp_path) as (a, b):
         commit_tree(b, _src(tmp_path, {"f": b"m"}), "t", type_="model")
         with pytest.raises(ArtfsError, match="is a model, not a dataset"):
             commit_tree(a, _src(tmp_path, {"f": b"x"}), "t", type_="dataset")
@@ -176,9 +174,6 @@ def test_a_wrong_type_is_refused_even_when_published_meanwhile(local_store_uri, 
         with pytest.raises(ArtfsError, match="is a model, not a dataset"):
             slow.publish(type_="dataset")
         assert a.version_numbers("new") == [0]
-    finally:
-        a.close()
-        b.close()
 
 
 _WRITER = """
