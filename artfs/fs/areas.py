@@ -36,7 +36,7 @@ from artfs.core.staging import StagingArea, WouldBlock
 from artfs.core.staging.area import AreasClaim
 from artfs.core.staging.layout import ROOT_ID
 from artfs.errors import ArtfsError, InvalidName
-from artfs.fs.errnos import core_errors
+from artfs.fs.errnos import as_fuse_error, core_errors
 from artfs.fs.handoff import Handoff
 from artfs.fs.notify import invalidate
 from artfs.fs.tree import Tree
@@ -178,10 +178,8 @@ class Areas:
             return area.quick(fn, *args)
         except WouldBlock:
             pass
-        except OSError as e:  # what core_errors does, without a context manager on the hottest path
-            if e.errno is None:
-                raise
-            raise FUSEError(e.errno) from None
+        except OSError as e:  # core_errors' rule, without a context manager on the hottest path
+            raise as_fuse_error(e) from None
         return await self.run(fn, *args)
 
     def close(self) -> None:

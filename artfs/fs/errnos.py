@@ -87,15 +87,18 @@ def handler_errors(fn: Callable[Concatenate[H, P], Coroutine[Any, Any, T]]
     return handler
 
 
+def as_fuse_error(e: OSError) -> BaseException:
+    """The staging core's OSError(errno) as the FUSE answer; one without an errno stays what it is."""
+    return e if e.errno is None else FUSEError(e.errno)
+
+
 @contextlib.contextmanager
 def core_errors() -> Iterator[None]:
     """Inside a call into the staging core: its OSError(errno) is the caller's answer."""
     try:
         yield
     except OSError as e:
-        if e.errno is None:
-            raise
-        raise FUSEError(e.errno) from None
+        raise as_fuse_error(e) from None
 
 
 async def read_version(reader: Reader, f: OpenFile, off: int, size: int) -> bytes | memoryview:
