@@ -224,3 +224,38 @@ class S3fsMount(Mount):
             proc = subprocess.Popen(args, env=self.s3.env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
         self.pid = proc.pid
         wait_mounted(self.path, self.pid, 30, "s3fs", self.log_path)
+
+
+class NullS3Mount(Mount):
+    """bench/null_s3fs.py over one S3 object: the floor for a cold stream from S3 through FUSE."""
+
+    what = "null fs over S3"
+
+    def __init__(self, path: str, s3, key: str, work_dir: str) -> None:
+        super().__init__(path)
+        self.s3, self.key, self.work_dir = s3, key, work_dir
+
+    def open(self) -> None:
+        from bench.s3peer import BUCKET
+
+        self.log_path = os.path.join(self.work_dir, "null_s3fs.log")
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        args = [sys.executable, "-m", "bench.null_s3fs", self.path, f"s3://{BUCKET}/{self.key}"]
+        with open(self.log_path, "ab") as logf:
+            proc = subprocess.Popen(args, env=self.s3.env, cwd=repo, stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=logf)
+        self.pid = proc.pid
+        wait_mounted(self.path, self.pid, 30, "null fs over S3", self.log_path)
+        deadline = time.monotonic() + 30
+        while "mounted " not in _read(self.log_path):  # its readahead is raised only then
+            if time.monotonic() > deadline or not pid_alive(self.pid):
+                raise MountUnavailable(f"null fs over S3 did not come up{_log_tail(self.log_path)}")
+            time.sleep(0.05)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""

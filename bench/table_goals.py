@@ -97,6 +97,10 @@ def _mount(system: str, metric: str) -> Lookup:
 
 GOALS = [
     Goal("cold sequential read", "MB/s", _mount("artfs", "cold"), _mount("boto3", "cold"), "boto3", 1.3),
+    Goal("cold sequential read: the server's ceiling", "MB/s", _mount("artfs", "cold"),
+         _mount("S3 ceiling", "cold"), "the server's ceiling (parallel 8 MiB GETs)", 0.75),
+    Goal("cold sequential read: the FUSE + S3 floor", "MB/s", _mount("artfs", "cold"),
+         _mount("null fs over S3", "cold"), "null pyfuse3 fs over S3", 0.8),
     Goal("random 4 KiB preads, cold", "ops/s", _mount("artfs", "preads"),
          best(_mount("s3fs", "preads"), _mount("rclone", "preads")), "best peer", 1.5),
     Goal("random 4 KiB preads, cold: p99 latency", "ms", _mount("artfs", "preads_p99"),

@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from bench.common import (
     MB,
@@ -33,13 +34,16 @@ from bench.common import (
     verdict,
 )
 from bench.data import Dataset, Scale, make_many_files
-from bench.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, RcloneMount, S3fsMount
+from bench.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, NullS3Mount, RcloneMount, S3fsMount
 from bench.probe import percentile_ms, pread_offsets
 from bench.s3peer import POOL, S3
 
-SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs")
+SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs", "null fs over S3", "S3 ceiling")
 LABELS = {"local disk": "local disk", "boto3": "boto3 download / get_object", "artfs": "**artfs mount**",
-          "rclone": "rclone mount, vfs-cache full", "s3fs": "s3fs"}
+          "rclone": "rclone mount, vfs-cache full", "s3fs": "s3fs",
+          "null fs over S3": "null pyfuse3 fs over S3 (the floor)", "S3 ceiling": "the S3 server's ceiling"}
+CEILING_PART = 8 << 20  # the server's ceiling: ranged GETs of this size, CEILING_THREADS at once, into memory
+CEILING_THREADS = 8
 METRICS = {  # key: (column, unit)
     "cold": ("cold seq read", "MB/s"),
     "warm": ("cache-warm read, page cache dropped", "MB/s"),
@@ -120,6 +124,13 @@ class MountBench:
                 with self._mounted("s3fs", m):
                     yield m.path
             return contextlib.contextmanager(s3fs_mount)
+        if system == "null fs over S3":
+            def null_s3_mount() -> Iterator[str]:
+                m = NullS3Mount(fresh_dir(self.work, "mnt-null-s3"), self.s3, f"{RAW}/big/big.bin",
+                                fresh_dir(self.work, "null-s3-work"))
+                with self._mounted(system, m):
+                    yield m.path
+            return contextlib.contextmanager(null_s3_mount)
         raise ValueError(f"no mount for {system}")
 
     @contextlib.contextmanager
@@ -259,6 +270,39 @@ class MountBench:
         log(f"  r{rep} boto3: " + ", ".join(f"{m} {fmt(self._last('boto3', m))}"
                                             for m in ("cold", "small", "find", "preads")))
 
+    def run_ceiling(self, rep: int) -> None:
+        """What the server gives a client that does nothing with the bytes: the big object in parallel
+        ranged GETs into memory (boto3's client), the page cache dropped first."""
+        size = self.data.big_bytes
+        key = f"{RAW}/big/big.bin"
+        drop_caches()
+
+        def fetch_all() -> None:
+            with ThreadPoolExecutor(CEILING_THREADS) as pool:
+                got = sum(pool.map(lambda off: len(self.s3.ranged_get(key, off, min(CEILING_PART, size - off))),
+                                   range(0, size, CEILING_PART)))
+            if got != size:
+                raise ProbeFailed(f"the ranged GETs brought {got} bytes of {size}")
+
+        t = timed(fetch_all)
+        self.add("S3 ceiling", "cold", size / MB / t)
+        log(f"  r{rep} S3 ceiling: {fmt_num(size / MB / t)} MB/s ({CEILING_THREADS} × "
+            f"{CEILING_PART >> 20} MiB ranged GETs into memory)")
+
+    def run_null_s3(self, rep: int) -> None:
+        """The floor for a cold stream through FUSE (bench/null_s3fs.py): one cold sequential read."""
+        system = "null fs over S3"
+
+        def cold(root: str) -> None:
+            drop_caches()
+            r = probe("seq", os.path.join(root, "big.bin"), timeout=TIMEOUT["seq"])
+            if r["bytes"] != self.data.big_bytes:
+                raise ProbeFailed(f"read {r['bytes']} bytes of {self.data.big_bytes}")
+            self.add(system, "cold", r["bytes"] / MB / r["seconds"])
+            log(f"  r{rep} {system}: cold {fmt_num(r['bytes'] / MB / r['seconds'])} MB/s")
+
+        self._session(system, ["cold"], cold)
+
     def _last(self, system: str, metric: str) -> Sample:
         s = self.res[system][metric]
         return Sample(values=s.values[-1:], unit=s.unit)
@@ -270,6 +314,10 @@ class MountBench:
             for system in SYSTEMS:
                 if system == "boto3":
                     self.run_boto3(rep)
+                elif system == "S3 ceiling":
+                    self.run_ceiling(rep)
+                elif system == "null fs over S3":
+                    self.run_null_s3(rep)
                 else:
                     self.run_fs(system, rep)
         self.s3.delete_prefix("mount/")
@@ -296,6 +344,10 @@ class MountBench:
             ("cold sequential ≥ 1.2× boto3 download", a("artfs", "cold"), a("boto3", "cold"), 1.2, "MB/s"),
             ("cold sequential ≥ 2× s3fs", a("artfs", "cold"), a("s3fs", "cold"), 2.0, "MB/s"),
             ("cold sequential vs rclone (no target)", a("artfs", "cold"), a("rclone", "cold"), None, "MB/s"),
+            ("cold sequential vs the null fs over S3 (no target)", a("artfs", "cold"), a("null fs over S3", "cold"),
+             None, "MB/s"),
+            ("cold sequential vs the server's ceiling (no target)", a("artfs", "cold"), a("S3 ceiling", "cold"),
+             None, "MB/s"),
             ("cache-warm ≥ 1 GB/s", a("artfs", "warm"), 1000.0, 1.0, "MB/s"),
             ("page-cache-hot ≥ 0.8× local disk", a("artfs", "hot"), a("local disk", "hot"), 0.8, "MB/s"),
             ("small files ≥ 10× s3fs", a("artfs", "small"), a("s3fs", "small"), 10.0, "files/s"),
@@ -326,6 +378,12 @@ class MountBench:
             f"First byte: artfs only ({many} files of 64–512 B in directories of 1,000, put as one "
             "version; a fresh mount and cache: the time includes fetching that version's manifest). rclone and "
             "s3fs not measured: 100k objects in moto take too long to create for this run.",
+            "The floor and the ceiling of a cold stream (cold seq only): the null pyfuse3 fs over S3 "
+            "(bench/null_s3fs.py) serves the big object as one file from ranged GETs of 16 MiB, four ahead, "
+            "through artfs's botocore client, with readahead 1 MiB, and does nothing else (no chunks, no digest "
+            "check, no cache); the server's ceiling is the big object in "
+            f"{CEILING_THREADS} parallel {CEILING_PART >> 20} MiB ranged GETs into memory, in this process. "
+            "moto runs on the same two cores as every client here.",
             "Peak RSS: VmHWM of the process serving the mount (artfs: the daemon whose pid `artfs mount` prints), "
             "the max over this table's mounts.",
         ]
