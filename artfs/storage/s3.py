@@ -98,14 +98,20 @@ def _checked_range(key: str, data: bytes, offset: int, length: int, content_rang
     return data
 
 
+# The services a session's clients may be made for: S3, and what botocore's credential chain asks for
+# credentials (assume-role and web-identity profiles: STS, as on EKS; SSO profiles and their token
+# refresh; `aws login`).
+SESSION_SERVICES = ("s3", "sts", "sso", "sso-oidc", "signin")
+
+
 class _S3Loader(botocore.loaders.Loader):
-    """botocore's data loader for a session that makes S3 clients only. The stock one checks a service's
-    name against a listing of every service it has a model for (~450 directories, a stat per file: ~50 ms
-    of every S3 command's start, more on a cold disk); this one knows the name, and loads S3's model from
-    the same search paths as the stock one would."""
+    """botocore's data loader for a session that makes S3 clients (and the credential chain's). The stock
+    one checks a service's name against a listing of every service it has a model for (~450 directories,
+    a stat per file: ~50 ms of every S3 command's start, more on a cold disk); this one knows the names,
+    and loads their models from the same search paths as the stock one would."""
 
     def list_available_services(self, type_name: str) -> list[str]:
-        return ["s3"]
+        return list(SESSION_SERVICES)
 
 
 def _session() -> botocore.session.Session:
