@@ -116,7 +116,7 @@ class Settings:
 
         uri = store_uri or self.store_uri
         store = open_store(uri, endpoint_url=endpoint_url, retries=self.store_retries,
-                           deadline=self.store_deadline, on_retry=on_retry)
+                           deadline=self.store_deadline, on_retry=on_retry, scratch=self.places.client_data())
         try:
             if not create and os.path.abspath(os.path.expanduser(uri)) != self.places.default_store():
                 store.check()

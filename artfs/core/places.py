@@ -73,6 +73,10 @@ class Places:
         """The per-store part of the cache: its index and fetched manifests."""
         return os.path.join(self.cache, "stores", store_tag(store_uri))
 
+    def client_data(self) -> str:
+        """Start-up data of store clients (a trimmed copy of botocore's endpoint table), shared by all stores."""
+        return os.path.join(self.cache, "client")
+
     def store_index(self, store_uri: str) -> str:
         return os.path.join(self.store_cache(store_uri), "index.lmdb")
 

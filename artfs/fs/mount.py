@@ -220,7 +220,8 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
     config.mountpoint = path
     settings = config.settings
     store: Store = CircuitBreaker(open_store(config.store_uri, endpoint_url=config.endpoint_url,
-                                             retries=settings.store_retries, deadline=settings.store_deadline))
+                                             retries=settings.store_retries, deadline=settings.store_deadline,
+                                             scratch=settings.places.client_data()))
     repo = Repo(store, settings.places, cache_size=config.cache_size)
     try:
         try:

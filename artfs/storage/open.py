@@ -25,9 +25,11 @@ class _Policy(TypedDict, total=False):
 
 
 def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None = None,
-               deadline: float | None = None, on_retry: Callable[[str, float], None] | None = None) -> Store:
+               deadline: float | None = None, on_retry: Callable[[str, float], None] | None = None,
+               scratch: str | None = None) -> Store:
     """A store from a URI: `s3://bucket/prefix`, `file:///path`, or a plain path. Wrapped with retries
-    (`retries` attempts within `deadline` seconds; None: the policy's defaults)."""
+    (`retries` attempts within `deadline` seconds; None: the policy's defaults). `scratch`: a disposable
+    directory an S3 store may keep start-up data in (storage/s3.py)."""
     policy = _Policy()
     if retries is not None:
         policy["attempts"] = retries
@@ -39,7 +41,8 @@ def open_store(uri: str, *, endpoint_url: str | None = None, retries: int | None
         # a silent server costs one attempt a third of the deadline, so there is time to retry (and to say
         # so) within it; ~8 s between bytes of an answer by default is already a server that has stalled
         timeout = max(1.0, min(20.0, (25.0 if deadline is None else deadline) / 3))
-        return RetryingStore(S3Store(uri, endpoint_url=endpoint_url, timeout=timeout), on_retry=on_retry, **policy)
+        s3 = S3Store(uri, endpoint_url=endpoint_url, timeout=timeout, scratch=scratch)
+        return RetryingStore(s3, on_retry=on_retry, **policy)
     if uri.startswith("file://"):
         path = uri[len("file://") :]
     elif "://" in uri:
