@@ -17,9 +17,10 @@ work; this module maps inodes (areas.py), handles and errnos, and picks where a 
 - **Nothing here blocks the loop for long**: cheap requests run on the loop when the area's lock is free
   (areas.peek, StagingArea.quick): reads (getattr, lookup, readlink, open without O_TRUNC) and small
   changes — create, mkdir, symlink, link, chmod/chown/utimens (one SQLite commit into the WAL, no
-  fsync) and writes up to QUICK_WRITE (a pwrite into the page cache; should the kernel throttle it — the
-  daemon is not an IO flusher where PR_SET_IO_FLUSHER is refused — one slow quick call sends the next
-  second's calls to threads, StagingArea.quick). What may take long runs in a worker thread
+  fsync; a create links a data file a thread made ahead, core/staging/spare.py; a chmod or chown to
+  what the file has commits nothing) and writes up to QUICK_WRITE (a pwrite into the page cache; should
+  the kernel throttle it — the daemon is not an IO flusher where PR_SET_IO_FLUSHER is refused — one slow
+  quick call sends the next second's calls to threads, StagingArea.quick). What may take long runs in a worker thread
   (areas.run): big writes, truncates and copy-ups (they may fetch chunks), unlink, rmdir, rename,
   listings, fsync; so does any request that finds the lock taken, or needs a directory materialized. A
   `cp -r` of small files then costs no thread hop at all.

@@ -6,6 +6,7 @@ sealing it into the next version.
     namespace.py   Namespace: lookup, listdir, create, mkdir, symlink, link, unlink, rmdir, rename, forget, walk
     files.py       Files: attributes and bytes (read, write, truncate, setattr, fsync, copy-up); DataFiles
     base_files.py  BaseFiles: unchanged files of the base version, read from its chunks (core/content.py)
+    spare.py       SpareFiles: new data files made ahead by a thread, so a create only links one in
     nodes.py       NodeTable: the rows of the live generation, the area lock and modes; plain data
                    (StagedNode, StatFs, Row) and the errno rules for names
     layout.py      where it lives on disk; generations, switched atomically on seal/discard

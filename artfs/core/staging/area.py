@@ -35,6 +35,7 @@ from artfs.core.staging.layout import Layout
 from artfs.core.staging.namespace import Namespace
 from artfs.core.staging.nodes import NodeTable, StagedNode, StatFs, WouldBlock
 from artfs.core.staging.seal import area_status, seal_area
+from artfs.core.staging.spare import SpareFiles
 from artfs.errors import ArtfsError, StoreError
 
 T = TypeVar("T")
@@ -192,7 +193,8 @@ class StagingArea:
         if nodes.base is not None:
             packs = self.repo.ensure_index(self.repo.version(self.name, nodes.base)).packs
         bases = BaseFiles(self._chunks, packs)
-        self._files.attach(DataFiles(self._layout.data_dir(gen)), bases)
+        data = self._layout.data_dir(gen)
+        self._files.attach(DataFiles(data, spares=SpareFiles(data)), bases)
 
     def _reset(self, base: int | None, new_gen: int | None = None) -> None:
         """Replace the whole staged tree with a fresh view of `base`: build the new generation beside the

@@ -2,7 +2,8 @@
 
 A new or modified file's bytes live in `data/<id>`, written in place with pwrite, so a 4 GiB file is
 never held in memory and its size and mtime are the data file's own: a write touches no database row,
-and whatever reached the data file before a kill -9 is the file's content after a restart.
+and whatever reached the data file before a kill -9 is the file's content after a restart. A new file's
+data file is an inode made ahead of need (spare.py), linked into place by the create that needs it.
 An unchanged file of the base version has no data file: it is read from the version's chunks, and
 copied up (like overlayfs) on its first write or truncate.
 
@@ -31,16 +32,21 @@ from artfs.core.repo import Repo
 from artfs.core.staging.base_files import BaseFiles
 from artfs.core.staging.layout import ROOT_ID
 from artfs.core.staging.nodes import NodeTable, Row, StagedNode, dec, oserror
+from artfs.core.staging.spare import SpareFiles
 from artfs.errors import IntegrityError
+
+DATA_MODE = 0o600  # every data file's: readable by the daemon's user only (a node's own mode is in its row)
 
 
 class DataFiles:
-    """The `data/` directory of one generation, with a small LRU of open descriptors."""
+    """The `data/` directory of one generation, with a small LRU of open descriptors; new data files are
+    spares linked into place when `spares` has one ready (spare.py)."""
 
-    def __init__(self, root: str, max_open: int = 128) -> None:
+    def __init__(self, root: str, max_open: int = 128, spares: SpareFiles | None = None) -> None:
         self.root = root
         self._max_open = max_open
         self._fds: OrderedDict[int, int] = OrderedDict()
+        self._spares = spares
 
     def path(self, node_id: int) -> str:
         return os.path.join(self.root, str(node_id))
@@ -48,7 +54,10 @@ class DataFiles:
     def create(self, node_id: int, now_ns: int) -> None:
         """A new empty data file whose mtime is `now_ns`, the time its row was given for its other times
         (the disk's clock is coarser: a new file's atime and mtime must be equal)."""
-        fd = os.open(self.path(node_id), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        path = self.path(node_id)
+        fd = self._spares.take(path) if self._spares is not None else None
+        if fd is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, DATA_MODE)
         self._remember(node_id, fd)
         os.utime(fd, ns=(now_ns, now_ns))
 
@@ -91,6 +100,8 @@ class DataFiles:
         return removed
 
     def close(self) -> None:
+        if self._spares is not None:
+            self._spares.close()
         while self._fds:
             os.close(self._fds.popitem()[1])
 
@@ -207,6 +218,12 @@ class Files:
                 # cache sends after writing a file. The data file keeps it (and moves its ctime); no row
                 # changes. (The rest is one small transaction: cheap enough for StagingArea.quick too.)
                 os.utime(self._data_files.fd(row.id), ns=(mtime_ns, mtime_ns))
+                return self.attrs(row)
+            if (row.has_data and mtime_ns is None and atime_ns is None and (mode is None or mode & 0o7777 == row.mode)
+                    and (uid is None or uid == row.uid) and (gid is None or gid == row.gid)):
+                # A chmod or chown to what the file already has (`tar x` sends both for every file): only
+                # its ctime moves, which is the data file's own (see attrs). No transaction.
+                os.fchmod(self._data_files.fd(row.id), DATA_MODE)
                 return self.attrs(row)
             now = time.time_ns()
             with nodes.txn() as db:
@@ -327,7 +344,7 @@ class Files:
                 bases = self._base_files()
             keep = entry.size if limit is None else min(limit, entry.size)
             tmp = final + ".part"
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, DATA_MODE)
             try:
                 try:
                     bases.copy_to(entry, fd, keep)
