@@ -20,6 +20,7 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -216,6 +217,7 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
     """Mount and serve until unmounted (`artfs unmount`, fusermount3 -u) or signalled. Blocks."""
     if config.writeback_cache:
         _become_io_flusher()  # first: the threads started later inherit it
+    _raise_open_files_limit()
     path = mountpoint.prepare(config.mountpoint, config.force)
     config.mountpoint = path
     settings = config.settings
@@ -267,6 +269,7 @@ def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None
 
 SWITCH_INTERVAL = 0.0005  # seconds; see serve()
 PR_SET_IO_FLUSHER = 57  # linux/prctl.h (Linux 5.6)
+OPEN_FILES = 65536  # the soft open-files limit the daemon asks for (see _raise_open_files_limit)
 
 
 def _become_io_flusher() -> None:
@@ -278,6 +281,19 @@ def _become_io_flusher() -> None:
     if libc.prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0:
         log.info("not an IO flusher (prctl: %s): the kernel may throttle this daemon's writes like any "
                  "writer's", os.strerror(ctypes.get_errno()))
+
+
+def _raise_open_files_limit(want: int = OPEN_FILES) -> None:
+    """The daemon holds descriptors per staging area (open data files, files made ahead) and per fetch:
+    raise the soft limit toward the hard one (1,024 by default on many systems, which a few busy areas
+    would reach: EMFILE on a create). Never lowers it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.info("cannot raise the open-files limit from %d: %s", soft, e)
 
 
 def _wait_fetches(chunks: ChunkSource, timeout: float = 10.0) -> None:
