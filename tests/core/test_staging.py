@@ -126,14 +126,6 @@ def open_area(repo: Repo, name: str) -> StagingArea:
     return StagingArea.open(repo, name)
 
 
-@pytest.fixture
-def lrepo(tmp_path):
-    """A repo on a local store (tests that do not need to run on S3 too)."""
-    r = Repo(open_store(str(tmp_path / "store")), Places.under(str(tmp_path / "cache")))
-    yield r
-    r.close()
-
-
 def base_version(repo: Repo, tmp_path, name: str = "animals", files=None, dirs=(), links=None) -> str:
     src = tmp_path / f"src-{name}"
     write_tree(src, files if files is not None else {"images/dog.png": b"dog" * 1000, "readme.txt": b"hello",

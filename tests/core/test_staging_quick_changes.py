@@ -14,27 +14,12 @@ import time
 import pytest
 
 from artfs.core.commit import commit_tree
-from artfs.core.places import Places
-from artfs.core.repo import Repo
 from artfs.core.staging import StagingArea, WouldBlock
 from artfs.core.staging import area as area_module
-from artfs.storage.open import open_store
 from tests.support.trees import write_tree
 
 ROOT = 1
-
-
-@pytest.fixture
-def lrepo(tmp_path):
-    r = Repo(open_store(str(tmp_path / "store")), Places.under(str(tmp_path / "cache")))
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def _patient_quick(monkeypatch):
-    """A loaded test machine may make any call slow: only the test of that backoff should see it."""
-    monkeypatch.setattr(area_module, "QUICK_SLOW", 60.0)
+pytestmark = pytest.mark.usefixtures("patient_quick")
 
 
 @pytest.fixture

@@ -11,27 +11,12 @@ import time
 
 import pytest
 
-from artfs.core.places import Places
-from artfs.core.repo import Repo
 from artfs.core.staging import StagingArea
-from artfs.core.staging import area as area_module
 from artfs.core.staging import spare as spare_module
 from artfs.core.staging.spare import SpareFiles
-from artfs.storage.open import open_store
 
 ROOT = 1
-
-
-@pytest.fixture
-def lrepo(tmp_path):
-    r = Repo(open_store(str(tmp_path / "store")), Places.under(str(tmp_path / "cache")))
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def _patient_quick(monkeypatch):
-    monkeypatch.setattr(area_module, "QUICK_SLOW", 60.0)
+pytestmark = pytest.mark.usefixtures("patient_quick")
 
 
 def _ready(spares: SpareFiles, n: int, timeout: float = 10.0) -> None:
