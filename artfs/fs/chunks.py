@@ -14,15 +14,18 @@
   its deadline returns EIO while the fetch completes and fills the cache for the next reader.
 - **A guess never delays a need.** Prefetches take a prefetch slot *before* registering their flights, so
   a queued prefetch never holds a chunk that a reader is waiting for.
-- **A whole file, fetched for random reads** (`fetch_whole`), is planned into parts registered at once, each
-  started when one of `WHOLE_SLOTS` is free or at once by a reader that needs one of its chunks; a reader
-  waits for the part that holds its chunk instead of fetching the chunk again. Measured against moto on
-  2,000 random preads of a 512 MiB file, a GET of its own per missed chunk (as before) sent ~30 extra
-  requests that shared the server with the parts: each took 100-250 ms, about what waiting for the part
-  takes, and the whole file landed later. `landed` hears of each part's chunks (the reader pushes them into
-  the kernel's page cache, reader.py).
+- **A whole file, fetched for random reads** (`fetch_whole`), is planned into parts of about equal size
+  registered at once, each started when one of `WHOLE_SLOTS` is free or at once by a reader that needs one
+  of its chunks; a reader waits for the part that holds its chunk instead of fetching the chunk again.
+  Measured against moto on 2,000 random preads of a 512 MiB file, a GET of its own per missed chunk (as
+  before) sent ~30 extra requests that shared the server with the parts: each took 100-250 ms, about what
+  waiting for the part takes, and the whole file landed later. `landed` hears of each part's chunks (the
+  reader pushes them into the kernel's page cache, reader.py) while the part holds its slot, and landed
+  parts are *held* (served from memory, still in `_flights`) until the whole file is in, then written to
+  LMDB: see `_hold`.
 - **One cache writer.** Fetched chunks are served from memory at once and written to LMDB by one task,
-  many spans per transaction: LMDB has one writer at a time, and readers must not wait behind it.
+  many spans per transaction: LMDB has one writer at a time, and readers must not wait behind it. (Held
+  whole-file parts are written by the task that lands the file's last part, after the landing.)
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
@@ -52,11 +56,22 @@ DEMAND_SLOTS = 16
 PREFETCH_SLOTS = 8
 WHOLE_SLOTS = 4  # parts of whole-file fetches in flight (for all files together): 4 x 16 MiB took less of
 # moto's CPU (0.53-0.61 s vs 0.77 s per 512 MiB) and landed a file sooner than 8 x 8 MiB (see reader.py)
-WHOLE_BACKLOG = 8  # ... fetched or in flight but not yet written to the cache (memory: 8 x WHOLE_PART)
+
+
+def _ram_share(share: int, cap: int) -> int:
+    try:
+        return min(cap, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // share)
+    except (ValueError, OSError):
+        return cap // 4
+
+
+WHOLE_HOLD = _ram_share(32, 512 * MiB)  # landed whole-file parts held in memory, not yet written to the cache
+# (see _hold): at most 512 MiB, and a 32nd of the RAM; handed back to the kernel after (give_back_freed_memory)
 INLINE_MAX = 256 * 1024  # cached chunks up to this size are read on the loop (cheap even if cold)
 LOAD_BATCH = 4 * MiB  # chunks copied out of the cache per worker-thread call
 WRITE_BATCH = 32 * MiB  # fetched chunks written to the cache per LMDB transaction (at most)
 CACHE_QUEUE = 4  # fetched spans waiting for the cache writer before fetches wait
+WHOLE_SPAN = 1 << 40  # a whole file's chunks of one pack: one span, then cut into parts (_split)
 
 
 def keep_freed_memory(trim: int = 256 * MiB, mmap_threshold: int = 32 * MiB) -> bool:
@@ -80,6 +95,20 @@ def keep_freed_memory(trim: int = 256 * MiB, mmap_threshold: int = 32 * MiB) -> 
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # <malloc.h>
     return all(mallopt(option, value) == 1 for option, value in (
         (m_arena_max, 1), (m_mmap_threshold, mmap_threshold), (m_trim_threshold, trim)))
+
+
+def give_back_freed_memory() -> None:
+    """Hand the free heap back to the kernel (glibc's malloc_trim; nothing elsewhere), after a burst that
+    needed far more memory than the daemon keeps: a file fetched whole for random reads holds up to
+    WHOLE_HOLD until it is in, and the 256 MiB that `keep_freed_memory` lets glibc keep at the heap's top
+    would otherwise stay resident too, as would free chunks below it. Blocking (walks the heap): a thread."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 class _Memory:
@@ -115,20 +144,31 @@ class _Memory:
             self.bytes -= len(old)
 
 
-Landed = Callable[[dict[bytes, Chunk]], None]
+Landed = Callable[[dict[bytes, Chunk]], Awaitable[None]]
+
+
+class _Whole:
+    """One whole-file fetch (`fetch_whole`): how many of its parts have not landed (or failed) yet."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, parts: int) -> None:
+        self.left = parts
 
 
 class _Flight:
     """One ranged GET (or cache load) in progress; each of its chunks maps to it until it lands."""
 
-    __slots__ = ("done", "data", "error", "queued", "landed")
+    __slots__ = ("done", "data", "error", "queued", "landed", "whole")
 
-    def __init__(self, queued: list[ChunkRef] | None = None, landed: Landed | None = None) -> None:
+    def __init__(self, queued: list[ChunkRef] | None = None, landed: Landed | None = None,
+                 whole: _Whole | None = None) -> None:
         self.done = trio.Event()
         self.data: dict[bytes, Chunk] = {}
         self.error: BaseException | None = None
         self.queued = queued  # a part of a whole-file fetch not started yet (see the module docstring)
         self.landed = landed  # told of the chunks when they land
+        self.whole = whole  # the whole-file fetch it is a part of
 
 
 class ChunkSource:
@@ -145,7 +185,9 @@ class ChunkSource:
         self._demand = trio.CapacityLimiter(demand_slots)
         self._prefetch = trio.CapacityLimiter(prefetch_slots)
         self._whole = trio.CapacityLimiter(WHOLE_SLOTS)
-        self._backlog = trio.CapacityLimiter(WHOLE_BACKLOG)
+        self._held: list[tuple[_Flight, dict[bytes, Chunk]]] = []  # landed whole-file parts, not written yet
+        self._held_bytes = 0
+        self._written = trio.Event()  # set (and replaced) whenever held parts have been written
         self._threads = trio.CapacityLimiter(demand_slots + prefetch_slots + WHOLE_SLOTS)
         self._nursery: trio.Nursery | None = None
         self._busy = 0
@@ -161,6 +203,8 @@ class ChunkSource:
 
     async def drain(self) -> None:
         """Write what fetches queued for the cache (at unmount; later fetches are not cached)."""
+        if self._held:
+            await self._write_held()
         await self._to_cache.aclose()
         await self._writer_done.wait()
 
@@ -222,11 +266,6 @@ class ChunkSource:
             self.memory.discard(r.digest)
         self.stats["released"] += len(refs)
 
-    def background(self, fn: Callable[..., object], *args: object) -> None:
-        """Run `fn(*args)` (an async function) in the mount's nursery: work that outlives its request."""
-        assert self._nursery is not None, "ChunkSource.bind() first"
-        self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
-
     def present(self, digest: bytes) -> bool:
         """In memory, in the cache or on its way: nothing to fetch."""
         return digest in self.memory or digest in self._flights or self.cache.contains(digest)
@@ -286,25 +325,33 @@ class ChunkSource:
         self.start((), refs, load_cached, max_span, cache)
 
     def fetch_whole(self, refs: Iterable[ChunkRef], part: int, landed: Landed | None = None) -> int:
-        """Fetch every chunk of `refs` not already here, in background GETs of up to `part` bytes (see the
-        module docstring); `landed` is told at once of those in memory. Returns the number of parts."""
+        """Fetch every chunk of `refs` not already here, in background GETs of about `part` bytes (see the
+        module docstring); `landed` is told at once of those in memory, and of those in the cache once a
+        worker thread has copied them out. Returns the number of parts."""
         assert self._nursery is not None, "ChunkSource.bind() first"
         todo: dict[bytes, ChunkRef] = {}
         here: dict[bytes, Chunk] = {}
+        cached: dict[bytes, ChunkRef] = {}
         for r in refs:
             d = r.digest
-            if d in todo or d in here or d in self._flights:
+            if d in todo or d in here or d in cached or d in self._flights:
                 continue
             data = self.memory.get(d)
             if data is not None:
                 here[d] = data
-            elif not self.cache.contains(d):
+            elif self.cache.contains(d):
+                cached[d] = r
+            else:
                 todo[d] = r
-        if here and landed is not None:
-            landed(here)
-        parts = plan_spans(todo.values(), part)
+        if landed is not None:
+            if here:
+                self._nursery.start_soon(landed, here)
+            if cached:
+                self._nursery.start_soon(self._cached_landed, list(cached.values()), landed)
+        parts = [piece for span in plan_spans(todo.values(), WHOLE_SPAN) for piece in _split(span, part)]
+        whole = _Whole(len(parts))
         for span in parts:
-            self._nursery.start_soon(self._whole_part, self._register(span, queued=span, landed=landed))
+            self._nursery.start_soon(self._whole_part, self._register(span, queued=span, landed=landed, whole=whole))
         return len(parts)
 
     # --- awaiting ----------------------------------------------------------------------------------
@@ -340,12 +387,12 @@ class ChunkSource:
             assert self._nursery is not None
             span, flight.queued = flight.queued, None
             self.stats["whole_parts_needed"] += 1
-            self._nursery.start_soon(self._run, span, flight, self._demand)
+            self._nursery.start_soon(self._needed_part, span, flight)
         return flight
 
     def _register(self, span: list[ChunkRef], queued: list[ChunkRef] | None = None,
-                  landed: Landed | None = None) -> _Flight:
-        flight = _Flight(queued, landed)
+                  landed: Landed | None = None, whole: _Whole | None = None) -> _Flight:
+        flight = _Flight(queued, landed, whole)
         for r in span:
             self._flights.setdefault(r.digest, flight)
         return flight
@@ -357,22 +404,91 @@ class ChunkSource:
                 self.stats["prefetch_spans"] += 1
                 await self._run(sub, self._register(sub), None, cache)
 
-    async def _whole_part(self, flight: _Flight) -> None:
-        """A part of a whole-file fetch, once a slot is free, unless a reader has started it already.
-
-        Unlike other fetches it does not hold its slot while the cache writer catches up: the next part
-        starts at once, up to WHOLE_BACKLOG parts not yet written. On this 2-core machine the one LMDB
-        writer (~280 MB/s, loaded) was what paced a whole 512 MiB file in, not the GETs."""
-        async with self._backlog:
-            async with self._whole:
-                span, flight.queued = flight.queued, None
-                if span is None:
-                    return
-                self.stats["whole_parts"] += 1
-                data = await self._run(span, flight, None, send=False)
+    async def _cached_landed(self, refs: list[ChunkRef], landed: Landed) -> None:
+        """Tell `landed` of a whole file's chunks that were already in the cache, LOAD_BATCH at a time (copied
+        out by a worker thread, not kept in memory): pushed into the page cache like the rest of the file."""
+        k = 0
+        while k < len(refs):
+            batch, size = [], 0
+            while k < len(refs) and size < LOAD_BATCH:
+                batch.append(refs[k])
+                size += refs[k].raw_len
+                k += 1
+            try:
+                data = await trio.to_thread.run_sync(self._load_blocking, batch, limiter=self._threads)
+            except Exception as e:  # noqa: BLE001 - then reads of them are served from the cache
+                log.warning("cannot read chunks from the cache: %s", e)
+                return
             if data:
-                with contextlib.suppress(trio.ClosedResourceError):  # unmounting
-                    await self._to_cache.send(list(data.items()))
+                await landed(data)
+
+    async def _whole_part(self, flight: _Flight) -> None:
+        """A part of a whole-file fetch, once a slot is free and fewer than WHOLE_HOLD bytes are held, unless a
+        reader has started it already. It keeps its slot until `landed` is done with it (pushed into the
+        page cache): pushes that fell behind the landing sent the reader's next reads to the daemon, ~2-10
+        ms each on a loaded machine instead of a few µs (a slot per push: 1,330 vs 1,174 ops/s, medians
+        of 6 alternating pairs, 2,000 random preads of a 512 MiB file)."""
+        async with self._whole:
+            while self._held_bytes >= WHOLE_HOLD:
+                await self._written.wait()
+            span, flight.queued = flight.queued, None
+            if span is None:
+                return  # a reader needed it first (_needed_part)
+            self.stats["whole_parts"] += 1
+            data = await self._run(span, flight, None, send=False)
+            await self._hold(flight, data)
+        await self._settle(flight)
+
+    async def _needed_part(self, span: list[ChunkRef], flight: _Flight) -> None:
+        """A queued part that a reader waits for: started at once, held like the others."""
+        data = await self._run(span, flight, self._demand, send=False)
+        await self._hold(flight, data)
+        await self._settle(flight)
+
+    async def _hold(self, flight: _Flight, data: dict[bytes, Chunk] | None) -> None:
+        """Keep a landed part in memory, its chunks mapped to its flight again (readers are served from it, and
+        nothing fetches them twice), and tell `landed`. `_run` unregistered the flight when it landed: no
+        await falls between that and this, so no reader can miss the table in between.
+
+        Held parts are written to LMDB once their file is in (or WHOLE_HOLD bytes are held): writing them
+        while the rest lands made LMDB's copies into its file (~0.3 core-s per 512 MiB here, kernel and
+        memcpy) compete with the GETs, moto and the pushes for 2 cores. 2,000 random preads of a cold
+        512 MiB file: 1,225 -> 1,540 ops/s (medians of 5 alternating pairs, moto, loaded machine)."""
+        if data:
+            for digest in data:
+                self._flights.setdefault(digest, flight)
+            self._held.append((flight, data))
+            self._held_bytes += sum(len(c) for c in data.values())
+            if flight.landed is not None:
+                await flight.landed(data)
+
+    async def _settle(self, flight: _Flight) -> None:
+        """One part fewer to land: write what is held once the file is in, or when too much is held."""
+        assert flight.whole is not None
+        flight.whole.left -= 1
+        if self._held and (flight.whole.left == 0 or self._held_bytes >= WHOLE_HOLD):
+            await self._write_held()
+            if not self._held:  # nothing else landed meanwhile: the burst is over
+                await trio.to_thread.run_sync(give_back_freed_memory)
+
+    async def _write_held(self) -> None:
+        """Write every held part to the cache, a part per call (LMDB takes one writer at a time, and the
+        cache writer task may take its turn in between), then let go of them (memory keeps what its LRU
+        wants; a reader finds the rest in the cache)."""
+        held, self._held = self._held, []
+        try:
+            for _, data in held:
+                await trio.to_thread.run_sync(self.cache.put_many, data.items())  # not abandoned: LMDB stays whole
+        except Exception as e:  # noqa: BLE001 - an unwritten chunk is only a future miss
+            log.warning("cannot write %d chunks to the cache: %s", sum(len(data) for _, data in held), e)
+        finally:
+            for flight, data in held:
+                for digest in data:
+                    if self._flights.get(digest) is flight:
+                        del self._flights[digest]
+                self._held_bytes -= sum(len(c) for c in data.values())
+            self._written.set()
+            self._written = trio.Event()
 
     async def _load(self, refs: list[ChunkRef], flight: _Flight | None) -> None:
         """Copy cached chunks into memory in a worker thread; `flight` given: a reader waits for it."""
@@ -421,8 +537,6 @@ class ChunkSource:
                     self.memory.put(digest, chunk)
             finally:
                 self._land(span, flight)
-            if flight.landed is not None and data:
-                flight.landed(data)
             if not cache and data:
                 self.stats["uncached_bytes"] += sum(len(d) for d in data.values())
             elif data and send:
@@ -449,6 +563,23 @@ class ChunkSource:
         finally:
             with self._busy_lock:
                 self._busy -= 1
+
+
+def _split(span: list[ChunkRef], part: int) -> list[list[ChunkRef]]:
+    """`span` cut at chunk boundaries into pieces of about equal size, about `part` bytes each (less than 1.5 x):
+    a pack of ~34 MiB in parts of 16 MiB was 16 + 16 + 2 MiB, and the small GETs cost the server almost
+    what big ones do (33 GETs per 512 MiB instead of 49)."""
+    size = span[-1].end - span[0].offset
+    n = max(1, round(size / part))
+    out: list[list[ChunkRef]] = []
+    cur: list[ChunkRef] = []
+    for r in span:
+        if cur and r.offset - span[0].offset >= size * (len(out) + 1) / n:
+            out.append(cur)
+            cur = []
+        cur.append(r)
+    out.append(cur)
+    return out
 
 
 def _where(pack: str) -> str:
