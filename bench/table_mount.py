@@ -330,6 +330,8 @@ class MountBench:
         s = self.res[system][metric]
         if s.error is None and not s.values:
             return "—"
+        if metric == "rss" and s.error is None:  # the peak over the table's mounts, as the notes say
+            return f"{fmt_num(max(s.values))} {s.unit}"
         return fmt(s)
 
     def med(self, system: str, metric: str) -> float | None:
@@ -385,7 +387,10 @@ class MountBench:
             f"{CEILING_THREADS} parallel {CEILING_PART >> 20} MiB ranged GETs into memory, in this process. "
             "moto runs on the same two cores as every client here.",
             "Peak RSS: VmHWM of the process serving the mount (artfs: the daemon whose pid `artfs mount` prints), "
-            "the max over this table's mounts.",
+            "the max over this table's mounts. artfs's counts the pages of its LMDB chunk cache that it has "
+            "mapped and read (file pages: the kernel reclaims them like any page cache; a cache-warm read of "
+            "the big file maps all of it), and, during random reads of the big file, the parts it holds in "
+            "memory until the whole file is in (up to 512 MiB, handed back after).",
         ]
         if self.broken:
             notes.append("Not measured: " + "; ".join(f"{k}: {v}" for k, v in self.broken.items()) + ".")
