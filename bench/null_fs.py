@@ -334,6 +334,17 @@ async def serve() -> None:
         nursery.cancel_scope.cancel()
 
 
+def init_mount(fs: pyfuse3.Operations, mountpoint: str, name: str) -> bool:
+    """pyfuse3.init with the default options under fsname/subtype `name`; False (said why) if it fails."""
+    options = set(pyfuse3.default_options) | {f"fsname={name}", f"subtype={name}"}
+    try:
+        pyfuse3.init(fs, mountpoint, options)
+    except RuntimeError as e:
+        print(f"{name}: cannot mount {mountpoint}: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.null_fs", description=__doc__.split("\n\n")[0])
     p.add_argument("mountpoint")
@@ -350,11 +361,7 @@ def main(argv: list[str]) -> int:
         return 1
     fs = NullFs(args.writeback, args.keep_cache, args.discard)
     fs.populate(args.files, args.big_mib)
-    options = set(pyfuse3.default_options) | {"fsname=nullfs", "subtype=nullfs"}
-    try:
-        pyfuse3.init(fs, args.mountpoint, options)
-    except RuntimeError as e:
-        print(f"null_fs: cannot mount {args.mountpoint}: {e}", file=sys.stderr)
+    if not init_mount(fs, args.mountpoint, "nullfs"):
         return 1
     print(f"mounted {args.mountpoint} (pid {os.getpid()})", flush=True)
     try:

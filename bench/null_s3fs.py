@@ -29,7 +29,7 @@ import trio
 
 from artfs.fs.mountpoint import raise_readahead
 from artfs.storage.s3 import S3Store, parse_s3_uri
-from bench.null_fs import serve
+from bench.null_fs import init_mount, serve
 
 MiB = 1 << 20
 FILE_INODE = pyfuse3.ROOT_INODE + 1
@@ -148,11 +148,7 @@ def main(argv: list[str]) -> int:
     store = S3Store(f"s3://{bucket}")
     size = store._client.head_object(Bucket=bucket, Key=key)["ContentLength"]
     fs = StreamFs(store, key, size, args.part_mib * MiB, args.ahead)
-    options = set(pyfuse3.default_options) | {"fsname=nulls3fs", "subtype=nulls3fs"}
-    try:
-        pyfuse3.init(fs, args.mountpoint, options)
-    except RuntimeError as e:
-        print(f"null_s3fs: cannot mount {args.mountpoint}: {e}", file=sys.stderr)
+    if not init_mount(fs, args.mountpoint, "nulls3fs"):
         return 1
     sys.setswitchinterval(0.0005)
     try:

@@ -58,15 +58,17 @@ WHOLE_SLOTS = 4  # parts of whole-file fetches in flight (for all files together
 # moto's CPU (0.53-0.61 s vs 0.77 s per 512 MiB) and landed a file sooner than 8 x 8 MiB (see reader.py)
 
 
-def _ram_share(share: int, cap: int) -> int:
+def physical_ram() -> int:
+    """The machine's RAM in bytes (0 where it cannot be read)."""
     try:
-        return min(cap, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // share)
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
-        return cap // 4
+        return 0
 
 
-WHOLE_HOLD = _ram_share(32, 512 * MiB)  # landed whole-file parts held in memory, not yet written to the cache
-# (see _hold): at most 512 MiB, and a 32nd of the RAM; handed back to the kernel after (give_back_freed_memory)
+# Landed whole-file parts held in memory, not yet written to the cache (see _hold): at most 512 MiB, and a
+# 32nd of the RAM; handed back to the kernel after (give_back_freed_memory)
+WHOLE_HOLD = min(512 * MiB, physical_ram() // 32 or 128 * MiB)
 INLINE_MAX = 256 * 1024  # cached chunks up to this size are read on the loop (cheap even if cold)
 LOAD_BATCH = 4 * MiB  # chunks copied out of the cache per worker-thread call
 WRITE_BATCH = 32 * MiB  # fetched chunks written to the cache per LMDB transaction (at most)
@@ -85,11 +87,7 @@ def keep_freed_memory(trim: int = 256 * MiB, mmap_threshold: int = 32 * MiB) -> 
     its big ones are made under the GIL anyway), big buffers from the heap, 256 MiB of free heap kept.
     False where this is not glibc. LMDB's write buffers, in this process, benefit too.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
+    mallopt = _libc("mallopt")
     if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # <malloc.h>
@@ -102,13 +100,18 @@ def give_back_freed_memory() -> None:
     needed far more memory than the daemon keeps: a file fetched whole for random reads holds up to
     WHOLE_HOLD until it is in, and the 256 MiB that `keep_freed_memory` lets glibc keep at the heap's top
     would otherwise stay resident too, as would free chunks below it. Blocking (walks the heap): a thread."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    trim = _libc("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+def _libc(function: str) -> Callable[..., int] | None:
+    """A function of glibc's, or None where there is none (another libc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), function) if name else None
+    except (OSError, AttributeError):
+        return None
 
 
 class _Memory:

@@ -32,7 +32,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from artfs.core.content import Chunk, FileLayout
 from artfs.core.index import StoreIndex
 from artfs.core.manifest import FILE, Entry
 from artfs.core.packs import ChunkRef
-from artfs.fs.chunks import ChunkSource, MiB
+from artfs.fs.chunks import ChunkSource, MiB, physical_ram
 
 FIRST_WINDOW = 2 * MiB
 MAX_WINDOW = 64 * MiB
@@ -122,7 +121,7 @@ class Reader:
         `whole_limit` and an eighth of the RAM), by `store_pages` (default: pyfuse3.notify_store)."""
         self.chunks = chunks
         self.whole_limit = whole_limit
-        self.push_limit = min(whole_limit, _ram() // PUSH_RAM_SHARE) if push_limit is None else push_limit
+        self.push_limit = min(whole_limit, physical_ram() // PUSH_RAM_SHARE) if push_limit is None else push_limit
         self._store_pages = store_pages
         self._pushing = trio.Lock()  # one push at a time: each is a burst of kernel copies
         self.index = index
@@ -330,9 +329,3 @@ def _notify_store(inode: int, offset: int, data: Chunk) -> None:
 
     pyfuse3.notify_store(inode, offset, data)  # type: ignore[arg-type]  # any buffer (PyObject_GetBuffer)
 
-
-def _ram() -> int:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 0

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from tests.support.s3server import s3_env
+
 ALL_FAULTS = ("reset", "slowdown", "error_after_apply", "truncate", "truncate_declared", "stall")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "expect"}  # the proxy answers 100-continue itself and forwards the whole body
@@ -172,3 +174,12 @@ class FaultProxy:
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy
 
         return Handler
+
+
+def mount_through(proxy: FaultProxy, mount_artfs, store_uri: str, artifact: str):
+    """A mount of `store_uri` that reaches S3 through `proxy` (a 10 s store deadline), expecting the ERRORs
+    a misbehaving wire causes on reads of `artifact`'s v0: each such read fails with EIO, and says so."""
+    m = mount_artfs(store_uri, env={**s3_env(proxy.endpoint), "ARTFS_STORE_DEADLINE": "10"})
+    m.expected_errors = [rf"read of {artifact}:v0/\S+ at \d+ failed: store .* unreachable",
+                         rf"(lookup|getattr|opendir|readdir) of {artifact}\S* failed: store .* unreachable"]
+    return m
