@@ -13,6 +13,9 @@ operations for `cp -r`, `tar x`, `cat`, `find`, `dd` and `rm -r`; no links, syml
   more than FUSE itself on this VM (fresh anonymous pages fault in at ~2 GB/s of CPU).
 - `--files N`: N empty files in MNT/many/dNNN/ folders of 1,000 (for a `find` over a big tree).
 - `--big-mib M`: one file MNT/big.bin of M MiB (for page-cache-hot re-reads).
+- `--disk DIR`: what is made through the mount is kept as real files and directories under DIR (bytes
+  written with pwrite, names made with open/mkdir, nothing synced), like libfuse's passthrough example:
+  the floor of a filesystem that, like artfs's staging, must still have a file after its daemon dies.
 
 The tree is made before the mount, so a first `find` is cold in the kernel's caches. It runs in the
 foreground; SIGTERM/SIGINT (or `fusermount3 -u`) unmounts and ends it.
@@ -334,6 +337,105 @@ async def serve() -> None:
         nursery.cancel_scope.cancel()
 
 
+class DiskFs(NullFs):
+    """NullFs whose files and directories made through the mount are also real ones under `root`: the
+    names and sizes answered from memory as NullFs does, the bytes read and written on disk."""
+
+    def __init__(self, root: str, writeback: bool, keep_cache: bool) -> None:
+        super().__init__(writeback, keep_cache)
+        self.paths: dict[int, bytes] = {pyfuse3.ROOT_INODE: os.fsencode(root)}
+        self.fds: dict[int, list[int]] = {}  # inode -> [descriptor, open handles]
+
+    def _path(self, parent: int, name: bytes) -> bytes:
+        try:
+            return os.path.join(self.paths[parent], name)
+        except KeyError:  # a pre-populated directory: not on disk
+            raise pyfuse3.FUSEError(errno.EROFS) from None
+
+    def _fd(self, ino: int) -> int:
+        held = self.fds.get(ino)
+        if held is None:
+            held = self.fds[ino] = [os.open(self.paths[ino], os.O_RDWR), 0]
+        return held[0]
+
+    def _hold(self, ino: int) -> None:
+        self._fd(ino)
+        self.fds[ino][1] += 1
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self._path(parent_inode, name)
+        entry = await super().mkdir(parent_inode, name, mode, ctx)
+        os.mkdir(path, 0o700)
+        self.paths[entry.st_ino] = path
+        return entry
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        path = self._path(parent_inode, name)
+        info, entry = await super().create(parent_inode, name, mode, flags, ctx)
+        self.paths[entry.st_ino] = path
+        self.fds[entry.st_ino] = [os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), 1]
+        return info, entry
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if inode not in self.paths:
+            return await super().open(inode, flags, ctx)
+        info = await super().open(inode, flags & ~os.O_TRUNC, ctx)
+        self._hold(inode)
+        if flags & os.O_TRUNC:
+            os.ftruncate(self._fd(inode), 0)
+            self.nodes[inode].size = 0
+        return info
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        if fh not in self.paths:
+            return await super().read(fh, off, size)
+        return os.pread(self._fd(fh), size, off)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        if fh not in self.paths:
+            return await super().write(fh, off, buf)
+        n = os.pwrite(self._fd(fh), buf, off)
+        node = self.nodes[fh]
+        node.size = max(node.size, off + n)
+        return n
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if fields.update_size and inode in self.paths:
+            os.truncate(self.paths[inode], attr.st_size)
+            self.nodes[inode].size = -1  # NullFs then only records the new size, as under --discard
+        return await super().setattr(inode, attr, fields, fh, ctx)
+
+    async def release(self, fh: int) -> None:
+        held = self.fds.get(fh)
+        if held is not None:
+            held[1] -= 1
+            if held[1] <= 0:
+                os.close(self.fds.pop(fh)[0])
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        path = self._path(parent_inode, name)
+        await super().unlink(parent_inode, name, ctx)
+        os.unlink(path)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        path = self._path(parent_inode, name)
+        await super().rmdir(parent_inode, name, ctx)
+        os.rmdir(path)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        old, new = self._path(parent_inode_old, name_old), self._path(parent_inode_new, name_new)
+        await super().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx)
+        os.rename(old, new)
+        prefix = old + b"/"
+        for ino, path in list(self.paths.items()):
+            if path == old or path.startswith(prefix):
+                self.paths[ino] = new + path[len(old):]
+
+
 def init_mount(fs: pyfuse3.Operations, mountpoint: str, name: str) -> bool:
     """pyfuse3.init with the default options under fsname/subtype `name`; False (said why) if it fails."""
     options = set(pyfuse3.default_options) | {f"fsname={name}", f"subtype={name}"}
@@ -353,13 +455,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--discard", action="store_true", help="drop written bytes (keep sizes): FUSE alone")
     p.add_argument("--files", type=int, default=0, help="N empty files in MNT/many/, folders of 1,000")
     p.add_argument("--big-mib", type=int, default=0, help="one file MNT/big.bin of this many MiB")
+    p.add_argument("--disk", metavar="DIR", help="keep what is made through the mount as files under DIR")
     args = p.parse_args(argv)
     if args.files < 0 or args.big_mib < 0:
         p.error("--files and --big-mib must not be negative")
     if not os.path.isdir(args.mountpoint):
         print(f"null_fs: {args.mountpoint}: not a directory", file=sys.stderr)
         return 1
-    fs = NullFs(args.writeback, args.keep_cache, args.discard)
+    if args.disk is not None and (args.discard or not os.path.isdir(args.disk)):
+        p.error("--disk needs an existing directory and no --discard")
+    fs = (DiskFs(args.disk, args.writeback, args.keep_cache) if args.disk is not None
+          else NullFs(args.writeback, args.keep_cache, args.discard))
     fs.populate(args.files, args.big_mib)
     if not init_mount(fs, args.mountpoint, "nullfs"):
         return 1
