@@ -74,6 +74,24 @@ def test_a_taken_name_or_a_filesystem_without_spares_falls_back(tmp_path, monkey
         spares.close()
 
 
+def test_without_proc_no_spare_is_made(tmp_path, monkeypatch):
+    """No /proc/self/fd: a spare could never be linked, so the thread gives up at once rather than making
+    files that every create would then fail to link and throw away."""
+    monkeypatch.setattr(spare_module, "OWN_FDS", str(tmp_path / "no-proc"))
+    made = []
+    spares = SpareFiles(str(tmp_path), size=2)
+    real = spares._make
+    monkeypatch.setattr(spares, "_make", lambda: made.append(1) or real())
+    try:
+        assert spares.take(str(tmp_path / "a")) is None
+        spares._thread.join(10)
+        assert not spares._thread.is_alive() and spares._closed and made == []
+        assert spares.take(str(tmp_path / "b")) is None
+    finally:
+        spares.close()
+    assert os.listdir(tmp_path) == []
+
+
 def test_creates_take_spares_and_stage_the_same_files(lrepo):
     with StagingArea.open(lrepo, "animals") as area:
         spares = area._files._data_files._spares

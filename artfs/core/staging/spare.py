@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # never waits for the disk; the thread refills from half, so at ~1,000 creates/s it keeps up or runs dry.
 SPARES = 32
 MODE = 0o600
+OWN_FDS = "/proc/self/fd"  # linkat names an open file through it; where /proc is not mounted, no spares
 
 
 class SpareFiles:
@@ -54,7 +55,7 @@ class SpareFiles:
             self._start()
             return None
         try:
-            os.link(f"/proc/self/fd/{fd}", path, dst_dir_fd=self._dir_fd)  # linkat(AT_SYMLINK_FOLLOW): the file
+            os.link(f"{OWN_FDS}/{fd}", path, dst_dir_fd=self._dir_fd)  # linkat(AT_SYMLINK_FOLLOW): the file
         except OSError:
             os.close(fd)
             return None
@@ -69,6 +70,10 @@ class SpareFiles:
         self._wake.set()
 
     def _fill(self) -> None:
+        if not os.path.isdir(OWN_FDS):  # no file made here could ever be linked (a chroot, a bare container)
+            log.debug("no spare files in %s: %s is not there", self.root, OWN_FDS)
+            self._closed = True
+            return
         try:
             self._dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as e:
