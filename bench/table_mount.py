@@ -311,7 +311,8 @@ class MountBench:
         self.setup()
         for rep in range(self.reps):
             log(f"Table 2 (mount), repetition {rep + 1}/{self.reps}")
-            for system in SYSTEMS:
+            k = rep % len(SYSTEMS)  # the systems take turns: no one always runs right after another's writes
+            for system in SYSTEMS[k:] + SYSTEMS[:k]:
                 if system == "boto3":
                     self.run_boto3(rep)
                 elif system == "S3 ceiling":
@@ -370,6 +371,7 @@ class MountBench:
             f"Notes: the small-files read lists the directory and reads each of the {self.data.small_count:,} "
             "files whole, in readdir order; `find DIR -type f`; preads are "
             f"{self.scale.preads:,} page-aligned 4 KiB `pread`s at seeded random offsets of the big file. "
+            "The systems take turns: each repetition starts one system later in the row order. "
             "Cold = fresh mount + empty cache dir + page cache dropped; cache-warm = the same mount after a "
             "cold read, page cache dropped (artfs: LMDB cache; rclone: its vfs cache; s3fs has no disk cache, "
             "so it fetches again). boto3: `download_file` to local disk (default TransferConfig); small files = "
