@@ -417,8 +417,11 @@ class DiskFs(NullFs):
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self._path(parent_inode, name)
+        ino = self._dir(parent_inode).get(name)
         await super().unlink(parent_inode, name, ctx)
         os.unlink(path)
+        assert ino is not None  # else NullFs raised ENOENT
+        self.paths.pop(ino, None)  # an open handle keeps its descriptor; the name may be made again
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self._path(parent_inode, name)
@@ -428,12 +431,18 @@ class DiskFs(NullFs):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         old, new = self._path(parent_inode_old, name_old), self._path(parent_inode_new, name_new)
+        ino, replaced = self._dir(parent_inode_old).get(name_old), self._dir(parent_inode_new).get(name_new)
         await super().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx)
         os.rename(old, new)
-        prefix = old + b"/"
-        for ino, path in list(self.paths.items()):
-            if path == old or path.startswith(prefix):
-                self.paths[ino] = new + path[len(old):]
+        assert ino is not None  # else NullFs raised ENOENT
+        if replaced is not None and replaced != ino:
+            self.paths.pop(replaced, None)
+        self.paths[ino] = new
+        if ino in self.parents:  # a directory: the paths of everything under it move too
+            prefix = old + b"/"
+            for other, path in list(self.paths.items()):
+                if path.startswith(prefix):
+                    self.paths[other] = new + path[len(old):]
 
 
 def init_mount(fs: pyfuse3.Operations, mountpoint: str, name: str) -> bool:
