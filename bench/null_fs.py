@@ -1,10 +1,12 @@
 """A minimal in-memory pyfuse3 + trio filesystem: the FUSE floor that artfs's figures are set against.
 
     python -m bench.null_fs MOUNTPOINT [--writeback] [--keep-cache] [--discard] [--files N] [--big-mib M]
+                                       [--disk DIR] [--xattrs]
 
 It does the least work a request allows (a dict lookup, a bytearray slice) and never awaits, so what it
 costs is what pyfuse3, trio and the kernel cost: anything artfs spends beyond it is artfs's own. Enough
-operations for `cp -r`, `tar x`, `cat`, `find`, `dd` and `rm -r`; no links, symlinks or xattrs (ENOSYS).
+operations for `cp -r`, `tar x`, `cat`, `find`, `dd` and `rm -r`; no links, symlinks or xattrs (ENOSYS;
+but see `--xattrs`).
 
 - `--writeback`: the kernel's writeback cache (`Operations.enable_writeback_cache`).
 - `--keep-cache`: `FileInfo(keep_cache=True)` on open, so a re-read is served from the page cache.
@@ -13,6 +15,11 @@ operations for `cp -r`, `tar x`, `cat`, `find`, `dd` and `rm -r`; no links, syml
   more than FUSE itself on this VM (fresh anonymous pages fault in at ~2 GB/s of CPU).
 - `--files N`: N empty files in MNT/many/dNNN/ folders of 1,000 (for a `find` over a big tree).
 - `--big-mib M`: one file MNT/big.bin of M MiB (for page-cache-hot re-reads).
+- `--xattrs`: answer getxattr with "no such attribute" (ENODATA) and listxattr with none, as a filesystem
+  that has extended attributes must, rather than ENOSYS. With ENOSYS the kernel stops asking; with
+  xattrs it asks for `security.capability` before every write(), chown and chmod (the kernel keeps no
+  answer unless the filesystem handles FUSE_HANDLE_KILLPRIV_V2, which pyfuse3 3.5 cannot negotiate).
+  artfs has xattrs (its `user.artfs.*` attributes): this is the floor of a filesystem that does.
 - `--disk DIR`: what is made through the mount is kept as real files and directories under DIR (bytes
   written with pwrite, names made with open/mkdir, nothing synced), like libfuse's passthrough example:
   the floor of a filesystem that, like artfs's staging, must still have a file after its daemon dies.
@@ -456,6 +463,14 @@ def init_mount(fs: pyfuse3.Operations, mountpoint: str, name: str) -> bool:
     return True
 
 
+async def _no_such_xattr(inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+
+async def _no_xattrs(inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+    return []
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.null_fs", description=__doc__.split("\n\n")[0])
     p.add_argument("mountpoint")
@@ -465,6 +480,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--files", type=int, default=0, help="N empty files in MNT/many/, folders of 1,000")
     p.add_argument("--big-mib", type=int, default=0, help="one file MNT/big.bin of this many MiB")
     p.add_argument("--disk", metavar="DIR", help="keep what is made through the mount as files under DIR")
+    p.add_argument("--xattrs", action="store_true", help="have (no) extended attributes rather than ENOSYS")
     args = p.parse_args(argv)
     if args.files < 0 or args.big_mib < 0:
         p.error("--files and --big-mib must not be negative")
@@ -475,6 +491,9 @@ def main(argv: list[str]) -> int:
         p.error("--disk needs an existing directory and no --discard")
     fs = (DiskFs(args.disk, args.writeback, args.keep_cache) if args.disk is not None
           else NullFs(args.writeback, args.keep_cache, args.discard))
+    if args.xattrs:
+        fs.getxattr = _no_such_xattr  # type: ignore[method-assign]
+        fs.listxattr = _no_xattrs  # type: ignore[method-assign]
     fs.populate(args.files, args.big_mib)
     if not init_mount(fs, args.mountpoint, "nullfs"):
         return 1
