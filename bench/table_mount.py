@@ -286,6 +286,9 @@ class MountBench:
 
         t = timed(fetch_all)
         self.add("S3 ceiling", "cold", size / MB / t)
+        # Random preads spread over the whole file need nearly all of it (2,000 reads touch every 16 MiB
+        # part): a reader that lands the file at this rate answers them no sooner than `t`.
+        self.add("S3 ceiling", "preads", self.scale.preads / t)
         log(f"  r{rep} S3 ceiling: {fmt_num(size / MB / t)} MB/s ({CEILING_THREADS} × "
             f"{CEILING_PART >> 20} MiB ranged GETs into memory)")
 
@@ -356,6 +359,8 @@ class MountBench:
             ("small files ≥ 10× s3fs", a("artfs", "small"), a("s3fs", "small"), 10.0, "files/s"),
             ("small files vs rclone (no target)", a("artfs", "small"), a("rclone", "small"), None, "files/s"),
             ("random preads vs s3fs (no target)", a("artfs", "preads"), a("s3fs", "preads"), None, "ops/s"),
+            ("random preads vs the server's ceiling (no target)", a("artfs", "preads"), a("S3 ceiling", "preads"),
+             None, "ops/s"),
         ]
         trows = []
         for label, mine, ref, target, unit in targets:
@@ -386,7 +391,10 @@ class MountBench:
             "(bench/null_s3fs.py) serves the big object as one file from ranged GETs of 16 MiB, four ahead, "
             "through artfs's botocore client, with readahead 1 MiB, and does nothing else (no chunks, no digest "
             "check, no cache); the server's ceiling is the big object in "
-            f"{CEILING_THREADS} parallel {CEILING_PART >> 20} MiB ranged GETs into memory, in this process. "
+            f"{CEILING_THREADS} parallel {CEILING_PART >> 20} MiB ranged GETs into memory, in this process; its "
+            "preads figure is the preads' count over that time: random reads over the whole file need nearly "
+            "every byte of it, so a reader that brings the file in at the server's ceiling answers them no faster "
+            "(a reader that sends one small GET per read is bound by the GETs' latency instead, as s3fs is). "
             "moto runs on the same two cores as every client here.",
             "Peak RSS: VmHWM of the process serving the mount (artfs: the daemon whose pid `artfs mount` prints), "
             "the max over this table's mounts. artfs's counts the pages of its LMDB chunk cache that it has "
