@@ -1,6 +1,6 @@
 """The floor for a cold stream from S3 through FUSE: one S3 object as a file, with nothing else done.
 
-    python -m bench.null_s3fs MOUNTPOINT s3://BUCKET/KEY [--part-mib 16] [--ahead 4]
+    python -m bench.null_s3fs MOUNTPOINT s3://BUCKET/KEY [--part-mib 16] [--ahead 4] [--keep FILE]
 
 What a cold sequential read through pyfuse3 + trio + botocore can reach on this machine at all, to set
 artfs's cold stream against (issue 13): MNT/big.bin is the object, read ahead in ranged GETs of
@@ -10,6 +10,11 @@ slice. None of artfs's work: no chunk layout, no digest check, no cache writes, 
 bound beyond the window; the kernel's readahead is raised to 1 MiB and the GIL switch interval lowered,
 as artfs does. Anything artfs spends beyond this on a stream is artfs's own; what this cannot reach,
 pyfuse3, the kernel, botocore and the S3 server (moto, on the same two cores) do not allow.
+
+`--keep FILE`: each part is also written into FILE at its offset (a pwrite from the GET's worker
+thread, before the part is served): the local copy every caching filesystem keeps of what it streamed
+(rclone's vfs cache file, artfs's chunk cache). On a VM whose fresh memory is slow to fault in, filling
+new page cache costs a stream as much as the network does; this floor pays it too.
 
 Runs in the foreground; SIGTERM/SIGINT (or `fusermount3 -u`) unmounts and ends it. Credentials and the
 endpoint come from the environment (AWS_ENDPOINT_URL, as artfs reads them).
@@ -39,9 +44,10 @@ NAME = b"big.bin"
 class StreamFs(pyfuse3.Operations):
     """Root holds one file; reads are served from parts fetched ahead of the reader, in order."""
 
-    def __init__(self, store: S3Store, key: str, size: int, part: int, ahead: int) -> None:
+    def __init__(self, store: S3Store, key: str, size: int, part: int, ahead: int, keep_fd: int = -1) -> None:
         super().__init__()
         self.store, self.key, self.size, self.part, self.ahead = store, key, size, part, ahead
+        self.keep_fd = keep_fd  # --keep: the local copy, or -1
         self.parts: dict[int, tuple[trio.Event, list[bytes]]] = {}
         self.slots = trio.CapacityLimiter(ahead)
         self.nursery: trio.Nursery | None = None
@@ -113,11 +119,19 @@ class StreamFs(pyfuse3.Operations):
             try:
                 off = k * self.part
                 n = min(self.part, self.size - off)
-                box.append(await trio.to_thread.run_sync(self.store.get_range, self.key, off, n))
+                box.append(await trio.to_thread.run_sync(self._get, off, n))
             except Exception as e:  # noqa: BLE001 - the waiting read answers EIO
                 print(f"null_s3fs: GET of part {k} failed: {e}", file=sys.stderr, flush=True)
             finally:
                 done.set()
+
+
+    def _get(self, off: int, n: int) -> bytes:
+        """Worker thread: one ranged GET (and with --keep, its bytes written into the local copy)."""
+        data = self.store.get_range(self.key, off, n)
+        if self.keep_fd >= 0:
+            os.pwrite(self.keep_fd, data, off)
+        return data
 
 
 async def _main(fs: StreamFs, mountpoint: str) -> None:
@@ -142,12 +156,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("object", help="s3://BUCKET/KEY")
     p.add_argument("--part-mib", type=int, default=16)
     p.add_argument("--ahead", type=int, default=4)
+    p.add_argument("--keep", metavar="FILE", help="also write what is streamed into FILE (a local copy)")
     args = p.parse_args(argv)
     bucket, key = parse_s3_uri(args.object)
     key = key.rstrip("/")
     store = S3Store(f"s3://{bucket}")
     size = store._client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-    fs = StreamFs(store, key, size, args.part_mib * MiB, args.ahead)
+    keep_fd = os.open(args.keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if args.keep else -1
+    fs = StreamFs(store, key, size, args.part_mib * MiB, args.ahead, keep_fd)
     if not init_mount(fs, args.mountpoint, "nulls3fs"):
         return 1
     sys.setswitchinterval(0.0005)

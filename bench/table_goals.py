@@ -101,6 +101,8 @@ GOALS = [
          _mount("S3 ceiling", "cold"), "the server's ceiling (parallel 8 MiB GETs)", 0.75),
     Goal("cold sequential read: the FUSE + S3 floor", "MB/s", _mount("artfs", "cold"),
          _mount("null fs over S3", "cold"), "null pyfuse3 fs over S3", 0.8),
+    Goal("cold sequential read: the FUSE + S3 floor keeping a copy", "MB/s", _mount("artfs", "cold"),
+         _mount("null fs over S3 + local copy", "cold"), "null pyfuse3 fs over S3 keeping a local copy", 0.8),
     Goal("random 4 KiB preads, cold", "ops/s", _mount("artfs", "preads"),
          best(_mount("s3fs", "preads"), _mount("rclone", "preads")), "best peer", 1.5),
     Goal("random 4 KiB preads, cold: the server's ceiling", "ops/s", _mount("artfs", "preads"),

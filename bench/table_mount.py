@@ -38,10 +38,13 @@ from bench.mounts import Artfs, ArtfsMount, Mount, MountUnavailable, NullS3Mount
 from bench.probe import percentile_ms, pread_offsets
 from bench.s3peer import POOL, S3
 
-SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs", "null fs over S3", "S3 ceiling")
+NULL_S3, NULL_S3_COPY = "null fs over S3", "null fs over S3 + local copy"
+SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs", NULL_S3, NULL_S3_COPY, "S3 ceiling")
 LABELS = {"local disk": "local disk", "boto3": "boto3 download / get_object", "artfs": "**artfs mount**",
           "rclone": "rclone mount, vfs-cache full", "s3fs": "s3fs",
-          "null fs over S3": "null pyfuse3 fs over S3 (the floor)", "S3 ceiling": "the S3 server's ceiling"}
+          NULL_S3: "null pyfuse3 fs over S3 (the floor)",
+          NULL_S3_COPY: "the same, keeping a local copy (the floor of a caching fs)",
+          "S3 ceiling": "the S3 server's ceiling"}
 CEILING_PART = 8 << 20  # the server's ceiling: ranged GETs of this size, CEILING_THREADS at once, into memory
 CEILING_THREADS = 8
 METRICS = {  # key: (column, unit)
@@ -124,10 +127,10 @@ class MountBench:
                 with self._mounted("s3fs", m):
                     yield m.path
             return contextlib.contextmanager(s3fs_mount)
-        if system == "null fs over S3":
+        if system in (NULL_S3, NULL_S3_COPY):
             def null_s3_mount() -> Iterator[str]:
                 m = NullS3Mount(fresh_dir(self.work, "mnt-null-s3"), self.s3, f"{RAW}/big/big.bin",
-                                fresh_dir(self.work, "null-s3-work"))
+                                fresh_dir(self.work, "null-s3-work"), keep=system == NULL_S3_COPY)
                 with self._mounted(system, m):
                     yield m.path
             return contextlib.contextmanager(null_s3_mount)
@@ -292,9 +295,9 @@ class MountBench:
         log(f"  r{rep} S3 ceiling: {fmt_num(size / MB / t)} MB/s ({CEILING_THREADS} × "
             f"{CEILING_PART >> 20} MiB ranged GETs into memory)")
 
-    def run_null_s3(self, rep: int) -> None:
-        """The floor for a cold stream through FUSE (bench/null_s3fs.py): one cold sequential read."""
-        system = "null fs over S3"
+    def run_null_s3(self, system: str, rep: int) -> None:
+        """The floor for a cold stream through FUSE (bench/null_s3fs.py, with or without the local copy a
+        caching filesystem keeps): one cold sequential read."""
 
         def cold(root: str) -> None:
             drop_caches()
@@ -320,8 +323,8 @@ class MountBench:
                     self.run_boto3(rep)
                 elif system == "S3 ceiling":
                     self.run_ceiling(rep)
-                elif system == "null fs over S3":
-                    self.run_null_s3(rep)
+                elif system in (NULL_S3, NULL_S3_COPY):
+                    self.run_null_s3(system, rep)
                 else:
                     self.run_fs(system, rep)
         self.s3.delete_prefix("mount/")
@@ -350,8 +353,10 @@ class MountBench:
             ("cold sequential ≥ 1.2× boto3 download", a("artfs", "cold"), a("boto3", "cold"), 1.2, "MB/s"),
             ("cold sequential ≥ 2× s3fs", a("artfs", "cold"), a("s3fs", "cold"), 2.0, "MB/s"),
             ("cold sequential vs rclone (no target)", a("artfs", "cold"), a("rclone", "cold"), None, "MB/s"),
-            ("cold sequential vs the null fs over S3 (no target)", a("artfs", "cold"), a("null fs over S3", "cold"),
+            ("cold sequential vs the null fs over S3 (no target)", a("artfs", "cold"), a(NULL_S3, "cold"),
              None, "MB/s"),
+            ("cold sequential vs the null fs over S3 keeping a copy (no target)", a("artfs", "cold"),
+             a(NULL_S3_COPY, "cold"), None, "MB/s"),
             ("cold sequential vs the server's ceiling (no target)", a("artfs", "cold"), a("S3 ceiling", "cold"),
              None, "MB/s"),
             ("cache-warm ≥ 1 GB/s", a("artfs", "warm"), 1000.0, 1.0, "MB/s"),
@@ -390,7 +395,10 @@ class MountBench:
             "The floor and the ceiling of a cold stream (cold seq only): the null pyfuse3 fs over S3 "
             "(bench/null_s3fs.py) serves the big object as one file from ranged GETs of 16 MiB, four ahead, "
             "through artfs's botocore client, with readahead 1 MiB, and does nothing else (no chunks, no digest "
-            "check, no cache); the server's ceiling is the big object in "
+            "check, no cache); \"keeping a local copy\" also writes each part into a file on the work dir's disk "
+            "(`--keep`: the copy a caching filesystem keeps, as rclone's vfs cache and artfs's chunk cache do; "
+            "on a VM whose fresh memory is slow, filling new page cache is a large part of a stream's cost); "
+            "the server's ceiling is the big object in "
             f"{CEILING_THREADS} parallel {CEILING_PART >> 20} MiB ranged GETs into memory, in this process; its "
             "preads figure is the preads' count over that time: random reads over the whole file need nearly "
             "every byte of it, so a reader that brings the file in at the server's ceiling answers them no faster "
