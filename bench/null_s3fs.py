@@ -11,10 +11,11 @@ bound beyond the window; the kernel's readahead is raised to 1 MiB and the GIL s
 as artfs does. Anything artfs spends beyond this on a stream is artfs's own; what this cannot reach,
 pyfuse3, the kernel, botocore and the S3 server (moto, on the same two cores) do not allow.
 
-`--keep FILE`: each part is also written into FILE at its offset (a pwrite from the GET's worker
-thread, before the part is served): the local copy every caching filesystem keeps of what it streamed
-(rclone's vfs cache file, artfs's chunk cache). On a VM whose fresh memory is slow to fault in, filling
-new page cache costs a stream as much as the network does; this floor pays it too.
+`--keep FILE`: each part is also written into FILE at its offset (a pwrite in a worker thread once
+the part is served and its GET slot free, as artfs writes its cache off the serving path): the local
+copy every caching filesystem keeps of what it streamed (rclone's vfs cache file, artfs's chunk cache).
+On a VM whose fresh memory is slow to fault in, filling new page cache costs a stream as much as the
+network does; this floor pays it too.
 
 Runs in the foreground; SIGTERM/SIGINT (or `fusermount3 -u`) unmounts and ends it. Credentials and the
 endpoint come from the environment (AWS_ENDPOINT_URL, as artfs reads them).
@@ -115,23 +116,17 @@ class StreamFs(pyfuse3.Operations):
         self.nursery.start_soon(self._fetch, k, done, box)
 
     async def _fetch(self, k: int, done: trio.Event, box: list[bytes]) -> None:
+        off = k * self.part
         async with self.slots:
             try:
-                off = k * self.part
                 n = min(self.part, self.size - off)
-                box.append(await trio.to_thread.run_sync(self._get, off, n))
+                box.append(await trio.to_thread.run_sync(self.store.get_range, self.key, off, n))
             except Exception as e:  # noqa: BLE001 - the waiting read answers EIO
                 print(f"null_s3fs: GET of part {k} failed: {e}", file=sys.stderr, flush=True)
             finally:
                 done.set()
-
-
-    def _get(self, off: int, n: int) -> bytes:
-        """Worker thread: one ranged GET (and with --keep, its bytes written into the local copy)."""
-        data = self.store.get_range(self.key, off, n)
-        if self.keep_fd >= 0:
-            os.pwrite(self.keep_fd, data, off)
-        return data
+        if self.keep_fd >= 0 and box:  # --keep: off the serving path (readers have the part) and its slot
+            await trio.to_thread.run_sync(os.pwrite, self.keep_fd, box[0], off)
 
 
 async def _main(fs: StreamFs, mountpoint: str) -> None:
