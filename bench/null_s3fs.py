@@ -13,9 +13,8 @@ pyfuse3, the kernel, botocore and the S3 server (moto, on the same two cores) do
 
 `--keep FILE`: each part is also written into FILE at its offset (a pwrite in a worker thread once
 the part is served and its GET slot free, as artfs writes its cache off the serving path): the local
-copy every caching filesystem keeps of what it streamed (rclone's vfs cache file, artfs's chunk cache).
-On a VM whose fresh memory is slow to fault in, filling new page cache costs a stream as much as the
-network does; this floor pays it too.
+copy every caching filesystem keeps of what it streamed (rclone's vfs cache file, artfs's chunk cache),
+in new page cache, which the plain floor never fills.
 
 Runs in the foreground; SIGTERM/SIGINT (or `fusermount3 -u`) unmounts and ends it. Credentials and the
 endpoint come from the environment (AWS_ENDPOINT_URL, as artfs reads them).

@@ -47,6 +47,7 @@ from bench.common import (
     log,
     md_table,
     probe,
+    ratio,
     remove_tree,
     run_cmd,
     temp_dir,
@@ -93,10 +94,6 @@ def _scratch(work: str) -> str:
     if os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 4 << 30:
         return temp_dir("floor", shm)
     return work
-
-
-def ratio_of(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
 
 
 def _sh(*args: str) -> None:
@@ -428,10 +425,8 @@ class Floor:
             r_cpu = (f"{cpu_a / cpu_n:.1f}×" if cpu_a is not None and cpu_n and max(cpu_a, cpu_n) >= 0.05
                      else "— (no daemon work)" if cpu_a is not None and cpu_n is not None else "n/a")
             r_local = None if a is None or loc is None else a / loc
-            on_disk = self.speed(op, NULL_DISK, amount)
-            r_disk = None if a is None or on_disk is None else a / on_disk
-            on_disk_x = self.speed(op, NULL_DISK_X, amount)
-            r_disk_x = None if a is None or on_disk_x is None else a / on_disk_x
+            r_disk = ratio(a, self.speed(op, NULL_DISK, amount))
+            r_disk_x = ratio(a, self.speed(op, NULL_DISK_X, amount))
             if goal == "null":
                 goal_text, ok = f"≥ {bar}× null fs", None if r_null is None else r_null >= bar
             elif goal == "local":
@@ -494,7 +489,7 @@ class Floor:
             v = self.folios.get(system)
             return "n/a" if v is None else f"{v * 100:.0f}%"
 
-        r = ratio_of(self.speed("reread", NULL, 1.0), self.speed("reread", LOCAL, 1.0))
+        r = ratio(self.speed("reread", NULL, 1.0), self.speed("reread", LOCAL, 1.0))
         text = (f"Measured here (/proc/kpageflags, first 64 MiB after a fresh read): {share(NULL)} of the null fs's "
                 f"cached pages sit in large folios, {share(ARTFS)} of artfs's, {share(LOCAL)} of local disk's. ")
         if r is None:
