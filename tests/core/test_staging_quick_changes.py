@@ -173,3 +173,29 @@ def test_commits_do_not_checkpoint_a_thread_does(area):
         assert check.execute("SELECT count(*) FROM nodes WHERE parent = ?", (d.id,)).fetchone()[0] == 700
     finally:
         check.close()
+
+
+def test_a_thread_truncating_while_the_loop_is_in_a_quick_call_waits_for_it(area):
+    """The quick flag is the lock holder's: a worker thread's truncate (not quick) that starts while the
+    loop is inside a quick call must wait for the lock and run, not take the loop's flag as its own
+    (it once raised WouldBlock in the thread: EIO for a truncate, seen during `git clone` into staging)."""
+    f = area.create(ROOT, "t.bin")
+    area.write(f.id, 0, b"x" * 100)
+    inside, release = threading.Event(), threading.Event()
+
+    def held() -> None:
+        inside.set()
+        assert release.wait(10)
+
+    loop = threading.Thread(target=area.quick, args=(held,))
+    loop.start()
+    assert inside.wait(10)
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(area.setattr(f.id, size=10)))
+    worker.start()
+    time.sleep(0.1)  # the worker is past its check and waiting for the lock
+    release.set()
+    loop.join(10)
+    worker.join(10)
+    assert [n.size for n in result] == [10]
+    assert area.getattr(f.id).size == 10

@@ -338,9 +338,12 @@ class NodeTable:
 
     def check_not_quick(self) -> None:
         """Before work too slow for StagingArea.quick (materializing, copy-up, truncate, deleting data):
-        raise WouldBlock there, before anything is changed."""
-        if self.quick:
-            raise WouldBlock
+        raise WouldBlock there, before anything is changed. Under the lock: `quick` is the flag of the
+        thread holding it (a worker thread asking while the loop is inside a quick call waits for it to
+        end, rather than reading the loop's flag as its own)."""
+        with self.lock:
+            if self.quick:
+                raise WouldBlock
 
     def changed(self, db: sqlite3.Connection) -> None:
         """Record that the tree differs from a fresh view (refresh() only follows latest until then)."""
