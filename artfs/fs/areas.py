@@ -145,6 +145,17 @@ class Areas:
     async def locate(self, ino: int) -> tuple[Area, StagingArea, int]:
         """(area, its StagingArea, node id) of a staging inode. The area opens here if need be: the kernel
         may use an inode from a listing of the artifact directory without looking it up first."""
+        return self.located(ino) or await self._locate(ino)
+
+    def located(self, ino: int) -> tuple[Area, StagingArea, int] | None:
+        """`locate` without awaiting, for an area already open (every request but a first one): None
+        otherwise. Every staging request starts here: no coroutine is made for it."""
+        a = self._by_slot.get(ino >> SLOT_BITS)
+        if a is None or a.area is None or self._by_name.get(a.name) is not a:
+            return None
+        return a, a.area, ino & NODE_MASK
+
+    async def _locate(self, ino: int) -> tuple[Area, StagingArea, int]:
         a = self._by_slot.get(ino >> SLOT_BITS)
         if a is None or self._by_name.get(a.name) is not a:
             raise FUSEError(errno.ENOENT)  # an area removed

@@ -25,6 +25,8 @@ work; this module maps inodes (areas.py), handles and errnos, and picks where a 
   listings, fsync; so does any request that finds the lock taken, or needs a directory materialized. A
   `cp -r` of small files then costs no thread hop at all.
 - During a seal the core answers every change with EBUSY; reads go on.
+- **Errors become errnos once**: Ops wraps every handler it calls here in errnos.handler_errors, but
+  write, fsync and a read (whose version part read_version maps): those are wrapped here instead.
 """
 
 from __future__ import annotations
@@ -233,12 +235,9 @@ class StagingOps:
                 f.base = None
                 f.written = True
 
-    async def _area(self, ino: int) -> tuple[Area, StagingArea, int]:
-        return await self.areas.locate(ino)
 
     # --- names and attributes ----------------------------------------------------------------------
 
-    @handler_errors
     async def lookup_root(self, art: ArtifactNode) -> pyfuse3.EntryAttributes:
         a = self.areas.of(art.name)
         area = await self.areas.open(a)
@@ -246,9 +245,8 @@ class StagingOps:
         self.areas.remember(a.root_ino)
         return self.attrs(a, node)
 
-    @handler_errors
     async def lookup(self, parent: int, raw: bytes) -> pyfuse3.EntryAttributes:
-        a, area, pid = await self._area(parent)
+        a, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         name = _name(raw)
         if pid == ROOT_ID and name == "..":
             return self.tree.attrs(self.tree.artifact_node(a.name))
@@ -264,9 +262,8 @@ class StagingOps:
             return self.attrs(a, node)
         return self._entry(a, pid, name, node)
 
-    @handler_errors
     async def getattr(self, ino: int) -> pyfuse3.EntryAttributes:
-        a, area, node_id = await self._area(ino)
+        a, area, node_id = self.areas.located(ino) or await self.areas.locate(ino)
         try:
             return self.attrs(a, await self.areas.peek(area, area.getattr, node_id))
         except FUSEError as e:
@@ -276,13 +273,12 @@ class StagingOps:
                         return f.sealed_attrs
             raise
 
-    @handler_errors
     async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         """chmod, chown, truncate, utimens. Owners are kept while staged (versions record none). With
         default_permissions the kernel has checked who may chown to what; giving a file to another owner
         is EPERM here too for anyone but root, whatever the mount options."""
-        a, area, node_id = await self._area(ino)
+        a, area, node_id = self.areas.located(ino) or await self.areas.locate(ino)
         uid = attr.st_uid if fields.update_uid else None
         gid = attr.st_gid if fields.update_gid else None
         if uid is not None and ctx.uid != 0:
@@ -299,16 +295,14 @@ class StagingOps:
         self._written(a, node_id)
         return self.attrs(a, node)
 
-    @handler_errors
     async def readlink(self, ino: int) -> bytes:
-        _, area, node_id = await self._area(ino)
+        _, area, node_id = self.areas.located(ino) or await self.areas.locate(ino)
         return (await self.areas.peek(area, area.readlink, node_id)).encode("utf-8", "surrogateescape")
 
     # --- directories -------------------------------------------------------------------------------
 
-    @handler_errors
     async def opendir(self, ino: int) -> int:
-        a, area, node_id = await self._area(ino)
+        a, area, node_id = self.areas.located(ino) or await self.areas.locate(ino)
         node = await self.areas.peek(area, area.getattr, node_id)
         if not node.is_dir:
             raise FUSEError(errno.ENOTDIR)
@@ -316,7 +310,6 @@ class StagingOps:
         self._dirs[fh] = _Dir(a, area, node_id)
         return fh
 
-    @handler_errors
     async def readdir(self, fh: int, start: int, token: pyfuse3.ReaddirToken) -> None:
         d = self._dirs.get(fh)
         if d is None:
@@ -354,9 +347,8 @@ class StagingOps:
         a.base_readers.setdefault(node_id, set()).add(fh)
         return fh, f
 
-    @handler_errors
     async def open(self, ino: int, flags: int, pid: int = 0) -> pyfuse3.FileInfo:
-        a, area, node_id = await self._area(ino)
+        a, area, node_id = self.areas.located(ino) or await self.areas.locate(ino)
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
         if writing and a.draining:
             raise FUSEError(errno.EBUSY)  # a seal is waiting for the writers it has to finish
@@ -384,10 +376,9 @@ class StagingOps:
             _unlist(a, node_id, fh)
         return pyfuse3.FileInfo(fh=fh, keep_cache=self.keep_cache)
 
-    @handler_errors
     async def create(self, parent: int, raw: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        a, area, pid = await self._area(parent)
+        a, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         if a.draining:
             raise FUSEError(errno.EBUSY)
         name = _name(raw)
@@ -444,41 +435,35 @@ class StagingOps:
 
     # --- changing names ----------------------------------------------------------------------------
 
-    @handler_errors
     async def mknod(self, parent: int, raw: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         """A regular file (what mknod(2) without a type makes); FIFOs, sockets, devices: EPERM."""
-        a, area, pid = await self._area(parent)
+        a, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         node = await self.areas.peek(area, area.create, pid, _name(raw), mode, _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
-    @handler_errors
     async def mkdir(self, parent: int, raw: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        a, area, pid = await self._area(parent)
+        a, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         node = await self.areas.peek(area, area.mkdir, pid, _name(raw), mode & 0o7777, _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
-    @handler_errors
     async def symlink(self, parent: int, raw: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        a, area, pid = await self._area(parent)
+        a, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         node = await self.areas.peek(area, area.symlink, pid, _name(raw), _name(target), _owner(ctx))
         return self._entry(a, pid, _name(raw), node)
 
-    @handler_errors
     async def unlink(self, parent: int, raw: bytes) -> None:
-        a, area, pid = await self._area(parent)
+        a, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         await self.areas.run(_unlink, area, pid, _name(raw), a.open_files)
 
-    @handler_errors
     async def rmdir(self, parent: int, raw: bytes) -> None:
-        _, area, pid = await self._area(parent)
+        _, area, pid = self.areas.located(parent) or await self.areas.locate(parent)
         await self.areas.run(area.rmdir, pid, _name(raw))
 
-    @handler_errors
     async def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int) -> None:
         """Within one staging directory; between two (or from a version) it is EXDEV, so `mv` copies."""
-        a, area, op = await self._area(old_parent)
-        b, _, np = await self._area(new_parent)
+        a, area, op = self.areas.located(old_parent) or await self.areas.locate(old_parent)
+        b, _, np = self.areas.located(new_parent) or await self.areas.locate(new_parent)
         if a is not b:
             raise FUSEError(errno.EXDEV)
         await self.areas.run(area.rename, op, _name(old), np, _name(new), flags)
@@ -487,12 +472,11 @@ class StagingOps:
         if op == ROOT_ID and flags & 2:  # RENAME_EXCHANGE puts a node under the old name too
             a.root_names.add(_name(old))
 
-    @handler_errors
     async def link(self, ino: int, new_parent: int, raw: bytes) -> pyfuse3.EntryAttributes:
         """A hard link within one staging directory (sealed as separate entries sharing chunks); between
         two it is EXDEV, as across filesystems. The kernel refuses directories (EPERM) before asking."""
-        a, area, node_id = await self._area(ino)
-        b, _, np = await self._area(new_parent)
+        a, area, node_id = self.areas.located(ino) or await self.areas.locate(ino)
+        b, _, np = self.areas.located(new_parent) or await self.areas.locate(new_parent)
         if a is not b:
             raise FUSEError(errno.EXDEV)
         name = _name(raw)

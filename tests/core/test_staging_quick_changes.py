@@ -199,3 +199,15 @@ def test_a_thread_truncating_while_the_loop_is_in_a_quick_call_waits_for_it(area
     worker.join(10)
     assert [n.size for n in result] == [10]
     assert area.getattr(f.id).size == 10
+
+
+def test_the_wal_starts_over_during_a_long_burst_of_changes(area):
+    """Checkpoints run on the writer's connection under the area lock, so each copies every frame and
+    the next commit starts the WAL over: a long burst of creates leaves a WAL of a few checkpoints'
+    worth of frames, not one that grows with the burst (run beside the writer, a checkpoint never
+    caught up: `tar x` of 5,000 files left a 126 MB WAL)."""
+    wal = area._layout.db_path(area.generation) + "-wal"
+    d = area.mkdir(ROOT, "burst")
+    for i in range(3000):  # ~12 checkpoints' worth of commits (~17 KB of WAL each), back to back
+        area.create(d.id, f"f{i:05d}")
+    assert os.path.getsize(wal) < 16 << 20, os.path.getsize(wal)  # measured: ~4.4 MB; 50 MB before

@@ -225,22 +225,23 @@ class Files:
                 # its ctime moves, which is the data file's own (see attrs). No transaction.
                 os.fchmod(self._data_files.fd(row.id), DATA_MODE)
                 return self.attrs(row)
-            now = time.time_ns()
-            with nodes.txn() as db:
-                if mode is not None and row.kind != LINK:
-                    db.execute("UPDATE nodes SET mode = ?, ctime_ns = ? WHERE id = ?", (mode & 0o7777, now, row.id))
-                if uid is not None or gid is not None:
-                    db.execute("UPDATE nodes SET uid = coalesce(?, uid), gid = coalesce(?, gid), ctime_ns = ? "
-                               "WHERE id = ?", (uid, gid, now, row.id))
-                if mtime_ns is not None or atime_ns is not None:
-                    atime = self.attrs(row).atime_ns if atime_ns is None else atime_ns
-                    if mtime_ns is not None and row.has_data:
-                        os.utime(self._data_files.fd(row.id), ns=(mtime_ns, mtime_ns))
-                    elif mtime_ns is not None:
-                        db.execute("UPDATE nodes SET mtime_ns = ? WHERE id = ?", (mtime_ns, row.id))
-                    db.execute("UPDATE nodes SET atime_ns = ?, ctime_ns = ? WHERE id = ?", (atime, now, row.id))
-                nodes.changed(db)
-            return self.attrs(nodes.get(node_id))
+            # One UPDATE of the node's row (NodeTable.update). A data file keeps its own mtime; set here
+            # first, a failed UPDATE leaves only that changed, as a crash between the two would.
+            columns: dict[str, int | None] = {}
+            if mode is not None and row.kind != LINK:
+                columns["mode"] = mode & 0o7777
+            if uid is not None:
+                columns["uid"] = uid
+            if gid is not None:
+                columns["gid"] = gid
+            if mtime_ns is not None or atime_ns is not None:
+                columns["atime_ns"] = self.attrs(row).atime_ns if atime_ns is None else atime_ns
+                if mtime_ns is not None and row.has_data:
+                    os.utime(self._data_files.fd(row.id), ns=(mtime_ns, mtime_ns))
+                elif mtime_ns is not None:
+                    columns["mtime_ns"] = mtime_ns
+            columns["ctime_ns"] = time.time_ns()
+            return self.attrs(nodes.update(row, **columns))
 
     def _file(self, node_id: int) -> Row:
         row = self._nodes.get(node_id)
