@@ -89,12 +89,15 @@ class Checkpointer:
     checkpoint copies every frame, so the next commit starts the WAL over at its beginning: it stays a few
     MB. (Run on a connection of its own beside the writer, a checkpoint never caught up during a burst of
     changes — `tar x` of 5,000 files left a 126 MB WAL — and every commit appended to it: fresh pages, a
-    bigger WAL index for every read to search.) Durability is unchanged: a commit is in the WAL, which is
-    what survives a kill -9."""
+    bigger WAL index for every read to search.) Most of a checkpoint's time is its first step, an fsync
+    of the WAL that writes out every frame since the last one (~4 MB: ~5 ms here); the thread does that
+    fsync itself before taking the lock, so the checkpoint's own finds little left and the lock is held
+    for the copy. Durability is unchanged: a commit is in the WAL, which is what survives a kill -9."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, name: str,
+    def __init__(self, db: sqlite3.Connection, path: str, lock: threading.RLock, name: str,
                  every: int = CHECKPOINT_EVERY) -> None:
         self._db = db
+        self._wal = path + "-wal"
         self._lock = lock
         self._name = name
         self._every = every
@@ -117,6 +120,7 @@ class Checkpointer:
         while True:
             self._wake.wait()
             self._wake.clear()
+            self._sync_wal()
             # never block on the lock: `close` holds it while it waits for this thread
             while not self._lock.acquire(timeout=0.05):
                 if self._stopping:
@@ -129,6 +133,20 @@ class Checkpointer:
                 log.warning("staging of %s: checkpoint failed: %s", self._name, e)
             finally:
                 self._lock.release()
+
+    def _sync_wal(self) -> None:
+        """fsync the WAL without the lock (writers may append meanwhile: what they add, the checkpoint's
+        own fsync covers)."""
+        try:
+            fd = os.open(self._wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as e:  # the checkpoint's own fsync will meet it too, and say so
+            log.debug("staging of %s: fsync of the WAL: %s", self._name, e)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Stop the thread (after the checkpoint it may be in); closing the database checkpoints the rest."""

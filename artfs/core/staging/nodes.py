@@ -190,7 +190,7 @@ class NodeTable:
         self._db = db
         self._path = path
         self._rows.clear()
-        self._checkpoints = Checkpointer(db, self.lock, self.name)
+        self._checkpoints = Checkpointer(db, path, self.lock, self.name)
         self.base, self.manifest, self.dirty = meta["base"], meta["manifest"], bool(meta["dirty"])
         self._reserve = os.path.join(os.path.dirname(os.path.dirname(path)), "reserve")
         self._reserve_held = False  # known to be on disk: spend_reserve is the only way it goes
