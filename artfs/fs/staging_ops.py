@@ -235,7 +235,6 @@ class StagingOps:
                 f.base = None
                 f.written = True
 
-
     # --- names and attributes ----------------------------------------------------------------------
 
     async def lookup_root(self, art: ArtifactNode) -> pyfuse3.EntryAttributes:
