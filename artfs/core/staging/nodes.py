@@ -289,12 +289,23 @@ class NodeTable:
         except BaseException as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
-                raise oserror(errno.ENOSPC, f"staging of {self.name}: {e}") from e
+            full = self._disk_full(e)
+            if full is not None:
+                raise full from e
             raise
         finally:
             self._in_txn = False
             self._rows.clear()
+        self._committed()
+
+    def _disk_full(self, e: BaseException) -> OSError | None:
+        """A failed statement's error as ENOSPC when SQLite says the disk is full, else None."""
+        if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+            return oserror(errno.ENOSPC, f"staging of {self.name}: {e}")
+        return None
+
+    def _committed(self) -> None:
+        """After every committed change (`txn`, `update`): count it toward a checkpoint, keep the reserve."""
         if self._checkpoints is not None:
             self._checkpoints.committed()
         self._keep_reserve()
@@ -314,12 +325,11 @@ class NodeTable:
             try:
                 self.db.execute(_update_sql(tuple(columns)), (*columns.values(), row.id))
             except sqlite3.OperationalError as e:
-                if "full" in str(e):
-                    raise oserror(errno.ENOSPC, f"staging of {self.name}: {e}") from e
+                full = self._disk_full(e)
+                if full is not None:
+                    raise full from e
                 raise
-            if self._checkpoints is not None:
-                self._checkpoints.committed()
-            self._keep_reserve()
+            self._committed()
         new = row._replace(**columns)
         self.remember(new)
         return new
