@@ -192,7 +192,7 @@ def run_core(artfs: Artfs, s3: S3, data, work: str, reps: int, report: dict) -> 
         "10 threads), and one put_object/get_object per small file, sequential or from a pool of 8 threads. "
         "The re-put flips one byte in the middle of the big file and puts it again as the next version (new "
         "cache dir: artfs learns the parent's chunks from its manifest); 'uploaded' is `uploaded_bytes` "
-        "from `artfs put --json`.",
+        "from `artfs put --json`. " + table_core.start_note(remote),
         "",
     ])
     print(text, flush=True)

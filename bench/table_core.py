@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -34,10 +35,16 @@ from bench.common import (
 )
 from bench.data import Dataset, flip_byte
 from bench.mounts import Artfs
-from bench.s3peer import POOL, S3
+from bench.s3peer import BUCKET, POOL, S3
 
 # what: (source dir of the dataset, artifact name)
 PARTS = ("big", "small", "mixed")
+
+# boto3's download_file as a command of its own, like `artfs get` (and `aws s3 cp`): interpreter start,
+# import and client included. And the least any Python S3 command starts with: the interpreter, botocore
+# (which artfs imports; boto3 adds its transfer manager) and one S3 client, no request.
+BOTO3_GET_COMMAND = "import sys, boto3; boto3.client('s3').download_file(*sys.argv[1:4])"
+S3_CLIENT_START = "import botocore.session; botocore.session.get_session().create_client('s3')"
 
 
 @dataclass
@@ -136,7 +143,15 @@ def run_s3(artfs: Artfs, s3: S3, data: Dataset, work: str, reps: int) -> CoreRes
         drop_caches()
         t2 = timed(lambda p=peer, d=dest: s3.download_file(p + "big.bin", os.path.join(d, "big.bin")))
         res.t("boto3 get big").values.append(t2)
-        log(f"  r{rep} boto3 upload_file {t:.2f}s, download_file {t2:.2f}s")
+        os.unlink(os.path.join(dest, "big.bin"))
+        drop_caches()
+        t3 = timed(lambda p=peer, d=dest: run_cmd(
+            [sys.executable, "-c", BOTO3_GET_COMMAND, BUCKET, p + "big.bin", os.path.join(d, "big.bin")], env=s3.env))
+        res.t("boto3 get big, new process").values.append(t3)
+        t4 = timed(lambda: run_cmd([sys.executable, "-c", S3_CLIENT_START], env=s3.env))
+        res.t("python + botocore + S3 client").values.append(t4)
+        log(f"  r{rep} boto3 upload_file {t:.2f}s, download_file {t2:.2f}s, as a new process {t3:.2f}s "
+            f"(python + botocore + an S3 client alone: {t4:.2f}s)")
         for threads in (1, POOL):
             sub = f"{peer}t{threads}/"
             shutil.rmtree(dest)
@@ -203,12 +218,29 @@ def table_s3(res: CoreResults, data: Dataset) -> str:
             rows.append([name, _secs(a_t), mine, f"{fmt_num(seq)} {unit}", fmt_ratio(r),
                          f"{fmt_num(par)} {unit}" if part != "big" else "(same)", fmt_ratio(ratio(a, par)),
                          f"≥ {target:g}×" if target else "—", verdict(met)])
+    a_t, cmd_t = _med(res, "artfs get big"), _med(res, "boto3 get big, new process")
+    a, cmd = _rate(data.big_bytes, a_t, MB), _rate(data.big_bytes, cmd_t, MB)
+    r = ratio(a, cmd)
+    rows.append([f"get {labels['big']}, cold cache, beside boto3 run as a command of its own (interpreter, "
+                 "import and client included, as artfs's)", _secs(a_t), _cell(res, "artfs get big", a, "MB/s"),
+                 f"{fmt_num(cmd)} MB/s", fmt_ratio(r), "(same)", fmt_ratio(r), "≥ 1×",
+                 verdict(None if r is None else r >= 1.0)])
     up = res.reput_uploaded.value
     rows.append(["re-put after changing 1 byte of the big file: uploaded", _secs(_med(res, "artfs re-put big")),
                  _bytes_cell(res), "—", "—", "—", "—", "< 4 MiB", verdict(None if up is None else up < 4 * MiB)])
     header = ["operation", "artfs wall", "artfs", "boto3, one object per file", "artfs ÷ boto3",
               f"boto3, {POOL} threads", f"artfs ÷ boto3×{POOL}", "target (vs one per file)", "met"]
     return md_table(header, rows)
+
+
+def start_note(res: CoreResults) -> str:
+    """What every Python S3 command pays before its first request, measured in this run."""
+    t = _med(res, "python + botocore + S3 client")
+    if t is None:
+        return ""
+    return (f"A Python process that imports botocore and makes one S3 client, sending nothing, takes {t:.2f} s "
+            "here (median): the least any Python S3 command, `artfs` or boto3's, starts with; boto3 in this "
+            "process pays none of it.")
 
 
 def table_local(res: CoreResults, data: Dataset) -> str:
