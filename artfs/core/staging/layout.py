@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 ROOT_ID = 1
 CHECKPOINT_EVERY = 256  # commits between WAL checkpoints (a create writes ~4 pages; SQLite's own: 1,000 pages)
+# A commit writes every page it changed whole into the WAL: a create changes ~4 (the row's, its directory's
+# row's, the name index's, sqlite_sequence) to add ~150 bytes. 1 KiB pages rather than SQLite's 4 KiB
+# write a quarter of the bytes (measured: a create's transaction 29 -> 22 µs, WAL frames 78 -> 23 MB per
+# 5,000 creates) for a B-tree one level deeper. Set when a generation is made; older ones keep theirs.
+PAGE_SIZE = 1024
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value);
 CREATE TABLE nodes(
@@ -241,6 +246,7 @@ class Layout:
         os.makedirs(os.path.join(gdir, "data"), mode=0o700)
         db = sqlite3.connect(self.db_path(gen), isolation_level=None)
         try:
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before the first table: see PAGE_SIZE
             db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript("BEGIN;\n" + SCHEMA)  # the schema and the rows below: one transaction, one fsync
