@@ -208,9 +208,9 @@ def test_the_wal_starts_over_during_a_long_burst_of_changes(area):
     caught up: `tar x` of 5,000 files left a 126 MB WAL)."""
     wal = area._layout.db_path(area.generation) + "-wal"
     d = area.mkdir(ROOT, "burst")
-    for i in range(3000):  # ~12 checkpoints' worth of commits (~17 KB of WAL each), back to back
+    for i in range(3000):  # ~12 checkpoints' worth of commits, back to back
         area.create(d.id, f"f{i:05d}")
-    assert os.path.getsize(wal) < 16 << 20, os.path.getsize(wal)  # measured: ~4.4 MB; 50 MB before
+    assert os.path.getsize(wal) < 16 << 20, os.path.getsize(wal)  # measured: ~4.4 MB (4 KiB pages); 50 MB before
 
 
 def test_a_create_writes_small_pages_into_the_wal(area):
