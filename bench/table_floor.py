@@ -295,11 +295,19 @@ class Floor:
 
     def set_aside(self, path: str) -> None:
         """Keep what a system wrote until the table is done (see the module's docstring): unmounted if
-        anything is mounted below it, then renamed into the trash, which `run` empties at its end."""
+        anything is mounted below it, then renamed into the trash, which `run` empties at its end. Its
+        big files (`dd`'s) go at once: a few inodes cost the next allocations nothing, and the trash
+        stays small (~0.3 GB a system and repetition, not 1.3)."""
         if not os.path.lexists(path):
             return
         for mnt in mounts_under(path):
             unmount(mnt)
+        for d, _, files in os.walk(path):
+            for f in files:
+                full = os.path.join(d, f)
+                with contextlib.suppress(OSError):
+                    if os.lstat(full).st_size >= MiB:
+                        os.unlink(full)
         self._set_aside += 1
         os.makedirs(self.trash, exist_ok=True)
         os.rename(path, os.path.join(self.trash, f"{self._set_aside}-{os.path.basename(path)}"))
