@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyfuse3
@@ -53,16 +53,23 @@ class _Listing:
         self.page_start = 0  # position (not counting the dots) of page[0]
         self.rows: RowAttrs | None = None
 
-    def entries(self, pos: int) -> Iterator[tuple[int, bytes, Node | pyfuse3.EntryAttributes]]:
-        """(next position, name, node or attributes) from position `pos` on. The attributes of a version's
-        entries are one object refilled per entry (tree.RowAttrs): send each before taking the next."""
+    def reply(self, pos: int, token: pyfuse3.ReaddirToken) -> None:
+        """Send the entries from position `pos` on (positions count the dots) until the kernel's buffer
+        is full. A version's entries go out of one loop with one attributes object refilled per entry
+        (tree.RowAttrs; `readdir_reply` copies it at once): no generator, no object per entry — this loop
+        is most of a `find`."""
+        send = pyfuse3.readdir_reply
         if self.small is not None:
             for i in range(pos, len(self.small)):
                 name, what = self.small[i]
-                yield i + 1, _encode(name), what
+                attrs = what if isinstance(what, pyfuse3.EntryAttributes) else self.tree.attrs(what)
+                if not send(token, _encode(name), attrs, i + 1):
+                    return
             return
         for i in range(pos, 2):
-            yield i + 1, _encode(self.dots[i][0]), self.dots[i][1]
+            name, node = self.dots[i]
+            if not send(token, _encode(name), self.tree.attrs(node), i + 1):
+                return
         idx = max(pos - 2, 0)
         if not self.page_start <= idx <= self.page_start + len(self.page):
             self.page_start, self.page = 0, []  # a seek back: rescan from the start
@@ -70,13 +77,12 @@ class _Listing:
             self.rows = self.tree.row_attrs(self.node)
         fill = self.rows.fill
         while True:
-            off = idx - self.page_start
             page = self.page
-            while off < len(page):
+            for off in range(idx - self.page_start, len(page)):
                 row = page[off]
                 idx += 1
-                off += 1
-                yield idx + 2, row[0], fill(row)
+                if not send(token, row[0], fill(row), idx + 2):
+                    return
             after = _name(page[-1][0]) if page else None
             if after is None and self.page_start:
                 return
@@ -205,12 +211,7 @@ class Ops(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         if fh >= FIRST_FH:
             return await self.staging.readdir(fh, start_id, token)
-        listing = self._dirs[fh]
-        reply = pyfuse3.readdir_reply
-        for next_id, name, node in listing.entries(start_id):
-            attrs = node if isinstance(node, pyfuse3.EntryAttributes) else self.tree.attrs(node)
-            if not reply(token, name, attrs, next_id):
-                break
+        self._dirs[fh].reply(start_id, token)
 
     async def releasedir(self, fh: int) -> None:
         if fh >= FIRST_FH:
