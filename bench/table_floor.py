@@ -16,8 +16,9 @@ are read back through the same mount code as from S3), each mount with an empty 
 data dir (ARTFS_DATA), so staged files land on the work directory's disk like the local-disk figures.
 
 What a system wrote is set aside (renamed into a trash directory) rather than deleted until the table is
-done: ext4 without a journal (this VM's disk) skips every inode deleted in the last 30 s (5.5 min while
-its inode table block is dirty) when it looks for a free one, scanning from the group's start each time, so
+done: ext4 without a journal (this VM's disk) skips every inode deleted in the last 60 s (5 min while its
+inode table block is not written back; fs/ext4/ialloc.c, recently_deleted) when it looks for a free one,
+scanning from the group's start each time, so
 the system measured right after 10,000 deletes paid 150-500 µs of CPU per new file where the others paid
 ~10 (measured: `cp -r` into the null fs on disk 1,500-2,000 files/s after another system's deletes, 2,300
 without). Which system that was depended on the turn order, not on the system.
