@@ -36,18 +36,25 @@ def median(*path: str) -> Lookup:
     """The median of a Sample stored at `path` in report["tables"]."""
     def look(report: dict) -> float | None:
         sample = _get(report, *path)
-        value = sample.get("median") if isinstance(sample, dict) else sample
-        return float(value) if isinstance(value, (int, float)) else None
+        return _number(sample.get("median") if isinstance(sample, dict) else sample)
+    return look
+
+
+def floor_seconds(system: str, op: str) -> Lookup:
+    """table_floor's median seconds for `op` on `system`."""
+    return lambda report: _number(_get(report, "floor", "figures", f"{op}/{system}", "median_s"))
+
+
+def _per_second(amount: Lookup, seconds: Lookup) -> Lookup:
+    def look(report: dict) -> float | None:
+        a, t = amount(report), seconds(report)
+        return a / t if a and t else None
     return look
 
 
 def floor_rate(system: str, op: str = "cp") -> Lookup:
     """table_floor's figure as a rate (files/s): its median seconds for the small-file set."""
-    def look(report: dict) -> float | None:
-        seconds = _get(report, "floor", "figures", f"{op}/{system}", "median_s")
-        files = _get(report, "floor", "small_files")
-        return files / seconds if isinstance(seconds, (int, float)) and seconds > 0 and files else None
-    return look
+    return _per_second(lambda report: _number(_get(report, "floor", "small_files")), floor_seconds(system, op))
 
 
 def best(*lookups: Lookup, lowest: bool = False) -> Lookup:
@@ -64,15 +71,10 @@ def fixed(value: float) -> Lookup:
 
 def floor_mbps(system: str, op: str) -> Lookup:
     """table_floor's figure for the 512 MiB file (`dd`, `reread`) as MB/s."""
-    def look(report: dict) -> float | None:
-        seconds = _get(report, "floor", "figures", f"{op}/{system}", "median_s")
-        mib = _get(report, "floor", "big_mib")
-        return mib * (1 << 20) / 1e6 / seconds if isinstance(seconds, (int, float)) and seconds > 0 and mib else None
-    return look
-
-
-def floor_seconds(system: str, op: str) -> Lookup:
-    return lambda report: _number(_get(report, "floor", "figures", f"{op}/{system}", "median_s"))
+    def megabytes(report: dict) -> float | None:
+        mib = _number(_get(report, "floor", "big_mib"))
+        return None if mib is None else mib * (1 << 20) / 1e6
+    return _per_second(megabytes, floor_seconds(system, op))
 
 
 def _number(x: Any) -> float | None:
