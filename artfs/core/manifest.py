@@ -2,8 +2,10 @@
 
 Manifests must scale to millions of files, so they are never held whole in memory: the writer spools
 entries to disk as they come and the reader streams them back. The wire form (see `ManifestWriter.finish`)
-is a run of independent zstd blocks of length-prefixed msgpack entries in `path_key` order, then a footer
-with the header (pack table, counts, tree digest, block table); manifest_file.py reads it.
+is a run of independent zstd blocks, each one msgpack array of entries in `path_key` order, then a footer
+with the header (pack table, counts, tree digest, block table); manifest_file.py reads it. (Format 1, still
+read, framed each entry with its length instead: a block then took one decode call per entry, format 2's
+one call for the block — the first `find` of a huge version decodes every block.)
 Chunk refs are packed 40-byte structs that index the header's pack table.
 
 The tree digest is deterministic over sorted paths, content and exec bits (not mtimes, as in W&B), so
@@ -26,7 +28,8 @@ from artfs.core.packs import REF, ChunkRef
 
 FILE, DIR, LINK = 0, 1, 2
 KIND_NAMES = {FILE: "file", DIR: "dir", LINK: "symlink"}
-FORMAT = 1
+FORMAT = 2  # what the writer writes (a block: one msgpack array)
+READ_FORMATS = (1, 2)  # what manifest_file.py reads (1: a block of length-prefixed entries)
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):
@@ -171,26 +174,29 @@ class ManifestWriter:
         cctx = zstandard.ZstdCompressor(level=3)
         with os.fdopen(fd, "wb") as out:
             self._spool.seek(0)
-            pending = bytearray()
+            pending: list[msgspec.Raw] = []  # entries, encoded, of the block being filled
+            pending_bytes = 0
             first: bytes | None = None
             offset = 0
 
             def flush() -> None:
-                nonlocal offset, first
+                nonlocal offset, first, pending_bytes
                 if first is None:
                     return
-                blob = cctx.compress(bytes(pending))
+                blob = cctx.compress(_encoder.encode(pending))  # one array: the entries as they are
                 out.write(blob)
                 blocks.append((first, offset, len(blob)))
                 offset += len(blob)
                 pending.clear()
+                pending_bytes = 0
                 first = None
 
             for raw in _frames(self._spool):
                 if first is None:
                     first = path_key(entry_decoder.decode(raw).path)
-                pending += FRAME.pack(len(raw)) + raw
-                if len(pending) >= BLOCK_BYTES:
+                pending.append(msgspec.Raw(raw))
+                pending_bytes += len(raw)
+                if pending_bytes >= BLOCK_BYTES:
                     flush()
             flush()
             header = Header(FORMAT, packs, self.entries, self.files, self.bytes, self.digest, blocks)

@@ -18,6 +18,7 @@ import os
 import struct
 import threading
 import time
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -31,10 +32,10 @@ import zstandard
 from artfs.core.manifest import (
     DIR,
     FILE,
-    FORMAT,
     FRAME,
     LINK,
     MAGIC,
+    READ_FORMATS,
     TRAILER,
     Entry,
     Header,
@@ -53,19 +54,28 @@ MAX_BLOCK_ENTRIES = 1 << POS_BITS
 CACHED_BLOCKS = 16  # decoded blocks kept per open manifest (a listing reads one block several times)
 
 
+Encoded = memoryview | msgspec.Raw  # an entry's msgpack as the block holds it (a buffer: bytes(it) copies it)
+
+
 class _Block:
-    """One decoded, validated block: path keys (ascending), entries, and where each entry's encoded form
-    lies in the decompressed block (memoryviews are made only for the index build, which wants them)."""
+    """One decoded, validated block: path keys (ascending), entries, and each entry's encoded form (found
+    only for the index build, which stores it, and for an entry of a block only peeked at)."""
 
-    __slots__ = ("keys", "entries", "data", "starts")
+    __slots__ = ("keys", "entries", "data", "starts", "raws")
 
-    def __init__(self, keys: list[bytes], entries: list[Any], data: bytes, starts: list[int]) -> None:
+    def __init__(self, keys: list[bytes], entries: list[Any], data: bytes, starts: list[int] | None) -> None:
         self.keys = keys
         self.entries = entries  # Entry, validated; or, in a block only peeked at, _Path: not validated
         self.data = data
-        self.starts = starts
+        self.starts = starts  # format 1: where each entry's frame body starts; format 2: None
+        self.raws: list[msgspec.Raw] | None = None  # format 2: the array's items, when first asked for
 
-    def raw(self, p: int) -> memoryview:
+    def raw(self, p: int) -> Encoded:
+        if self.starts is None:
+            raws = self.raws
+            if raws is None:  # already decoded whole once: this cannot fail (nor disagree, if two threads race)
+                raws = self.raws = _raws_decoder.decode(self.data)
+            return raws[p]
         end = self.starts[p + 1] - FRAME.size if p + 1 < len(self.starts) else len(self.data)
         return memoryview(self.data)[self.starts[p]:end]
 
@@ -77,6 +87,21 @@ class _Path(msgspec.Struct, array_like=True):
 
 
 _path_decoder = msgspec.msgpack.Decoder(_Path)
+# format 2: a block is one array; decoded whole in one call, or its paths only, or its items as they are
+_block_decoder = msgspec.msgpack.Decoder(list[Entry])
+_block_paths_decoder = msgspec.msgpack.Decoder(list[_Path])
+_raws_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def _array_length(data: bytes) -> int:
+    """How many items the msgpack array `data` starts with says it holds (0 if it is no array: decoding
+    it then says what is wrong)."""
+    kind = data[0] if data else 0
+    if 0x90 <= kind <= 0x9F:
+        return kind & 0x0F
+    if kind in (0xDC, 0xDD):  # array 16, array 32
+        return int.from_bytes(data[1:3 if kind == 0xDC else 5])
+    return 0
 
 
 def _reject(source: str, why: str) -> IntegrityError:
@@ -135,7 +160,7 @@ class ManifestFile:
             header = header_decoder.decode(raw)
         except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as e:
             raise _reject(self.source, f"bad header ({e})") from None
-        if header.format != FORMAT:
+        if header.format not in READ_FORMATS:
             raise _reject(self.source, f"unknown format {header.format}")
         end = 0
         last = None
@@ -157,29 +182,22 @@ class ManifestFile:
                                                            max_output_size=MAX_BLOCK)
         except zstandard.ZstdError as err:
             raise _reject(self.source, f"undecodable block ({err})") from None
-        view = memoryview(data)
-        starts: list[int] = []
-        decode = _path_decoder.decode if peek else entry_decoder.decode
-        unpack, n, pos = FRAME.unpack_from, len(data), 0
-        entries: list[Any] = []
+        starts: list[int] | None = None
         try:
-            for _ in range(MAX_BLOCK_ENTRIES):  # entry codes (inode numbers of a mount) leave room for no more
-                if pos >= n:
-                    break
-                start = pos + 4
-                pos = start + unpack(data, pos)[0]
-                if pos > n:
-                    raise _reject(self.source, "truncated block")
-                entries.append(decode(view[start:pos]))
-                starts.append(start)
+            if self.header.format == 1:
+                entries, starts = self._frames_of(data, peek)
             else:
-                if pos < n:
+                if _array_length(data) > MAX_BLOCK_ENTRIES:  # refused before a million entries are made
                     raise _reject(self.source, f"a block of more than {MAX_BLOCK_ENTRIES} entries")
-        except struct.error:
-            raise _reject(self.source, "truncated block") from None
+                entries = (_block_paths_decoder if peek else _block_decoder).decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             raise _reject(self.source, f"undecodable entry ({err})") from None
-        keys = [e.path.encode("utf-8", "surrogateescape").replace(b"/", b"\x00") for e in entries]  # path_key
+        if len(entries) > MAX_BLOCK_ENTRIES:  # entry codes (inode numbers of a mount) leave room for no more
+            raise _reject(self.source, f"a block of more than {MAX_BLOCK_ENTRIES} entries")
+        paths = [e.path for e in entries]
+        keys = _path_keys(paths)
+        if len(keys) != len(entries):
+            raise _reject(self.source, f"a path holding a NUL byte in block {i}")
         if not keys or keys[0] != first:
             raise _reject(self.source, "block table does not match its blocks")
         # in order within the block and before the next one: the block table is in order (footer), so the
@@ -188,8 +206,29 @@ class ManifestFile:
                 i + 1 < len(self._first_keys) and keys[-1] >= self._first_keys[i + 1]):
             raise _reject(self.source, f"entries out of order in block {i}")
         if not peek:
-            _validate_block(entries, self._locations, self._external, self.source)
+            _validate_block(entries, self._locations, self._external, self.source, paths)
         return _Block(keys, entries, data, starts)
+
+    def _frames_of(self, data: bytes, peek: bool) -> tuple[list[Any], list[int]]:
+        """A format-1 block's entries (or, with `peek`, their paths) and where each one's frame body starts."""
+        view = memoryview(data)
+        starts: list[int] = []
+        decode = _path_decoder.decode if peek else entry_decoder.decode
+        unpack, n, pos = FRAME.unpack_from, len(data), 0
+        entries: list[Any] = []
+        try:
+            for _ in range(MAX_BLOCK_ENTRIES + 1):  # one more, so that too many is seen
+                if pos >= n:
+                    break
+                start = pos + 4
+                pos = start + unpack(data, pos)[0]
+                if pos > n:
+                    raise _reject(self.source, "truncated block")
+                entries.append(decode(view[start:pos]))
+                starts.append(start)
+        except struct.error:
+            raise _reject(self.source, "truncated block") from None
+        return entries, starts
 
     def _one(self, block: _Block, p: int) -> Entry:
         """Entry p of a block only peeked at, decoded and validated alone."""
@@ -200,7 +239,7 @@ class ManifestFile:
         _validate(e, self._locations, self.source)
         return e
 
-    def frames(self) -> Iterator[tuple[Entry, memoryview]]:
+    def frames(self) -> Iterator[tuple[Entry, Encoded]]:
         """Every entry in path order, with its encoded form; order and count checked."""
         count = 0
         for i in range(len(self.header.blocks)):
@@ -307,7 +346,7 @@ class ManifestFile:
         """Entries directly inside directory `path` ('' is the root), in name order; `after` resumes."""
         return (e for _, e in self.children_coded(path, after))
 
-    def coded_frames(self) -> Iterator[tuple[int, Entry, memoryview]]:
+    def coded_frames(self) -> Iterator[tuple[int, Entry, Encoded]]:
         """Every entry in path order with its code and encoded form; order and count checked."""
         count = 0
         for i in range(len(self.header.blocks)):
@@ -320,12 +359,22 @@ class ManifestFile:
             raise _reject(self.source, f"{count} entries, header says {self.header.entries}")
 
 
+_SLASH_NUL = bytes.maketrans(b"/\x00", b"\x00/")
+
+
+def _path_keys(paths: list[str]) -> list[bytes]:
+    """`manifest.path_key` of each path, in three C calls for the lot: joined by NULs, slashes and NULs
+    swapped, split at the (former NUL) slashes. A path holding a NUL (never valid) makes an extra key."""
+    return "\x00".join(paths).encode("utf-8", "surrogateescape").translate(_SLASH_NUL).split(b"/")
+
+
 def _validate_block(entries: list[Entry], locations: list[Source | None], external: frozenset[int],
-                    source: str) -> None:
+                    source: str, paths: list[str] | None = None) -> None:
     """Every entry of a block, as `_validate` checks them one by one — in a few C-level passes over the
     whole block where that is plainly the same (`_paths_ok`, `packs.plain_raw_lengths`), one by one
-    otherwise, which also names the problem."""
-    paths = [e.path for e in entries]
+    otherwise, which also names the problem. `paths`: the entries' paths, if at hand."""
+    if paths is None:
+        paths = [e.path for e in entries]
     if not _paths_ok(paths):  # non-ASCII names, say: the one-by-one rule (or a rejection naming the path)
         for path in paths:
             try:
@@ -367,7 +416,10 @@ def _files_ok(files: list[Entry], npacks: int, external: frozenset[int]) -> bool
     lens = list(map(len, datas))
     sizes = [e.size for e in files]
     if lens.count(REF.size) == len(lens):  # one chunk each (small files): its length is the size
-        return raw.tolist() == sizes
+        try:
+            return raw == array("I", sizes)  # one comparison in C (raw is an array of "I" too)
+        except OverflowError:  # a size below 0 or of 4 GiB or more: not one chunk's
+            return False
     if any(n % REF.size for n in lens):
         return False
     ends = list(accumulate(n // REF.size for n in lens))
@@ -413,11 +465,11 @@ def _validate(e: Entry, locations: list[Source | None], source: str) -> None:
         raise _reject(source, f"unknown entry kind {e.kind} at {e.path!r}")
 
 
-def read_manifest_frames(path: str, source: str = "") -> tuple[Header, Iterator[tuple[Entry, memoryview]]]:
+def read_manifest_frames(path: str, source: str = "") -> tuple[Header, Iterator[tuple[Entry, Encoded]]]:
     """Header, then every entry with its encoded form (indexes store it as it is, no re-encoding)."""
     mf = ManifestFile(path, source)
 
-    def frames() -> Iterator[tuple[Entry, memoryview]]:
+    def frames() -> Iterator[tuple[Entry, Encoded]]:
         try:
             yield from mf.frames()
         finally:

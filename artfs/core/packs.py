@@ -15,6 +15,7 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass
+from functools import partial
 from operator import add, eq, gt, not_
 
 import msgspec
@@ -101,6 +102,42 @@ def ref_problem(offset: int, stored_len: int, raw_len: int, flags: int) -> str |
 _REF_WORDS = REF.size // 4  # a packed ref as 32-bit words: digest 0-3, pack 4, offset 5-6, stored 7, raw 8, flags 9
 
 
+# What `_plainly_in_packs` asks of one byte of every ref (REF: digest 0-15, pack 16-19, offset 20-27, stored 28-31,
+# raw 32-35, flags 36-39), all of it sufficient for `ref_problem` to find nothing: pack < 256; offset < 2**25
+# (= PACK_TARGET: so offset + stored < PACK_MAX, stored being ≤ MAX_CHUNK); raw < 2**22 (= MAX_CHUNK); no flags.
+_ZERO_BYTES = (17, 18, 19, 24, 25, 26, 27, 35, 36, 37, 38, 39)
+_OFFSET_BYTE, _OFFSET_BELOW = 23, bytes(range(PACK_TARGET >> 24))
+_RAW_BYTE, _RAW_BELOW = 34, bytes(range(MAX_CHUNK >> 16))
+assert PACK_TARGET == 1 << 25 and MAX_CHUNK == 1 << 22  # what the byte tests above are written for
+
+
+def _plainly_in_packs(refs: bytes, stored: array, raw: array, npacks: int, external: frozenset[int]) -> bool:
+    """A quick test, sufficient but not necessary, that every ref passes `ref_problem` and names a pack:
+    uncompressed chunks below MAX_CHUNK in one of the first 256 packs — what small files make. One pass in
+    C over one byte of each ref at a time (a min or max over a column makes an int per ref: ten times
+    slower); what it does not decide goes to the exact tests."""
+    if npacks > 256:
+        return False
+    column = partial(_column, refs)
+    zeros = b"".join(map(column, _ZERO_BYTES))
+    if zeros.count(0) != len(zeros):
+        return False
+    packs = bytes(p for p in range(npacks) if p not in external)
+    if column(16).translate(None, packs) or column(_OFFSET_BYTE).translate(None, _OFFSET_BELOW):
+        return False
+    if column(_RAW_BYTE).translate(None, _RAW_BELOW) or stored != raw:
+        return False
+    # raw ≥ 1: no ref whose three low raw bytes (the fourth is zero, above) are all zero
+    n = len(raw)
+    low = int.from_bytes(column(32)) | int.from_bytes(column(33)) | int.from_bytes(column(34))
+    return 0 not in low.to_bytes(n)
+
+
+def _column(refs: bytes, i: int) -> bytes:
+    """Byte i of every ref."""
+    return refs[i::REF.size]
+
+
 def plain_raw_lengths(refs: bytes, npacks: int, external: frozenset[int] = frozenset()) -> array | None:
     """The raw lengths of a run of packed refs (REF after REF) if every one passes `ref_problem` and names
     one of the first `npacks` locations, none of them an `external` source; else None (the caller then
@@ -112,6 +149,9 @@ def plain_raw_lengths(refs: bytes, npacks: int, external: frozenset[int] = froze
     words.frombytes(refs)
     if not words:
         return words
+    raw = words[8::_REF_WORDS]
+    if _plainly_in_packs(refs, words[7::_REF_WORDS], raw, npacks, external):
+        return raw
     packs, off_lo, off_hi, stored, raw, flags = (words[k::_REF_WORDS] for k in range(4, 10))
     if max(packs) >= npacks or (external and any(map(external.__contains__, set(packs)))):
         return None

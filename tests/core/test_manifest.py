@@ -1,10 +1,12 @@
 import os
+import struct
 
+import msgspec
 import pytest
 import zstandard
 
 from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, diff_entries, path_key
-from artfs.core.manifest_file import read_manifest
+from artfs.core.manifest_file import MAX_BLOCK_ENTRIES, ManifestFile, read_manifest
 from artfs.core.packs import REF, ChunkRef
 from artfs.errors import IntegrityError
 
@@ -56,17 +58,19 @@ def test_out_of_order_rejected_by_writer(tmp_path):
         w.add(Entry("a", DIR, 0o755, 0, 0))
 
 
-def _raw_manifest(tmp_path, header, entries):
-    """A manifest written by hand, the way a hostile bucket could hold one."""
-    import struct
+def _frame(o) -> bytes:
+    """An entry as format 1 framed it: its length, then its msgpack."""
+    b = msgspec.msgpack.encode(o)
+    return struct.pack("<I", len(b)) + b
 
-    import msgspec
 
-    def frame(o):
-        b = msgspec.msgpack.encode(o)
-        return struct.pack("<I", len(b)) + b
-
-    block = zstandard.ZstdCompressor().compress(b"".join(frame(e) for e in entries))
+def _raw_manifest(tmp_path, header, entries, block: bytes | None = None):
+    """A manifest written by hand, the way a hostile bucket could hold one: one block in the header's
+    format (1: framed entries, 2: one array), or the bytes `block` decompresses to."""
+    if block is None:
+        block = (b"".join(_frame(e) for e in entries) if header["format"] == 1
+                 else msgspec.msgpack.encode(entries))
+    block = zstandard.ZstdCompressor().compress(block)
     header = {**header, "blocks": [[path_key(entries[0][0]), 0, len(block)]]}
     footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(header))
     path = os.path.join(tmp_path, "evil")
@@ -75,9 +79,10 @@ def _raw_manifest(tmp_path, header, entries):
     return path
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize("bad_path", ["../etc/passwd", "/abs", "a//b", "a\x00"])
-def test_hostile_manifest_rejected(tmp_path, bad_path):
-    header = {"format": 1, "packs": [], "entries": 1, "files": 0, "bytes": 0, "digest": "0" * 32}
+def test_hostile_manifest_rejected(tmp_path, bad_path, fmt):
+    header = {"format": fmt, "packs": [], "entries": 1, "files": 0, "bytes": 0, "digest": "0" * 32}
     path = _raw_manifest(tmp_path, header, [[bad_path, DIR, 0o755, 0, 0, b"", b""]])
     _, it = read_manifest(path)
     with pytest.raises(IntegrityError, match="rejected"):
@@ -141,6 +146,7 @@ def test_diff_entries():
         ("removed", "a"), ("modified", "c"), ("added", "d")]
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize(("offset", "stored", "raw", "flags", "why"), [
     (0, 2**32 - 1, 2**32 - 1, 0, "a chunk of"),  # a 4 GiB chunk (4,096 of them: 16 TiB): no chunker makes that
     (0, 0, 0, 0, "a chunk of 0 bytes"),
@@ -148,11 +154,11 @@ def test_diff_entries():
     (0, 200, 100, 0, "stored length"),  # stored raw, yet a different length
     (0, 100, 100, 7, "flags"),
 ])
-def test_crafted_chunk_locations_rejected(tmp_path, offset, stored, raw, flags, why):
+def test_crafted_chunk_locations_rejected(tmp_path, offset, stored, raw, flags, why, fmt):
     """Chunk tables that add up but could not have been written by artfs are rejected at decode, before any
     reader, export or dedup sees them."""
     ref = REF.pack(b"\x01" * 16, 0, offset, stored, raw, flags)
-    header = {"format": 1, "packs": ["ab" * 16], "entries": 1, "files": 1, "bytes": raw, "digest": "0" * 32}
+    header = {"format": fmt, "packs": ["ab" * 16], "entries": 1, "files": 1, "bytes": raw, "digest": "0" * 32}
     path = _raw_manifest(tmp_path, header, [["f", FILE, 0o644, 0, raw, ref, b""]])
     with pytest.raises(IntegrityError, match=why):
         list(read_manifest(path)[1])
@@ -173,3 +179,62 @@ def test_a_dedup_source_is_validated_whole(tmp_path):
         assert index.known_chunk(b"\x02" * 16) is None
     finally:
         index.close()
+
+
+def _as_format_1(path: str, out: str) -> None:
+    """The manifest at `path` (format 2) as format 1 wrote it: each block's entries framed, not one array."""
+    with open(path, "rb") as f:
+        data = f.read()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    header = msgspec.msgpack.decode(zstandard.decompress(data[-8 - length:-8]))
+    blocks, chunks, offset = [], [], 0
+    for first, off, blen in header["blocks"]:
+        items = msgspec.msgpack.decode(zstandard.decompress(data[off:off + blen]), type=list[msgspec.Raw])
+        blob = zstandard.ZstdCompressor().compress(
+            b"".join(struct.pack("<I", len(bytes(r))) + bytes(r) for r in items))
+        blocks.append([first, offset, len(blob)])
+        chunks.append(blob)
+        offset += len(blob)
+    footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode({**header, "format": 1, "blocks": blocks}))
+    with open(out, "wb") as f:
+        f.write(b"".join(chunks) + footer + struct.pack("<I4s", len(footer), b"ARTM"))
+
+
+def test_format_1_manifests_read_as_before(tmp_path, monkeypatch):
+    """Manifests written before blocks were one array (format 1: each entry framed) read the same: entries,
+    lookups, listings, and the encoded forms an index stores."""
+    import artfs.core.manifest as manifest
+
+    monkeypatch.setattr(manifest, "BLOCK_BYTES", 300)
+    entries = [("d", DIR)] + [(f"d/{i:03d}", FILE, [_ref(i % 200, 10)]) for i in range(60)] + [("z", LINK, "d")]
+    path, header = _write(tmp_path, entries)
+    assert header.format == 2 and len(header.blocks) > 5
+    old = str(tmp_path / "old")
+    _as_format_1(path, old)
+    with ManifestFile(path) as new_mf, ManifestFile(old) as old_mf:
+        assert old_mf.header.format == 1
+        assert [(c, e, bytes(r)) for c, e, r in old_mf.coded_frames()] == [
+            (c, e, bytes(r)) for c, e, r in new_mf.coded_frames()]
+        assert old_mf.lookup("d/042") == new_mf.lookup("d/042") is not None
+        assert list(old_mf.children("")) == list(new_mf.children("")) and len(list(old_mf.children("d"))) == 60
+    assert list(read_manifest(old)[1]) == list(read_manifest(path)[1])
+
+
+def test_a_block_announcing_too_many_entries_is_refused_unread(tmp_path):
+    """A format-2 block is one array: one whose header claims more entries than a block may hold is refused
+    before any is decoded (a crafted 64 MiB block of tiny entries would otherwise make millions)."""
+    header = {"format": 2, "packs": [], "entries": 1, "files": 0, "bytes": 0, "digest": "0" * 32}
+    entry = ["a", DIR, 0o755, 0, 0, b"", b""]
+    block = b"\xdd" + struct.pack(">I", MAX_BLOCK_ENTRIES + 1) + msgspec.msgpack.encode(entry)
+    path = _raw_manifest(tmp_path, header, [entry], block)
+    with pytest.raises(IntegrityError, match="more than"):
+        list(read_manifest(path)[1])
+
+
+@pytest.mark.parametrize("tail", [b"\x00", msgspec.msgpack.encode(["b", DIR, 0o755, 0, 0, b"", b""])])
+def test_bytes_after_a_block_array_are_refused(tmp_path, tail):
+    header = {"format": 2, "packs": [], "entries": 1, "files": 0, "bytes": 0, "digest": "0" * 32}
+    entry = ["a", DIR, 0o755, 0, 0, b"", b""]
+    path = _raw_manifest(tmp_path, header, [entry], msgspec.msgpack.encode([entry]) + tail)
+    with pytest.raises(IntegrityError, match="undecodable"):
+        list(read_manifest(path)[1])

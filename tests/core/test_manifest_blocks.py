@@ -14,7 +14,7 @@ from artfs.core.chunker import MAX_CHUNK
 from artfs.core.index import StoreIndex
 from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, path_key
 from artfs.core.manifest_file import ManifestFile, _validate, _validate_block
-from artfs.core.packs import FLAG_SOURCE, FLAG_ZSTD, PACK_MAX, REF
+from artfs.core.packs import FLAG_SOURCE, FLAG_ZSTD, PACK_MAX, REF, plain_raw_lengths, ref_problem
 from artfs.core.references import Source
 from artfs.errors import IntegrityError
 from artfs.storage.sources.common import Pin
@@ -40,6 +40,11 @@ def _mutations(rng: random.Random) -> list[Entry]:
         _file("d/big", _ref(1, 0, 50, 100, FLAG_ZSTD), _ref(0, 200, 7, 7)),
         _file("d/src", _ref(2, 10, 5, 5, FLAG_SOURCE)), Entry("d/l", LINK, 0o777, 1, 1, b"a"),
         _file("d/naïve", _ref()), _file("d/" + "x" * 255, _ref()), _file("/".join(["y" * 200] * 3), _ref()),
+        # at the edges of packs.plain_raw_lengths' byte tests (offset < 2**25, raw < MAX_CHUNK), both sides
+        _file("e", _ref(offset=(1 << 25) - 1)), _file("e", _ref(offset=1 << 25)), _file("e", _ref(1, 1 << 24)),
+        _file("e", _ref(raw=MAX_CHUNK, stored=MAX_CHUNK)), _file("e", _ref(raw=MAX_CHUNK - 1, stored=MAX_CHUNK - 1)),
+        _file("e", _ref(raw=1, stored=1)), _file("e", _ref(raw=256, stored=256)),
+        _file("e", _ref(raw=1 << 16, stored=1 << 16)), _file("e", _ref(offset=PACK_MAX - 100)),
     ]
     bad = [
         Entry("", DIR, 0o755, 1, 0), Entry("a//b", DIR, 0o755, 1, 0), Entry("/abs", DIR, 0o755, 1, 0),
@@ -53,7 +58,9 @@ def _mutations(rng: random.Random) -> list[Entry]:
         _file("f", _ref(offset=1 << 32)), _file("f", _ref(), size=101), _file("f", _ref(), _ref(), size=100),
         _file("f", _ref(2, 10, 5, 5, 0)), _file("f", _ref(2, 0, 5, 5, FLAG_SOURCE), _ref()),
         Entry("f", FILE, 0o644, 1, 100, _ref()[:-1]), Entry("f", FILE, 0o644, 1, 0, b"\x00" * 40 + b"\x01"),
-        _file("f", size=-1),
+        _file("f", size=-1), _file("f", _ref(flags=1 << 8)), _file("f", _ref(pack=1 << 8)),
+        _file("f", _ref(raw=1 << 24, stored=1 << 24)), _file("f", _ref(offset=PACK_MAX - 99)),
+        _file("f", _ref(), size=1 << 32),
     ]
     # wrong together, right in sum: two chunks of one file would give the other its size
     pair = [_file("f1", _ref(), _ref(), size=100), _file("f2", size=100)]
@@ -177,3 +184,37 @@ def test_a_bad_entry_a_root_listing_hands_out_is_refused(tmp_path, monkeypatch):
     path = _tree_with_a_bad_entry(tmp_path, monkeypatch, "z")
     with ManifestFile(path, "m") as mf, pytest.raises(IntegrityError, match="stored length"):
         list(mf.children(""))
+
+
+def test_quick_ref_checks_never_accept_what_the_exact_ones_refuse():
+    """packs.plain_raw_lengths' byte-column shortcut, over refs near every edge it tests, with many packs
+    and few: a run is accepted exactly when `ref_problem` finds nothing in any ref and each names a pack."""
+    rng = random.Random(7)
+    edges = {
+        "pack": [0, 1, 2, 255, 256, 299, 1 << 24],
+        "offset": [0, 1, (1 << 24) - 1, (1 << 25) - 1, 1 << 25, PACK_MAX - MAX_CHUNK, PACK_MAX - 1, 1 << 32],
+        "raw": [0, 1, 255, 256, 1 << 16, (1 << 22) - 1, MAX_CHUNK, MAX_CHUNK + 1, 1 << 24, 1 << 31],
+        "flags": [0, 0, 0, FLAG_ZSTD, 2, 1 << 8, 1 << 24],
+    }
+    accepted = 0
+    for _ in range(4000):
+        npacks = rng.choice([1, 3, 256, 300])
+        external = frozenset({1}) if npacks > 1 and rng.random() < 0.3 else frozenset()
+        refs = []
+        for _ in range(rng.randrange(1, 4)):
+            if rng.random() < 0.6:  # what small files make, to draw the edge cases beside
+                size = rng.randrange(1, 1 << 20)
+                refs.append((0, rng.randrange(1 << 25), size, size, 0))
+                continue
+            raw = rng.choice(edges["raw"])
+            flags = rng.choice(edges["flags"])
+            stored = raw if rng.random() < 0.8 else rng.choice([raw - 1, raw + 1, 1, 0])
+            refs.append((rng.choice(edges["pack"]), rng.choice(edges["offset"]), max(stored, 0), raw, flags))
+        expect = all(p < npacks and p not in external and ref_problem(o, st, r, f) is None
+                     for p, o, st, r, f in refs)
+        got = plain_raw_lengths(b"".join(_ref(*r) for r in refs), npacks, external)
+        assert (got is not None) == expect, (refs, npacks, external)
+        if got is not None:
+            assert list(got) == [r[3] for r in refs]
+            accepted += 1
+    assert 300 < accepted < 3700  # both sides exercised
