@@ -32,7 +32,7 @@ import msgspec
 import xxhash
 
 from artfs.core.manifest import DIR, Entry, Header, path_key
-from artfs.core.manifest_file import POS_BITS, ManifestFile, read_manifest
+from artfs.core.manifest_file import POS_BITS, ManifestFile, Row, read_manifest
 from artfs.core.packs import FLAG_SOURCE, ChunkRef
 from artfs.core.references import is_token
 from artfs.storage import lmdb_env
@@ -69,9 +69,6 @@ _TREE, _MANIFESTS, _CHUNKS, _RECORDS = (attrgetter(db) for db in ("tree", "manif
 
 
 _decode_entry = msgspec.msgpack.Decoder(Entry).decode
-# a directory listing's row: name, code, kind, mode, size, mtime_ns
-Row = tuple[bytes, int, int, int, int, int]
-
 
 class _Stat(msgspec.Struct, array_like=True):
     """The leading fields of an encoded Entry: what a listing shows (the chunk list is not decoded)."""
@@ -309,13 +306,7 @@ class StoreIndex:
         (a `find` of a million files lists every entry and uses none of them)."""
         building = self._building.get(mid)
         if building is not None and not (path and path_key(path) + b"\x01" <= self._built_upto.get(mid, b"")):
-            rows: list[Row] = []
-            cut = len(path) + 1 if path else 0
-            for c, e in building.children_coded(path, after):
-                rows.append((e.path[cut:].encode("utf-8", "surrogateescape"), c, e.kind, e.mode, e.size, e.mtime_ns))
-                if limit is not None and len(rows) >= limit:
-                    break
-            return rows
+            return building.children_rows(path, after, limit)
         skip = _CODE.size
         decode = _decode_stat
         out: list[Row] = []

@@ -48,6 +48,7 @@ from artfs.core.packs import REF, plain_raw_lengths, ref_problem
 from artfs.core.references import Source, is_token, parse_token, source_ref_problem
 from artfs.errors import IntegrityError, InvalidName
 
+Row = tuple[bytes, int, int, int, int, int]  # a directory listing's row: name, code, kind, mode, size, mtime_ns
 MAX_BLOCK = 64 << 20  # a block decompresses to at most this (ours are ~64 KiB): a bound against bombs
 POS_BITS = 16  # an entry's code is (block << POS_BITS) | its position in the block (ours hold < 5,000)
 MAX_BLOCK_ENTRIES = 1 << POS_BITS
@@ -61,11 +62,13 @@ class _Block:
     """One decoded, validated block: path keys (ascending), entries, and each entry's encoded form (found
     only for the index build, which stores it, and for an entry of a block only peeked at)."""
 
-    __slots__ = ("keys", "entries", "data", "starts", "raws")
+    __slots__ = ("keys", "entries", "kinds", "data", "starts", "raws")
 
-    def __init__(self, keys: list[bytes], entries: list[Any], data: bytes, starts: list[int] | None) -> None:
+    def __init__(self, keys: list[bytes], entries: list[Any], kinds: list[int] | None, data: bytes,
+                 starts: list[int] | None) -> None:
         self.keys = keys
         self.entries = entries  # Entry, validated; or, in a block only peeked at, _Path: not validated
+        self.kinds = kinds  # the entries' kinds; None in a block only peeked at
         self.data = data
         self.starts = starts  # format 1: where each entry's frame body starts; format 2: None
         self.raws: list[msgspec.Raw] | None = None  # format 2: the array's items, when first asked for
@@ -205,9 +208,8 @@ class ManifestFile:
         if not all(map(lt, keys, islice(keys, 1, None))) or (
                 i + 1 < len(self._first_keys) and keys[-1] >= self._first_keys[i + 1]):
             raise _reject(self.source, f"entries out of order in block {i}")
-        if not peek:
-            _validate_block(entries, self._locations, self._external, self.source, paths)
-        return _Block(keys, entries, data, starts)
+        kinds = None if peek else _validate_block(entries, self._locations, self._external, self.source, paths)
+        return _Block(keys, entries, kinds, data, starts)
 
     def _frames_of(self, data: bytes, peek: bool) -> tuple[list[Any], list[int]]:
         """A format-1 block's entries (or, with `peek`, their paths) and where each one's frame body starts."""
@@ -293,12 +295,49 @@ class ManifestFile:
 
     def children_coded(self, path: str, after: str | None = None) -> Iterator[tuple[int, Entry]]:
         """(code, entry) directly inside directory `path` ('' is the root), in name order; `after` resumes."""
+        for block, j, p, q in self._child_runs(path, after):
+            base = j << POS_BITS
+            if block.kinds is None:  # only peeked at: a run of one, decoded and validated alone
+                yield base | p, self._one(block, p)
+            else:
+                entries = block.entries
+                for i in range(p, q):
+                    yield base | i, entries[i]
+
+    def children_rows(self, path: str, after: str | None = None, limit: int | None = None) -> list[Row]:
+        """What a listing shows of the entries directly inside directory `path`, by name, after `after`:
+        (name, code, kind, mode, size, mtime_ns) rows (index.py's, for a version whose index is not built
+        yet). A run of children is made into rows by one comprehension, names cut from the path keys."""
+        rows: list[Row] = []
+        cut = len(path_key(path)) + 1 if path else 0
+        for block, j, p, q in self._child_runs(path, after):
+            base = j << POS_BITS
+            if block.kinds is None:
+                e = self._one(block, p)
+                rows.append((block.keys[p][cut:], base | p, e.kind, e.mode, e.size, e.mtime_ns))
+            else:
+                rows += [(key[cut:], base | i, e.kind, e.mode, e.size, e.mtime_ns)
+                         for i, key, e in zip(range(p, q), block.keys[p:q], block.entries[p:q], strict=True)]
+            if limit is not None and len(rows) >= limit:
+                del rows[limit:]
+                break
+        return rows
+
+    def _child_runs(self, path: str, after: str | None) -> Iterator[tuple[_Block, int, int, int]]:
+        """(block, its index, p, q): entries p..q-1 of the block are children of directory `path`, one
+        after another, in name order; `after` resumes. A directory's descendants follow it (path_key
+        order), so a run of a fully decoded block ends at its first directory, whose subtree is skipped —
+        found with `list.index` on the block's kinds, in C. A run is checked to hold no deeper entry (a
+        crafted manifest could list `d/x/y` without `d/x`); one that does, and a block only peeked at,
+        go entry by entry, deeper entries skipped with their subtrees."""
         prefix = path + "/" if path else ""
         lo = path_key(path) + b"\x00" if path else b""
         hi = path_key(path) + b"\x01" if path else None
         if after is not None:
             lo = path_key(prefix + after) + b"\x01"  # past `after` and its whole subtree
         cut = len(prefix)
+        nuls = path_key(path).count(0) + 1 if path else 0  # NULs in a child's key (a deeper one has more)
+        careful = False  # a run held a deeper entry: the rest of this block goes entry by entry
         nblocks = len(self._first_keys)
         j = max(0, bisect_right(self._first_keys, lo) - 1)
         skipped = False
@@ -309,22 +348,37 @@ class ManifestFile:
             # (a version's root) wants one entry of each block, and the listings of those directories,
             # which come next, decode their blocks whole anyway.
             block = self._peeked(j) if skipped else self.decoded(j)
-            keys, entries = block.keys, block.entries
-            checked = isinstance(entries[0], Entry)
-            skipped = not checked  # ...and so is the next block, while nothing in them is handed out
-            base = j << POS_BITS
+            keys, kinds = block.keys, block.kinds
+            skipped = kinds is None  # ...and so is the next block, while nothing in them is handed out
+            careful = False
             p = bisect_left(keys, lo)
             end = bisect_left(keys, hi) if hi is not None else len(keys)
             while p < end:
-                path = entries[p].path
-                slash = path.find("/", cut)
+                if kinds is not None and not careful:
+                    try:
+                        q = kinds.index(DIR, p, end) + 1  # up to and including the next directory
+                    except ValueError:
+                        q = end
+                    if b"\x00".join(keys[p:q]).count(0) == (q - p) * (nuls + 1) - 1:  # none deeper
+                        yield block, j, p, q
+                        if kinds[q - 1] != DIR:
+                            p = q
+                            continue
+                        lo = keys[q - 1] + b"\x01"  # past the directory's subtree
+                        p = bisect_left(keys, lo, q)
+                        if p == len(keys):
+                            break
+                        continue
+                    careful = True
+                entry_path = block.entries[p].path
+                slash = entry_path.find("/", cut)
                 if slash < 0:
-                    yield base | p, entries[p] if checked else self._one(block, p)
+                    yield block, j, p, p + 1
                     skipped = False
                     p += 1
                     continue
                 # deeper: skip the child's whole subtree (it may span blocks: bisect the block table)
-                lo = path_key(path[:slash]) + b"\x01"
+                lo = path_key(entry_path[:slash]) + b"\x01"
                 p = bisect_left(keys, lo, p)
                 if p == len(keys):
                     break
@@ -369,10 +423,11 @@ def _path_keys(paths: list[str]) -> list[bytes]:
 
 
 def _validate_block(entries: list[Entry], locations: list[Source | None], external: frozenset[int],
-                    source: str, paths: list[str] | None = None) -> None:
+                    source: str, paths: list[str] | None = None) -> list[int]:
     """Every entry of a block, as `_validate` checks them one by one — in a few C-level passes over the
     whole block where that is plainly the same (`_paths_ok`, `packs.plain_raw_lengths`), one by one
-    otherwise, which also names the problem. `paths`: the entries' paths, if at hand."""
+    otherwise, which also names the problem. `paths`: the entries' paths, if at hand. Returns the
+    entries' kinds (listings use them)."""
     if paths is None:
         paths = [e.path for e in entries]
     if not _paths_ok(paths):  # non-ASCII names, say: the one-by-one rule (or a rejection naming the path)
@@ -390,6 +445,7 @@ def _validate_block(entries: list[Entry], locations: list[Source | None], extern
     if not _files_ok(files, len(locations), external):  # references, or a problem to name
         for e in files:
             _validate(e, locations, source)
+    return kinds
 
 
 def _paths_ok(paths: list[str]) -> bool:

@@ -238,3 +238,48 @@ def test_bytes_after_a_block_array_are_refused(tmp_path, tail):
     path = _raw_manifest(tmp_path, header, [entry], msgspec.msgpack.encode([entry]) + tail)
     with pytest.raises(IntegrityError, match="undecodable"):
         list(read_manifest(path)[1])
+
+
+def _rows_one_by_one(mf, path, after=None, limit=None):
+    """What children_rows must give: the rows of children_coded's entries."""
+    cut = len(path) + 1 if path else 0
+    rows = [(e.path[cut:].encode("utf-8", "surrogateescape"), c, e.kind, e.mode, e.size, e.mtime_ns)
+            for c, e in mf.children_coded(path, after)]
+    return rows if limit is None else rows[:limit]
+
+
+def test_listing_rows_match_the_entries(tmp_path, monkeypatch):
+    """children_rows (runs of children made into rows at once) gives what the entries say, in every
+    directory, resumed anywhere, cut at any limit — with subtrees spanning blocks and non-ASCII names."""
+    import artfs.core.manifest as manifest
+
+    monkeypatch.setattr(manifest, "BLOCK_BYTES", 250)  # many blocks: subtrees and runs cross them
+    entries = [("a", DIR), ("a/b", DIR)] + [(f"a/b/{i:02d}", FILE, [_ref(i, 5)]) for i in range(30)]
+    entries += [("a/c", FILE, [_ref(1, 3)]), ("a/d", DIR), ("a/d/e", DIR), ("a/d/e/f", FILE, []),
+                ("a/é", LINK, "c"), ("a-z", DIR), ("b", FILE, [])]
+    entries += [(f"b{i:02d}", FILE, [_ref(i, 2)]) for i in range(25)]
+    entries.sort(key=lambda e: path_key(e[0]))
+    path, header = _write(tmp_path, entries)
+    assert len(header.blocks) > 8
+    dirs = [""] + [e[0] for e in entries if e[1] == DIR]
+    with ManifestFile(path) as mf:
+        for d in dirs:
+            whole = _rows_one_by_one(mf, d)
+            assert mf.children_rows(d) == whole
+            names = [r[0].decode() for r in whole]
+            for k, after in enumerate([None, *names]):
+                for limit in (1, 2, 7, None):
+                    assert mf.children_rows(d, after, limit) == whole[k:][:limit], (d, after, limit)
+        assert [r[0] for r in mf.children_rows("a")] == [b"b", b"c", b"d", "é".encode()]
+
+
+def test_a_listing_skips_entries_without_their_directory(tmp_path):
+    """A crafted manifest may hold `d/x/y` with no `d/x`: listing `d` shows neither `x` nor a name with
+    a slash in it, as entry-by-entry listing never did; the rest of `d` is listed."""
+    w = ManifestWriter(tmp_dir=str(tmp_path))
+    for p in ["d", "d/a", "d/x/y", "d/x/y2", "d/z"]:
+        w.add(Entry(p, DIR if p == "d" else FILE, 0o755 if p == "d" else 0o644, 1, 0))
+    path, _ = w.finish()
+    with ManifestFile(path) as mf:
+        assert [r[0] for r in mf.children_rows("d")] == [b"a", b"z"]
+        assert [e.path for e in mf.children("d")] == ["d/a", "d/z"]
