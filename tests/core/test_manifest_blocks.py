@@ -218,3 +218,67 @@ def test_quick_ref_checks_never_accept_what_the_exact_ones_refuse():
             assert list(got) == [r[3] for r in refs]
             accepted += 1
     assert 300 < accepted < 3700  # both sides exercised
+
+
+def _rebuilt(path: str, out: str, mutate) -> None:
+    """The manifest at `path` with its first block's decompressed bytes passed through `mutate`."""
+    import struct
+
+    import msgspec
+    import zstandard
+
+    with open(path, "rb") as f:
+        data = f.read()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    header = msgspec.msgpack.decode(zstandard.decompress(data[-8 - length:-8]))
+    blocks, out_bytes, offset = [], [], 0
+    for i, (first, off, blen) in enumerate(header["blocks"]):
+        raw = zstandard.decompress(data[off:off + blen])
+        blob = zstandard.ZstdCompressor().compress(mutate(raw) if i == 0 else raw)
+        blocks.append([first, offset, len(blob)])
+        out_bytes.append(blob)
+        offset += len(blob)
+    footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode({**header, "blocks": blocks}))
+    with open(out, "wb") as f:
+        f.write(b"".join(out_bytes) + footer + struct.pack("<I4s", len(footer), b"ARTM"))
+
+
+def test_garbled_blocks_are_refused_or_read_whole(tmp_path, monkeypatch):
+    """Bytes of a block changed, cut or added (as a crafted manifest could hold them): reading it, listing
+    it or looking a path up in it either refuses the manifest (IntegrityError) or gives entries that pass
+    the one-by-one checks — never another error, never an unchecked entry."""
+    monkeypatch.setattr(manifest, "BLOCK_BYTES", 400)
+    w = ManifestWriter(tmp_dir=str(tmp_path))
+    w.pack_index["ab" * 16] = 0
+    w.add(Entry("d", DIR, 0o755, 1, 0))
+    for i in range(40):
+        w.add(Entry(f"d/f{i:02d}", FILE, 0o644, 1, 100, _ref(offset=i * 100), bytes([i]) * 16))
+    path, header = w.finish()
+    assert header.format == 2 and len(header.blocks) > 3
+    rng = random.Random(5)
+    refused = 0
+    for n in range(300):
+        def mutate(raw: bytes) -> bytes:
+            b = bytearray(raw)
+            how = rng.randrange(3)
+            k = rng.randrange(len(b))
+            if how == 0:
+                b[k] ^= 1 << rng.randrange(8)
+            elif how == 1:
+                del b[k:]
+            else:
+                b[k:k] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4)))
+            return bytes(b)
+
+        bad = str(tmp_path / f"bad{n}")
+        _rebuilt(path, bad, mutate)
+        try:
+            with ManifestFile(bad, "t") as mf:
+                entries = [e for _, e, _ in mf.coded_frames()]
+                listed = list(mf.children("d")) + list(mf.children(""))
+                mf.lookup("d/f00")
+            for e in entries + listed:
+                _validate(e, [None], "t")
+        except IntegrityError:
+            refused += 1
+    assert refused > 150  # most garbling is caught; what is not is a block that still holds valid entries
