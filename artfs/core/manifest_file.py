@@ -392,6 +392,7 @@ class ManifestFile:
 
     def _peeked(self, i: int) -> _Block:
         """Block i decoded whole if it is at hand, else peeked at (its paths only: `_decode`)."""
+        self.last_used = time.monotonic()  # a use like any other: a listing of a root peeks for a while
         with self._decoded_lock:
             hit = self._decoded.get(i)
         return hit if hit is not None else self._decode(i, peek=True)
