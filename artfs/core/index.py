@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 import msgspec
@@ -71,16 +71,22 @@ _TREE, _MANIFESTS, _CHUNKS, _RECORDS = (attrgetter(db) for db in ("tree", "manif
 _decode_entry = msgspec.msgpack.Decoder(Entry).decode
 
 class _Stat(msgspec.Struct, array_like=True):
-    """The leading fields of an encoded Entry: what a listing shows (the chunk list is not decoded)."""
+    """The leading fields of an encoded Entry: what a listing shows (the chunk list is not decoded, nor the
+    path: the index key holds the name)."""
 
-    path: str
+    path: msgspec.Raw
     kind: int
     mode: int
     mtime_ns: int
     size: int
 
 
-_decode_stat = msgspec.msgpack.Decoder(_Stat).decode
+_decode_stats = msgspec.msgpack.Decoder(list[_Stat]).decode
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's header of an array of n items."""
+    return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2) if n < 1 << 16 else b"\xdd" + n.to_bytes(4)
 BUILD_QUIET = 0.3  # seconds without block lookups before a background build starts...
 BUILD_DEFER_MAX = 5.0  # ...or at most this long after the version was opened
 
@@ -307,13 +313,38 @@ class StoreIndex:
         building = self._building.get(mid)
         if building is not None and not (path and path_key(path) + b"\x01" <= self._built_upto.get(mid, b"")):
             return building.children_rows(path, after, limit)
+        return self._rows(mid, path, after, limit)
+
+    def _rows(self, mid: str, path: str, after: str | None, limit: int | None) -> list[Row]:
+        """listdir_rows from the built index: `_children`'s cursor walk, in one loop that makes the rows
+        (keys and values copied out as bytes: their slices and prefix tests are cheaper than a buffer's),
+        each entry decoded only as far as its size (_Stat), its path left undecoded."""
+        prefix = bytes.fromhex(mid) + _parent_hash(path)
+        start = prefix + after.encode("utf-8", "surrogateescape") if after is not None else prefix
+        n = len(prefix)
+        unpack = _CODE.unpack_from
         skip = _CODE.size
-        decode = _decode_stat
-        out: list[Row] = []
-        for name, code, value in self._children(mid, path, after, limit):
-            s = decode(value[skip:])
-            out.append((name, code, s.kind, s.mode, s.size, s.mtime_ns))
-        return out
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        with self._shared.transaction() as (txn, db):
+            cur = txn.cursor(db=db.tree)
+            if not cur.set_range(start):
+                return []
+            for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):  # copies: not a buffers transaction
+                if not key.startswith(prefix):
+                    break
+                if after is not None and key == start:
+                    continue
+                keys.append(key)
+                values.append(value)
+                if limit is not None and len(keys) >= limit:
+                    break
+        if not keys:
+            return []
+        # one decode for the lot: the encoded entries after their codes, as one msgpack array
+        stats = _decode_stats(_array_header(len(values)) + b"".join([v[skip:] for v in values]))
+        return [(k[n:], (b << POS_BITS) | p, st.kind, st.mode, st.size, st.mtime_ns)
+                for k, (b, p), st in zip(keys, map(unpack, values), stats, strict=True)]
 
     # --- chunks ----------------------------------------------------------------------------------
 

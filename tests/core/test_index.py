@@ -61,3 +61,31 @@ def test_built_manifests_answer_exactly_and_pack_pages_densely(tmp_path):
     finally:
         index.close()
     assert _bytes_per_entry(index_dir) < 180  # 148 sorted; 226 in manifest order
+
+
+def test_listing_rows_from_the_index_equal_those_from_the_manifest(tmp_path):
+    """A listing's rows (name, code, kind, mode, size, mtime) are the same whether the built index gives
+    them (one cursor walk, one decode per page) or the manifest does (a version not indexed yet): in every
+    folder, from the start or after any name, cut at any limit — with two manifests' keys side by side."""
+    from artfs.core.manifest_file import ManifestFile
+
+    index = StoreIndex(str(tmp_path / "index"), "file:///store")
+    try:
+        paths = {}
+        for mid, tag in (("01" * 16, "a"), ("fe" * 16, "b")):
+            paths[mid], _ = _manifest(tmp_path, tag)
+            index.build(mid, paths[mid])
+        for mid, path in paths.items():
+            with ManifestFile(path) as mf:
+                folders = [""] + [r[0].decode() for r in mf.children_rows("")]
+                for folder in folders[:4]:
+                    whole = mf.children_rows(folder)
+                    assert index.listdir_rows(mid, folder) == whole and whole
+                    for k in (0, 1, 15, 16, 17, len(whole) - 1):
+                        after = whole[k][0].decode() if k else None
+                        rest = whole[k + 1:] if k else whole
+                        for limit in (1, 15, 16, 300, None):
+                            assert index.listdir_rows(mid, folder, after, limit) == rest[:limit]
+                assert index.listdir_rows(mid, "no such folder") == []
+    finally:
+        index.close()
