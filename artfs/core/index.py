@@ -70,6 +70,7 @@ _TREE, _MANIFESTS, _CHUNKS, _RECORDS = (attrgetter(db) for db in ("tree", "manif
 
 _decode_entry = msgspec.msgpack.Decoder(Entry).decode
 
+
 class _Stat(msgspec.Struct, array_like=True):
     """The leading fields of an encoded Entry: what a listing shows (the chunk list is not decoded, nor the
     path: the index key holds the name)."""
@@ -87,6 +88,8 @@ _decode_stats = msgspec.msgpack.Decoder(list[_Stat]).decode
 def _array_header(n: int) -> bytes:
     """msgpack's header of an array of n items."""
     return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2) if n < 1 << 16 else b"\xdd" + n.to_bytes(4)
+
+
 BUILD_QUIET = 0.3  # seconds without block lookups before a background build starts...
 BUILD_DEFER_MAX = 5.0  # ...or at most this long after the version was opened
 
