@@ -169,6 +169,12 @@ class StoreIndex:
         threading.Thread(target=run, name=f"artfs-index-{mid[:8]}", daemon=True).start()
         return mf.header
 
+    def next_directory(self, mid: str, path: str) -> tuple[int, Entry] | None:
+        """ManifestFile.next_directory while the version's index is being built (what a first `find`
+        walks); None once it is built (a listing from the index is cheap enough not to guess ahead)."""
+        building = self._building.get(mid)
+        return building.next_directory(path) if building is not None else None
+
     def building(self, mid: str) -> ManifestFile | None:
         """The open manifest answering for an index being built (its decoded blocks are shared)."""
         return self._building.get(mid)

@@ -323,6 +323,34 @@ class ManifestFile:
                 break
         return rows
 
+    def next_directory(self, path: str) -> tuple[int, Entry] | None:
+        """(code, entry) of the directory after `path` in a walk that lists a directory and then enters
+        its subdirectories in name order (find, os.walk): the first directory entry past `path`'s own in
+        path_key order — its first subdirectory, else the next directory after its subtree. Only from
+        blocks still decoded (a listing of `path` just read them) and the one after them; None when it
+        lies further (nothing is decoded for a guess)."""
+        key = path_key(path) if path else b""
+        nblocks = len(self._first_keys)
+        j = max(0, bisect_right(self._first_keys, key) - 1)
+        for i in range(j, nblocks):
+            with self._decoded_lock:
+                cached = self._decoded.get(i)
+            frontier = cached is None
+            if cached is None:
+                if i == j:
+                    return None
+                cached = self.decoded(i)  # the next listing decodes it anyway
+            block = cached
+            assert block.kinds is not None  # kept decoded: validated whole
+            try:
+                q = block.kinds.index(DIR, bisect_right(block.keys, key) if i == j else 0)
+            except ValueError:
+                if frontier:
+                    return None
+                continue
+            return (i << POS_BITS) | q, block.entries[q]
+        return None
+
     def _child_runs(self, path: str, after: str | None) -> Iterator[tuple[_Block, int, int, int]]:
         """(block, its index, p, q): entries p..q-1 of the block are children of directory `path`, one
         after another, in name order; `after` resumes. A directory's descendants follow it (path_key

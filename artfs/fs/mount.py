@@ -148,6 +148,7 @@ class _Daemon:
             await nursery.start(self.capture.serve)
             await nursery.start(control.serve, self.areas.control_path, self.areas,
                                 self.config.settings.test_seal_gate, self.capture.run_of)
+            await nursery.start(self.ops.next_listings.run)
             nursery.start_soon(self._announce, ready)
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
             with trio.move_on_after(10):

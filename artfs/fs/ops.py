@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import pyfuse3
+import trio
 from pyfuse3 import FUSEError
 
 from artfs.fs.areas import STAGING, is_staging
@@ -24,6 +26,8 @@ from artfs.fs.reader import OpenFile, Reader
 from artfs.fs.run_capture import Capture
 from artfs.fs.staging_ops import FIRST_FH, StagingOps
 from artfs.fs.tree import ArtifactNode, EntryNode, Node, RootNode, Row, RowAttrs, Tree, VersionNode, is_dir
+
+log = logging.getLogger(__name__)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 READDIR_PAGE = 512
@@ -51,6 +55,12 @@ class _Listing:
         self.dots = dots
         self.page: list[Row] = []  # rows, not nodes: nothing is kept per entry (tree.list_page)
         self.page_start = 0  # position (not counting the dots) of page[0]
+        self.at_end = False  # `page` holds the last rows
+        self.next_prepared = False  # the directory a walk enters next was listed ahead (_NextListings)
+        if small is None:
+            prepared = tree.take_prepared(node.ino)
+            if prepared is not None:
+                self.page, self.at_end = prepared, len(prepared) < READDIR_PAGE
         self.rows: RowAttrs | None = None
 
     def reply(self, pos: int, token: pyfuse3.ReaddirToken) -> None:
@@ -72,7 +82,7 @@ class _Listing:
                 return
         idx = max(pos - 2, 0)
         if not self.page_start <= idx <= self.page_start + len(self.page):
-            self.page_start, self.page = 0, []  # a seek back: rescan from the start
+            self.page_start, self.page, self.at_end = 0, [], False  # a seek back: rescan from the start
         if self.rows is None:
             self.rows = self.tree.row_attrs(self.node)
         fill = self.rows.fill
@@ -83,14 +93,48 @@ class _Listing:
                 idx += 1
                 if not send(token, row[0], fill(row), idx + 2):
                     return
+            if self.at_end:
+                return
             after = _name(page[-1][0]) if page else None
             if after is None and self.page_start:
                 return
             page = self.tree.list_page(self.node, after, READDIR_PAGE)
+            self.at_end = len(page) < READDIR_PAGE  # a short page is the last
             if not page:
                 return
             self.page_start += len(self.page)
             self.page = page
+
+
+class _NextListings:
+    """Lists ahead the first page of the directory a walk enters next (Tree.prepare_next), once a listing
+    has all its rows: a `find` waits for each READDIRPLUS reply, and then the kernel makes an inode of
+    every entry in it (in `find`'s context, on another CPU) while the daemon would wait. Run on the loop
+    after the reply went out, one directory at a time; a request arriving meanwhile waits for one page."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self._waiting: list[Node] = []
+        self._wake = trio.Event()
+
+    def want(self, listing: _Listing) -> None:
+        if listing.at_end and not listing.next_prepared and listing.small is None:
+            listing.next_prepared = True
+            self._waiting.append(listing.node)
+            self._wake.set()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._waiting:
+                node = self._waiting.pop(0)
+                try:
+                    self.tree.prepare_next(node, READDIR_PAGE)
+                except Exception as e:  # noqa: BLE001 - a guess: the kernel's own request meets it, and says so
+                    log.debug("listing ahead after %s: %s", self.tree.label(node), e)
+                await trio.lowlevel.checkpoint()
 
 
 class Ops(pyfuse3.Operations):
@@ -108,6 +152,7 @@ class Ops(pyfuse3.Operations):
         self.deadline = tree.deadline
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, _Listing] = {}
+        self.next_listings = _NextListings(tree)  # run by the mount (mount.py)
         self._next_fh = 1
         self.pid = os.getpid()
 
@@ -211,7 +256,9 @@ class Ops(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         if fh >= FIRST_FH:
             return await self.staging.readdir(fh, start_id, token)
-        self._dirs[fh].reply(start_id, token)
+        listing = self._dirs[fh]
+        listing.reply(start_id, token)
+        self.next_listings.want(listing)
 
     async def releasedir(self, fh: int) -> None:
         if fh >= FIRST_FH:

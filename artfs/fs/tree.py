@@ -52,6 +52,7 @@ MUTABLE_TIMEOUT = 1.0
 DIR_SIZE = 4096
 VERSION_BLKSIZE = 128 * 1024  # st_blksize of the read-only tree (staging files say STAGING_BLKSIZE)
 INO_LIMIT = 1 << 40  # the tree's inodes stay below this: staging's start there (areas.SLOT_BITS)
+PREPARED_LISTINGS = 4  # directories listed ahead and not yet opened, kept (prepare_next)
 RECENT_ENTRIES = 1 << 15  # entry nodes kept (most recently used); any other is rebuilt from its manifest block
 
 # (what, parent inode or inode, name): "entry" drops a name from a directory, "inode" an inode's attributes
@@ -197,6 +198,7 @@ class Tree:
         self._versions: dict[tuple[str, int], VersionNode] = {}
         self._aliases: dict[tuple[str, str], AliasNode] = {}
         self._recent: OrderedDict[int, EntryNode] = OrderedDict()  # entry nodes, least recently used first
+        self._prepared: OrderedDict[int, list[Row]] = OrderedDict()  # first pages listed ahead (prepare_next)
         self._bases: list[int] = []  # the loaded versions' inode bases, ascending (allocated in order)
         self._based: list[VersionNode] = []  # the version of each base
 
@@ -400,6 +402,28 @@ class Tree:
                 entry = Entry(prefix + name.decode("utf-8", "surrogateescape"), DIR, mode, mtime_ns, size)
                 self._remember(EntryNode(base + code, version, entry))
         return rows
+
+    def prepare_next(self, node: Node, limit: int) -> None:
+        """List ahead the first `limit` rows of the directory a walk enters after `node` (find and
+        os.walk list a directory, then its subdirectories in name order): while the kernel takes in the
+        listing just sent, on another CPU, not after it. Kept for `take_prepared`; a wrong guess costs
+        one page of listing."""
+        version, path = self._listed(node)
+        found = self.index.next_directory(version.mid, path)
+        if found is None:
+            return
+        code, entry = found
+        ino = version.base + 1 + code
+        if ino in self._prepared:
+            return
+        nxt = self._recent.get(ino) or self._remember(EntryNode(ino, version, entry))
+        self._prepared[ino] = self.list_page(nxt, None, limit)
+        while len(self._prepared) > PREPARED_LISTINGS:
+            self._prepared.popitem(last=False)
+
+    def take_prepared(self, ino: int) -> list[Row] | None:
+        """The rows `prepare_next` listed for this directory, once."""
+        return self._prepared.pop(ino, None) if self._prepared else None
 
     def row_attrs(self, node: Node) -> RowAttrs:
         """The attributes of the rows `list_page` gives for this directory."""

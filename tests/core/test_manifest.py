@@ -283,3 +283,27 @@ def test_a_listing_skips_entries_without_their_directory(tmp_path):
     with ManifestFile(path) as mf:
         assert [r[0] for r in mf.children_rows("d")] == [b"a", b"z"]
         assert [e.path for e in mf.children("d")] == ["d/a", "d/z"]
+
+
+def test_the_next_directory_of_a_walk(tmp_path, monkeypatch):
+    """next_directory(D): the directory a walk that lists D and then enters its subdirectories in name order
+    visits after D — found in the blocks D's listing decoded (and the one after), else None."""
+    import artfs.core.manifest as manifest
+
+    monkeypatch.setattr(manifest, "BLOCK_BYTES", 250)
+    entries = [("a", DIR)] + [(f"a/f{i:02d}", FILE, [_ref(i, 2)]) for i in range(12)]
+    entries += [("a/s", DIR), ("a/s/t", DIR), ("a/s/t/x", FILE, []), ("a/z", FILE, []), ("b", DIR), ("c", FILE, [])]
+    entries += [("d", DIR)] + [(f"d/g{i:03d}", FILE, [_ref(i, 2)]) for i in range(60)] + [("e", DIR)]
+    entries.sort(key=lambda e: path_key(e[0]))
+    path, header = _write(tmp_path, entries)
+    assert len(header.blocks) > 6
+    walk = ["", "a", "a/s", "a/s/t", "b", "d", "e"]  # pre-order: a directory, then its subdirectories
+    with ManifestFile(path) as mf:
+        for here, after in zip(walk, walk[1:] + [None], strict=True):
+            mf.children_rows(here)  # its listing decodes its blocks
+            found = mf.next_directory(here)
+            assert (found[1].path if found else None) == after, here
+            if found:
+                assert mf.entry_at(found[0]) == found[1]
+    with ManifestFile(path) as cold:
+        assert cold.next_directory("d") is None  # nothing of d decoded here: no guess

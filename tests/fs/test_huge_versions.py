@@ -141,3 +141,28 @@ def test_find_is_the_same_while_the_index_builds_and_after(huge, mount_artfs):
     m.close()
     again = mount_artfs(huge, cache_dir=m.cache_dir)  # the index is built now (or resumed): the same tree
     assert [(p, s) for p, _, s in _walk(again.path / "huge" / "v0")] == [(p, s) for p, _, s in cold]
+
+
+def test_listings_made_ahead_serve_only_their_own_directory(huge, mount_artfs):
+    """After each listing the mount lists ahead the directory a walk would enter next (Tree.prepare_next).
+    Directories listed in another order get their own entries — the guess is never served for another —
+    and `find` (the walk it is for) lists every entry once, cold and again."""
+    import random
+    import subprocess
+
+    m = mount_artfs(huge)
+    v0 = m.path / "huge" / "v0"
+    names = [f"d{d:02d}" for d in range(DIRS)]
+    order = names[:]
+    random.Random(3).shuffle(order)
+    for d in order:  # each listing guesses the next in name order; most guesses are not opened next
+        assert sorted(os.listdir(v0 / d)) == [f"f{i:04d}" for i in range(PER_DIR)], d
+    found = subprocess.run(["find", str(v0)], capture_output=True, text=True, check=True).stdout.split()
+    expect = [str(v0), *(str(v0 / d) for d in names)]
+    expect += [str(v0 / d / f"f{i:04d}") for d in names for i in range(PER_DIR)]
+    assert sorted(found) == sorted(expect)
+    m.close()
+    fresh = mount_artfs(huge)  # cold again: `find` first, every guess right
+    out = subprocess.run(["find", str(fresh.path / "huge" / "v0"), "-type", "f"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert len(out) == len(set(out)) == DIRS * PER_DIR
