@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 READDIR_PAGE = 512
+# rows of the next directory listed ahead (_NextListings): what the kernel's first READDIRPLUS of a directory
+# takes (128 KiB: ~800 entries), so that its reply needs nothing listed (measured: 512 -> 1,024 rows, a cold
+# `find` of 200,000 files 0.83-0.88 -> 0.79-0.83 s)
+PREPARED_ROWS = 1024
 
 
 def _name(raw: bytes) -> str:
@@ -60,7 +64,7 @@ class _Listing:
         if small is None:
             prepared = tree.take_prepared(node.ino)
             if prepared is not None:
-                self.page, self.at_end = prepared, len(prepared) < READDIR_PAGE
+                self.page, self.at_end = prepared, len(prepared) < PREPARED_ROWS
         self.rows: RowAttrs | None = None
 
     def reply(self, pos: int, token: pyfuse3.ReaddirToken) -> None:
@@ -131,7 +135,7 @@ class _NextListings:
             while self._waiting:
                 node = self._waiting.pop(0)
                 try:
-                    self.tree.prepare_next(node, READDIR_PAGE)
+                    self.tree.prepare_next(node, PREPARED_ROWS)
                 except Exception as e:  # noqa: BLE001 - a guess: the kernel's own request meets it, and says so
                     log.debug("listing ahead after %s: %s", self.tree.label(node), e)
                 await trio.lowlevel.checkpoint()
