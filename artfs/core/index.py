@@ -32,7 +32,7 @@ import msgspec
 import xxhash
 
 from artfs.core.manifest import DIR, Entry, Header, path_key
-from artfs.core.manifest_file import POS_BITS, ManifestFile, Row, read_manifest
+from artfs.core.manifest_file import POS_BITS, ManifestFile, Row, array_header, read_manifest
 from artfs.core.packs import FLAG_SOURCE, ChunkRef
 from artfs.core.references import is_token
 from artfs.storage import lmdb_env
@@ -83,11 +83,6 @@ class _Stat(msgspec.Struct, array_like=True):
 
 
 _decode_stats = msgspec.msgpack.Decoder(list[_Stat]).decode
-
-
-def _array_header(n: int) -> bytes:
-    """msgpack's header of an array of n items."""
-    return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2) if n < 1 << 16 else b"\xdd" + n.to_bytes(4)
 
 
 BUILD_QUIET = 0.3  # seconds without block lookups before a background build starts...
@@ -351,7 +346,7 @@ class StoreIndex:
         if not keys:
             return []
         # one decode for the lot: the encoded entries after their codes, as one msgpack array
-        stats = _decode_stats(_array_header(len(values)) + b"".join([v[skip:] for v in values]))
+        stats = _decode_stats(array_header(len(values)) + b"".join([v[skip:] for v in values]))
         return [(k[n:], (b << POS_BITS) | p, st.kind, st.mode, st.size, st.mtime_ns)
                 for k, (b, p), st in zip(keys, map(unpack, values), stats, strict=True)]
 

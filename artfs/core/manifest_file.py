@@ -96,6 +96,12 @@ _block_paths_decoder = msgspec.msgpack.Decoder(list[_Path])
 _raws_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
 
+def array_header(n: int) -> bytes:
+    """msgpack's header of an array of n items (what a block starts with; index.py frames a page of
+    encoded entries with it to decode them in one call)."""
+    return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2) if n < 1 << 16 else b"\xdd" + n.to_bytes(4)
+
+
 def _array_length(data: bytes) -> int:
     """How many items the msgpack array `data` starts with says it holds (0 if it is no array: decoding
     it then says what is wrong)."""

@@ -3,12 +3,12 @@ import struct
 
 import msgspec
 import pytest
-import zstandard
 
 from artfs.core.manifest import DIR, FILE, LINK, Entry, ManifestWriter, diff_entries, path_key
 from artfs.core.manifest_file import MAX_BLOCK_ENTRIES, ManifestFile, read_manifest
 from artfs.core.packs import REF, ChunkRef
 from artfs.errors import IntegrityError
+from tests.support.manifests import read_parts, write_parts
 
 
 def _ref(i: int, size: int) -> ChunkRef:
@@ -70,13 +70,8 @@ def _raw_manifest(tmp_path, header, entries, block: bytes | None = None):
     if block is None:
         block = (b"".join(_frame(e) for e in entries) if header["format"] == 1
                  else msgspec.msgpack.encode(entries))
-    block = zstandard.ZstdCompressor().compress(block)
-    header = {**header, "blocks": [[path_key(entries[0][0]), 0, len(block)]]}
-    footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(header))
-    path = os.path.join(tmp_path, "evil")
-    with open(path, "wb") as f:
-        f.write(block + footer + struct.pack("<I4s", len(footer), b"ARTM"))
-    return path
+    header = {**header, "blocks": [[path_key(entries[0][0]), 0, 0]]}
+    return write_parts(os.path.join(tmp_path, "evil"), header, [block])
 
 
 @pytest.mark.parametrize("fmt", [1, 2])
@@ -183,21 +178,10 @@ def test_a_dedup_source_is_validated_whole(tmp_path):
 
 def _as_format_1(path: str, out: str) -> None:
     """The manifest at `path` (format 2) as format 1 wrote it: each block's entries framed, not one array."""
-    with open(path, "rb") as f:
-        data = f.read()
-    length = struct.unpack("<I", data[-8:-4])[0]
-    header = msgspec.msgpack.decode(zstandard.decompress(data[-8 - length:-8]))
-    blocks, chunks, offset = [], [], 0
-    for first, off, blen in header["blocks"]:
-        items = msgspec.msgpack.decode(zstandard.decompress(data[off:off + blen]), type=list[msgspec.Raw])
-        blob = zstandard.ZstdCompressor().compress(
-            b"".join(struct.pack("<I", len(bytes(r))) + bytes(r) for r in items))
-        blocks.append([first, offset, len(blob)])
-        chunks.append(blob)
-        offset += len(blob)
-    footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode({**header, "format": 1, "blocks": blocks}))
-    with open(out, "wb") as f:
-        f.write(b"".join(chunks) + footer + struct.pack("<I4s", len(footer), b"ARTM"))
+    header, blocks = read_parts(path)
+    framed = [b"".join(struct.pack("<I", len(bytes(r))) + bytes(r)
+                       for r in msgspec.msgpack.decode(block, type=list[msgspec.Raw])) for block in blocks]
+    write_parts(out, {**header, "format": 1}, framed)
 
 
 def test_format_1_manifests_read_as_before(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from artfs.core.packs import FLAG_SOURCE, FLAG_ZSTD, PACK_MAX, REF, plain_raw_le
 from artfs.core.references import Source
 from artfs.errors import IntegrityError
 from artfs.storage.sources.common import Pin
+from tests.support.manifests import read_parts, write_parts
 
 SOURCE = Source(Pin("file:///data/raw.bin", 1 << 20, mtime_ns=1))
 LOCATIONS: list[Source | None] = [None, None, SOURCE]  # two packs, then an external source
@@ -224,25 +225,8 @@ def test_quick_ref_checks_never_accept_what_the_exact_ones_refuse():
 
 def _rebuilt(path: str, out: str, mutate) -> None:
     """The manifest at `path` with its first block's decompressed bytes passed through `mutate`."""
-    import struct
-
-    import msgspec
-    import zstandard
-
-    with open(path, "rb") as f:
-        data = f.read()
-    length = struct.unpack("<I", data[-8:-4])[0]
-    header = msgspec.msgpack.decode(zstandard.decompress(data[-8 - length:-8]))
-    blocks, out_bytes, offset = [], [], 0
-    for i, (first, off, blen) in enumerate(header["blocks"]):
-        raw = zstandard.decompress(data[off:off + blen])
-        blob = zstandard.ZstdCompressor().compress(mutate(raw) if i == 0 else raw)
-        blocks.append([first, offset, len(blob)])
-        out_bytes.append(blob)
-        offset += len(blob)
-    footer = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode({**header, "blocks": blocks}))
-    with open(out, "wb") as f:
-        f.write(b"".join(out_bytes) + footer + struct.pack("<I4s", len(footer), b"ARTM"))
+    header, blocks = read_parts(path)
+    write_parts(out, header, [mutate(blocks[0]), *blocks[1:]])
 
 
 def test_garbled_blocks_are_refused_or_read_whole(tmp_path, monkeypatch):
