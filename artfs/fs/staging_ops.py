@@ -108,7 +108,7 @@ def _unlink(area: StagingArea, parent: int, name: str, open_files: dict[int, int
     open in progress counts): the kernel's later FORGET then finds nothing to delete, a cheap read."""
     node = area.lookup(parent, name)
     area.unlink(parent, name)
-    if node is not None and not open_files.get(node.id):
+    if node is not None and node.nlink <= 1 and not open_files.get(node.id):  # its last name: nothing holds it
         area.forget(node.id)
 
 

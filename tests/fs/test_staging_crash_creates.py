@@ -1,8 +1,9 @@
 """kill -9 of the mount daemon right after bursts of small-file creates (`cp -r`, `tar x`) and name
 changes in staging: after a remount every file whose close() returned is there with its bytes, and every
-name change that returned is kept. Creates are served on the event loop, each one SQLite commit into the
-WAL (never batched past its reply), with checkpoints left to a background thread: a kill finds many
-commits only in the WAL, and they must all be there."""
+name change that returned is kept. Creates are served on the event loop: in a directory made in staging
+(cp/, tar/) they are the local filesystem's own, in the root each one SQLite commit into the WAL (never
+batched past its reply, checkpoints left to a thread: a kill finds many commits only in the WAL); the
+rename and the hard link across (cp/d1 to the root, tar/first into it) turn those trees into rows first."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from artfs.core.staging.namespace import Namespace
 from artfs.core.staging.nodes import NodeTable, StagedNode, StatFs, WouldBlock
 from artfs.core.staging.seal import area_status, seal_area
 from artfs.core.staging.spare import SpareFiles
+from artfs.core.staging.upper import UpperTrees
 from artfs.errors import ArtfsError, StoreError
 
 T = TypeVar("T")
@@ -93,7 +94,8 @@ class StagingArea:
         self._chunks = ChunkReader(repo.store, repo.cache, repo.damage)
         self._nodes = NodeTable(name)
         self._files = Files(self._nodes, repo)
-        self._namespace = Namespace(self._nodes, self._files, repo)
+        self._upper = UpperTrees(self._nodes, lambda node_id: self._namespace.path_of(node_id))
+        self._namespace = Namespace(self._nodes, self._files, repo, self._upper)
         # its base's chunks stay alive while it exists, on whatever machine (gc_guard.StagingLeases)
         self._leases = StagingLeases(repo.store)
         self._lease_id = staging_area_id(areas_dir(repo), name)
@@ -181,6 +183,7 @@ class StagingArea:
     # --- generations -----------------------------------------------------------------------------
 
     def _close_gen(self) -> None:
+        self._upper.detach()
         self._files.close()
         self._nodes.close()
 
@@ -195,6 +198,7 @@ class StagingArea:
         bases = BaseFiles(self._chunks, packs)
         data = self._layout.data_dir(gen)
         self._files.attach(DataFiles(data, spares=SpareFiles(data)), bases)
+        self._upper.attach(self._layout.upper_dir(gen), data)
 
     def _reset(self, base: int | None, new_gen: int | None = None) -> None:
         """Replace the whole staged tree with a fresh view of `base`: build the new generation beside the
@@ -269,12 +273,16 @@ class StagingArea:
 
     def data_path(self, data_id: int) -> str:
         """Where the staged content of a walk entry with this data id is (a file on local disk)."""
+        if self._upper.below(data_id):
+            return self._upper.data_path(data_id)
         return self._files.data_path(data_id)
 
     _data_path = data_path  # the name tests/core/test_staging.py uses
 
     def data_digest(self, data_id: int) -> bytes:
         """That content's digest, as a manifest computes it (cached until the next write)."""
+        if self._upper.below(data_id):
+            return self._upper.data_digest(data_id)
         return self._files.data_digest(data_id)
 
     def seal(
@@ -330,39 +338,68 @@ class StagingArea:
 
     def lookup(self, parent_id: int, name: str) -> StagedNode | None:
         """The node `name` in directory `parent_id`, or None (materializes the directory)."""
+        upper = self._upper
+        if upper.owns(parent_id):
+            if name == ".":
+                return upper.getattr(parent_id)
+            if name == "..":
+                if upper.below(parent_id):
+                    return self.getattr(upper.parent_of(parent_id))
+                return self._namespace.lookup(parent_id, name)
+            return upper.lookup(parent_id, name)
         return self._namespace.lookup(parent_id, name)
 
     def getattr(self, node_id: int) -> StagedNode:
+        if self._upper.owns(node_id):
+            return self._upper.getattr(node_id)
         return self._namespace.getattr(node_id)
 
     def listdir(self, node_id: int) -> list[tuple[str, StagedNode]]:
         """A directory's entries sorted by name (bytes), without '.' and '..'."""
+        if self._upper.owns(node_id):
+            return self._upper.listdir(node_id)
         return self._namespace.listdir(node_id)
 
     def readlink(self, node_id: int) -> str:
+        if self._upper.below(node_id):
+            return self._upper.readlink(node_id)
         return self._namespace.readlink(node_id)
 
     def path_of(self, node_id: int) -> str:
         """The node's path in the tree ('' for the root). ENOENT once unlinked."""
+        if self._upper.below(node_id):
+            return self._upper.tree_path(node_id)
         return self._namespace.path_of(node_id)
 
     def create(self, parent_id: int, name: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> StagedNode:
         """A new empty regular file, owned by `owner` (uid, gid: the caller's; None: the mount's user)
         while staged. Special files (FIFOs, devices, sockets): EPERM."""
+        if self._upper.owns(parent_id):
+            return self._upper.create(parent_id, name, mode, owner)
         return self._namespace.create(parent_id, name, mode, owner)
 
     mknod = create
 
     def mkdir(self, parent_id: int, name: str, mode: int = 0o755, owner: tuple[int, int] | None = None) -> StagedNode:
+        if self._upper.owns(parent_id):
+            return self._upper.mkdir(parent_id, name, mode, owner)
         return self._namespace.mkdir(parent_id, name, mode, owner)
 
     def symlink(self, parent_id: int, name: str, target: str, owner: tuple[int, int] | None = None) -> StagedNode:
         """A symlink; versions only keep relative targets inside the tree, so others get EPERM here."""
+        if self._upper.owns(parent_id):
+            return self._upper.symlink(parent_id, name, target, owner)
         return self._namespace.symlink(parent_id, name, target, owner)
 
     def link(self, node_id: int, new_parent_id: int, new_name: str) -> StagedNode:
         """A hard link: another name for the file or symlink `node_id` in this area (a directory: EPERM).
         Sealed as one entry per name, sharing chunks."""
+        upper = self._upper.owns(new_parent_id)
+        if upper != self._upper.below(node_id) and not (upper and node_id in self._upper.roots):
+            self._demote(node_id, new_parent_id)  # between the table and an upper tree: all in the table
+            upper = False
+        if upper:
+            return self._upper.link(node_id, new_parent_id, new_name)
         return self._namespace.link(node_id, new_parent_id, new_name)
 
     def add_references(self, items: list[tuple[str, str, bytes, int, int]],
@@ -374,20 +411,42 @@ class StagingArea:
 
     def is_reference(self, node_id: int) -> bool:
         """Whether an unchanged file is a staged reference rather than a file of the base version."""
+        if self._upper.below(node_id):
+            return False
         return self._files.is_reference(node_id)
 
     def unlink(self, parent_id: int, name: str) -> None:
+        if self._upper.owns(parent_id):
+            return self._upper.unlink(parent_id, name)
         self._namespace.unlink(parent_id, name)
 
     def rmdir(self, parent_id: int, name: str) -> None:
+        if self._upper.owns(parent_id):
+            return self._upper.rmdir(parent_id, name)
         self._namespace.rmdir(parent_id, name)
 
     def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0) -> None:
-        """rename(2)/renameat2, with RENAME_NOREPLACE and RENAME_EXCHANGE."""
+        """rename(2)/renameat2, with RENAME_NOREPLACE and RENAME_EXCHANGE. Between a directory of the table
+        and an upper tree, the upper tree becomes rows of the table first (upper.py)."""
+        upper = self._upper.owns(old_parent)
+        if upper != self._upper.owns(new_parent):
+            self._demote(old_parent, new_parent)
+            upper = False
+        if upper:
+            return self._upper.rename(old_parent, old_name, new_parent, new_name, flags)
         self._namespace.rename(old_parent, old_name, new_parent, new_name, flags)
+
+    def _demote(self, *node_ids: int) -> None:
+        """The upper trees holding any of `node_ids` become rows of the table (UpperTrees.demote)."""
+        upper = self._upper
+        with self._nodes.lock:
+            for root in {upper.root_of(n) for n in node_ids if upper.owns(n)}:
+                upper.demote(root)
 
     def forget(self, node_id: int) -> None:
         """The kernel forgot an inode: if it was unlinked, its row and data go now."""
+        if self._upper.below(node_id):
+            return self._upper.forget(node_id)
         self._namespace.forget(node_id)
 
     # --- bytes (files.py) ------------------------------------------------------------------------
@@ -397,22 +456,34 @@ class StagingArea:
         atime_ns: int | None = None, uid: int | None = None, gid: int | None = None,
     ) -> StagedNode:
         """chmod / chown / truncate / utimens. Owners and atime are kept while staged, not in versions."""
+        if self._upper.owns(node_id):
+            return self._upper.setattr(node_id, mode, size, mtime_ns, atime_ns, uid, gid)
         return self._files.setattr(node_id, mode, size, mtime_ns, atime_ns, uid, gid)
 
     def base_entry(self, node_id: int) -> Entry | None:
         """The base version's entry for an unchanged file (serve it with the mount's chunk reader and
         `base_packs`); None once the file has its own data."""
+        if self._upper.below(node_id):
+            return None
         return self._files.base_entry(node_id)
 
     def read(self, node_id: int, offset: int, size: int) -> bytes:
+        if self._upper.below(node_id):
+            return self._upper.read(node_id, offset, size)
         return self._files.read(node_id, offset, size)
 
     def write(self, node_id: int, offset: int, data: bytes | memoryview) -> int:
         """pwrite into the file (copying a base file up first). Returns bytes written."""
+        if self._upper.below(node_id):
+            return self._upper.write(node_id, offset, data)
         return self._files.write(node_id, offset, data)
 
     def truncate(self, node_id: int, size: int) -> None:
+        if self._upper.below(node_id):
+            return self._upper.truncate(node_id, size)
         self._files.truncate(node_id, size)
 
     def fsync(self, node_id: int) -> None:
+        if self._upper.below(node_id):
+            return self._upper.fsync(node_id)
         self._files.fsync(node_id)

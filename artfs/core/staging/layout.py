@@ -5,6 +5,8 @@
         CURRENT               the name of the live generation directory, replaced with rename()
         gen-<n>/staging.db    nodes and meta (SQLite, WAL: a committed change survives kill -9)
         gen-<n>/data/<id>     content of new or modified files, written in place
+        gen-<n>/upper/<id>    the content of directory <id>, made in staging: real files and directories
+                              (see upper.py)
 
 A seal or a discard ends in a fresh view of the new latest. That view is built in a new generation
 directory, fsynced, and made live by renaming CURRENT: a crash at any point leaves either the old staged
@@ -59,6 +61,8 @@ CREATE TABLE nodes(
 );
 CREATE UNIQUE INDEX dirents ON nodes(parent, name) WHERE parent IS NOT NULL;
 CREATE INDEX links ON nodes(inode) WHERE inode IS NOT NULL;
+CREATE TABLE upper_roots(id INTEGER PRIMARY KEY);  -- directories whose content is upper/<id> (upper.py)
+CREATE TABLE upper_moves(id INTEGER PRIMARY KEY, path BLOB);  -- files of a demoted tree on their way to data/
 """
 # Columns added since the first layout: (name, declaration). An area made before them is upgraded in
 # place when opened; its rows keep NULL owners and atimes, i.e. what they showed before.
@@ -167,13 +171,16 @@ def upgrade(db: sqlite3.Connection) -> None:
     ADD COLUMN with a constant default rewrites no row, so this is instant on any size)."""
     have = {r[1] for r in db.execute("PRAGMA table_info(nodes)")}
     missing = [(n, decl) for n, decl in ADDED_COLUMNS if n not in have]
-    if not missing:
+    no_roots = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'upper_moves'").fetchone() is None
+    if not missing and not no_roots:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
         for n, decl in missing:
             db.execute(f"ALTER TABLE nodes ADD COLUMN {n} {decl}")
         db.execute("CREATE INDEX IF NOT EXISTS links ON nodes(inode) WHERE inode IS NOT NULL")
+        db.execute("CREATE TABLE IF NOT EXISTS upper_roots(id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE IF NOT EXISTS upper_moves(id INTEGER PRIMARY KEY, path BLOB)")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -239,11 +246,15 @@ class Layout:
     def data_dir(self, gen: int) -> str:
         return os.path.join(self.gen_dir(gen), "data")
 
+    def upper_dir(self, gen: int) -> str:
+        return os.path.join(self.gen_dir(gen), "upper")
+
     def create(self, gen: int, base: int | None, manifest: str | None, first_id: int, now_ns: int) -> None:
         """Write generation `gen` as a fresh view of `base` (None: an empty tree), durably, not yet live."""
         gdir = self.gen_dir(gen)
         shutil.rmtree(gdir, ignore_errors=True)
         os.makedirs(os.path.join(gdir, "data"), mode=0o700)
+        os.makedirs(os.path.join(gdir, "upper"), mode=0o700)
         db = sqlite3.connect(self.db_path(gen), isolation_level=None)
         try:
             db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before the first table: see PAGE_SIZE
@@ -266,6 +277,7 @@ class Layout:
         finally:
             db.close()
         _fsync_dir(os.path.join(gdir, "data"))
+        _fsync_dir(os.path.join(gdir, "upper"))
         _fsync_dir(gdir)
         _fsync_dir(self.root)
 

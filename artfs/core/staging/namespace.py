@@ -47,6 +47,7 @@ from artfs.core.staging.nodes import (
     enc,
     oserror,
 )
+from artfs.core.staging.upper import UpperTrees
 from artfs.errors import InvalidName
 
 _PAGE = 10000  # base entries per index listing when a directory is materialized
@@ -57,10 +58,16 @@ class Namespace:
     """Names of the staged tree: lookup, listdir, create, mkdir, symlink, link, unlink, rmdir, rename, forget,
     walk."""
 
-    def __init__(self, nodes: NodeTable, files: Files, repo: Repo) -> None:
+    def __init__(self, nodes: NodeTable, files: Files, repo: Repo, upper: UpperTrees) -> None:
         self._nodes = nodes
         self._files = files
         self._repo = repo
+        self._upper = upper  # directories made here hold their content there (upper.py)
+
+    def _attrs(self, row: Row) -> StagedNode:
+        if row.id in self._upper.roots:  # its mode, owner and times are its upper directory's
+            return self._upper.getattr(row.id)
+        return self._files.attrs(row)
 
     def _dir(self, node_id: int, live: bool = False) -> Row:
         """A directory, materialized. `live`: it must still have a name (no creating in a removed dir)."""
@@ -99,6 +106,8 @@ class Namespace:
         return row._replace(base_path=None)
 
     def _is_empty(self, row: Row) -> bool:
+        if row.id in self._upper.roots:
+            return self._upper.is_empty(row.id)
         if row.base_path is not None:
             return not self._repo.index.listdir(self._nodes.base_manifest(), dec(row.base_path), limit=1)
         return self._nodes.db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (row.id,)).fetchone() is None
@@ -129,6 +138,14 @@ class Namespace:
                        (other[1], other[2], now, row.id))
         else:
             db.execute("UPDATE nodes SET parent = NULL, name = NULL, ctime_ns = ? WHERE id = ?", (now, row.id))
+            if row.id in self._upper.roots:
+                db.execute("DELETE FROM upper_roots WHERE id = ?", (row.id,))
+
+    def _dropped(self, row: Row | None) -> None:
+        """After the transaction that removed directory `row`'s name: an upper root's directory goes too
+        (a crash first leaves it for UpperTrees.attach to remove)."""
+        if row is not None and row.id in self._upper.roots:
+            self._upper.drop_root(row.id)
 
     def _move(self, db: sqlite3.Connection, row: Row, parent_id: int, raw: bytes, now: int) -> None:
         """Put the directory entry `row` at (parent, name); the node it names has changed (ctime)."""
@@ -147,7 +164,7 @@ class Namespace:
                 return self._files.attrs(self._nodes.get(parent.parent if parent.parent is not None else ROOT_ID))
             raw = check_entry_name(name)
             row = self._nodes.child(self._dir(parent_id).id, raw)
-            return self._files.attrs(row) if row is not None else None
+            return self._attrs(row) if row is not None else None
 
     def getattr(self, node_id: int) -> StagedNode:
         with self._nodes.lock:
@@ -156,7 +173,7 @@ class Namespace:
     def listdir(self, node_id: int) -> list[tuple[str, StagedNode]]:
         """A directory's entries sorted by name (bytes), without '.' and '..'."""
         with self._nodes.lock:
-            return [(dec(r.entry_name), self._files.attrs(r)) for r in self._nodes.children(self._dir(node_id).id)]
+            return [(dec(r.entry_name), self._attrs(r)) for r in self._nodes.children(self._dir(node_id).id)]
 
     def readlink(self, node_id: int) -> str:
         with self._nodes.lock:
@@ -219,18 +236,23 @@ class Namespace:
                     assert nid is not None  # the rowid of the INSERT
                     if kind == FILE:
                         self._files.create_data(nid, now)
+                    elif kind == DIR:  # its content will be a real directory (upper.py)
+                        db.execute("INSERT INTO upper_roots(id) VALUES (?)", (nid,))
+                        self._upper.make_root(nid, mode, (uid, gid) if uid is not None and gid is not None else None)
                     nodes.touch(db, parent.id, now)
                     nodes.changed(db)
             except BaseException:
                 if nid is not None and kind == FILE:
                     self._files.forget(nid)
+                if nid is not None and kind == DIR:
+                    self._upper.drop_root(nid)
                 raise
             row = Row(nid, parent.id, raw, kind, mode, now, now, size, None, int(kind == FILE), target, None, uid,
                       gid, now, 1, None, None, None)
             nodes.remember(row)  # the next requests (write, setattr, getattr; a lookup in the same directory)
             nodes.remember(parent._replace(  # read both: their rows as this transaction left them (see touch)
                 mtime_ns=now, ctime_ns=now, atime_ns=parent.mtime_ns if parent.atime_ns is None else parent.atime_ns))
-            return self._files.attrs(row)
+            return self._attrs(row)
 
     def create(self, parent_id: int, name: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> StagedNode:
         """A new empty regular file. Special files (FIFOs, devices, sockets): EPERM."""
@@ -302,6 +324,10 @@ class Namespace:
                 continue
             if row.kind != DIR or row.inode is not None:
                 raise oserror(errno.ENOTDIR, "/".join(dirs[: i + 1]))
+            if row.id in self._upper.roots:  # made in staging: its tree becomes rows first (not in a txn)
+                if db is not None:
+                    raise oserror(errno.EXDEV, "/".join(dirs[: i + 1]))
+                self._upper.demote(row.id)
             parent = self._dir(row.id).id
         return parent, check_entry_name(name, new=True), True
 
@@ -372,6 +398,7 @@ class Namespace:
                 self._drop_name(db, row, now)
                 self._nodes.touch(db, parent.id, now)
                 self._nodes.changed(db)
+            self._dropped(row)
 
     def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0) -> None:
         """rename(2)/renameat2: over an existing file or empty dir, NOREPLACE and EXCHANGE, with the
@@ -415,6 +442,8 @@ class Namespace:
                 self._nodes.touch(db, op.id, now)
                 self._nodes.touch(db, np.id, now)
                 self._nodes.changed(db)
+            if dst is not None and not flags & RENAME_EXCHANGE and dst.kind == DIR:
+                self._dropped(dst)
 
     def forget(self, node_id: int) -> None:
         """The kernel forgot an inode: if it was unlinked, its row and data go now."""
@@ -448,6 +477,10 @@ class Namespace:
                 yield from self._walk_base(*lazy, prefix)
                 return
             for r, item in items:
+                if r.id in self._upper.roots:  # a directory made here: its content is a real directory
+                    yield self._upper.root_entry(r.id, item[0].path), None
+                    yield from self._upper.walk(r.id, item[0].path)
+                    continue
                 yield item
                 if r.kind == DIR:
                     yield from self.walk(r.id, item[0].path)

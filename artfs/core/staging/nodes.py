@@ -269,6 +269,18 @@ class NodeTable:
             return 0
         return self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()[0]
 
+    def reserve_ids(self, n: int) -> range:
+        """`n` node ids no row will ever take (the sequence moves past them, durably): for nodes that live
+        outside the table (upper.py), so one id space, never reused, serves both."""
+        with self.txn() as db:
+            db.execute("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'nodes'", (n,))
+            last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()[0]
+        return range(last - n + 1, last + 1)
+
+    def upper_roots(self) -> set[int]:
+        """Directories whose content lives in the upper tree (upper.py), of rows still in the table."""
+        return {i for (i,) in self.db.execute("SELECT u.id FROM upper_roots u JOIN nodes n ON n.id = u.id")}
+
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM nodes").fetchone()[0]
 

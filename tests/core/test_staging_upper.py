@@ -1,0 +1,219 @@
+"""Directories made in staging as real directories (core/staging/upper.py): what is made in them, a
+restart, the demotion into rows when something crosses, and a crash in the middle of one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from artfs.core.manifest import DIR
+from artfs.core.staging import StagingArea
+from tests.core.test_staging import base_version, version_tree
+
+ROOT = 1
+
+
+def _tree_in_new_dir(s: StagingArea) -> dict[str, int]:
+    """new/{a, sub/b, sub/deep/c (0o755), link -> sub/b, twin (hard link of a), empty}: their node ids."""
+    new = s.mkdir(ROOT, "new", 0o750, (0, 0))
+    sub = s.mkdir(new.id, "sub", 0o755, (0, 0))
+    deep = s.mkdir(sub.id, "deep", 0o700, (0, 0))
+    a = s.create(new.id, "a", 0o644, (0, 0))
+    s.write(a.id, 0, b"alpha" * 1000)
+    b = s.create(sub.id, "b", 0o600, (0, 0))
+    s.write(b.id, 0, b"bravo")
+    c = s.create(deep.id, "c", 0o755, (0, 0))
+    s.write(c.id, 0, os.urandom(300_000))
+    s.setattr(c.id, mtime_ns=1_600_000_000_000_000_000)
+    s.symlink(new.id, "link", "sub/b", (0, 0))
+    s.link(a.id, new.id, "twin")
+    s.create(new.id, "empty", 0o644, (0, 0))
+    return {"new": new.id, "sub": sub.id, "deep": deep.id, "a": a.id, "b": b.id, "c": c.id}
+
+
+def _expected(s: StagingArea, ids: dict[str, int]) -> dict[str, tuple]:
+    return {
+        "new": ("dir", 0o750, None), "new/sub": ("dir", 0o755, None), "new/sub/deep": ("dir", 0o700, None),
+        "new/a": ("file", 0o644, b"alpha" * 1000), "new/twin": ("file", 0o644, b"alpha" * 1000),
+        "new/sub/b": ("file", 0o600, b"bravo"), "new/sub/deep/c": ("file", 0o755, s.read(ids["c"], 0, 1 << 20)),
+        "new/link": ("symlink", 0o777, "sub/b"), "new/empty": ("file", 0o644, b""),
+    }
+
+
+def test_a_new_directory_lives_on_disk_and_seals_whole(lrepo, tmp_path):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        ids = _tree_in_new_dir(s)
+        expected = _expected(s, ids)
+        assert s.lookup(ids["new"], "twin").id == ids["a"]  # two names, one node
+        assert s.getattr(ids["a"]).nlink == 2
+        assert s.getattr(ids["c"]).mtime_ns == 1_600_000_000_000_000_000
+        assert [n for n, _ in s.listdir(ids["new"])] == ["a", "empty", "link", "sub", "twin"]
+        assert s.path_of(ids["c"]) == "new/sub/deep/c"
+        assert ("added", "new/sub/deep/c") in s.status()
+        v = s.seal("upper").record.version
+    tree = version_tree(lrepo, "animals", v)
+    assert {p: t for p, t in tree.items() if p.startswith("new")} == expected
+
+
+def test_what_a_new_directory_holds_survives_a_restart(lrepo, tmp_path):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        ids = _tree_in_new_dir(s)
+        expected = _expected(s, ids)
+    with StagingArea.open(lrepo, "animals") as s:  # a new process: nodes are found again by name
+        new = s.lookup(ROOT, "new")
+        assert new is not None and new.id == ids["new"]  # a root is a row: same id
+        sub = s.lookup(new.id, "sub")
+        assert sub is not None and s.lookup(sub.id, "b") is not None
+        v = s.seal("after restart").record.version
+    assert {p: t for p, t in version_tree(lrepo, "animals", v).items() if p.startswith("new")} == expected
+
+
+@pytest.mark.parametrize("how", ["base dir in", "file out", "link out", "dir out", "reference"])
+def test_crossing_turns_the_tree_into_rows_keeping_ids(lrepo, tmp_path, how):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        ids = _tree_in_new_dir(s)
+        expected = _expected(s, ids)
+        before = {k: s.getattr(i) for k, i in ids.items()}
+        if how == "base dir in":  # a lazy directory of the version into a new one
+            s.rename(ROOT, "images", ids["sub"], "images")
+            expected = {**expected, "new/sub/images": ("dir", 0o755, None)}
+        elif how == "file out":
+            s.rename(ids["sub"], "b", ROOT, "b")
+            expected = {k: v for k, v in expected.items() if k != "new/sub/b"}
+        elif how == "link out":
+            s.link(ids["c"], ROOT, "c-again")
+        elif how == "dir out":
+            s.rename(ids["new"], "sub", ROOT, "sub")
+            expected = {k.replace("new/sub", "sub"): v for k, v in expected.items()}
+        else:
+            s.add_references([("new/sub/ref.bin", "file://" + str(tmp_path / "nowhere"), b"", 0, 0)], check_only=True)
+        for k, i in ids.items():  # every node kept its id and what the crossing did not change
+            was, now = before[k], s.getattr(i)
+            assert (now.id, now.kind, now.mode, now.size, now.uid, now.gid) == \
+                (was.id, was.kind, was.mode, was.size, was.uid, was.gid), k
+            if now.kind != DIR:
+                assert now.mtime_ns == was.mtime_ns, k
+        s.write(ids["a"], 0, b"ALPHA")  # and its bytes: both names, one node still
+        assert s.read(s.lookup(ids["new"], "twin").id, 0, 5) == b"ALPHA"
+        v = s.seal(how).record.version
+    tree = version_tree(lrepo, "animals", v)
+    expected["new/a"] = expected["new/twin"] = ("file", 0o644, b"ALPHA" + b"alpha" * 999)
+    if how == "file out":
+        expected["b"] = ("file", 0o600, b"bravo")
+    if how == "link out":
+        expected["c-again"] = expected["new/sub/deep/c"]
+    got = {p: t for p, t in tree.items() if p.split("/")[0] in ("new", "b", "sub", "c-again")}
+    if how == "base dir in":
+        got = {p: t for p, t in got.items() if not p.startswith("new/sub/images/")}
+    assert got == expected
+
+
+def test_a_crash_in_the_middle_of_a_demotion_is_finished_at_open(lrepo, tmp_path, monkeypatch):
+    base_version(lrepo, tmp_path)
+    s = StagingArea.open(lrepo, "animals")
+    ids = _tree_in_new_dir(s)
+    expected = _expected(s, ids)
+    real_rename, calls = os.rename, []
+
+    def dies_on_the_second(src, dst, *a, **k):  # the daemon dies after the rows, one file moved
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "rename", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        s.rename(ROOT, "images", ids["new"], "images")
+    monkeypatch.setattr(os, "rename", real_rename)
+    s.close()  # the process ends here: nothing of a demotion is finished by closing
+    with StagingArea.open(lrepo, "animals") as s2:
+        v = s2.seal("after the crash").record.version
+    tree = version_tree(lrepo, "animals", v)
+    assert {p: t for p, t in tree.items() if p.startswith("new") and not p.startswith("new/images")} == expected
+
+
+def test_an_unlinked_open_file_keeps_its_bytes_until_forgotten(lrepo, tmp_path):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        new = s.mkdir(ROOT, "new", 0o755, (0, 0))
+        f = s.create(new.id, "f", 0o644, (0, 0))
+        s.write(f.id, 0, b"still here")
+        s.unlink(new.id, "f")
+        assert s.lookup(new.id, "f") is None
+        assert s.getattr(f.id).nlink == 0
+        assert s.read(f.id, 0, 100) == b"still here"
+        s.write(f.id, 10, b"!")
+        s.forget(f.id)
+        with pytest.raises(OSError) as e:
+            s.getattr(f.id)
+        assert e.value.errno == errno.ENOENT
+
+
+def test_owners_and_set_group_id_directories(lrepo, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("giving files to other users takes root")
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        shared = s.mkdir(ROOT, "shared", 0o2775, (1000, 4242))
+        assert (s.getattr(shared.id).uid, s.getattr(shared.id).gid) == (1000, 4242)
+        assert s.getattr(shared.id).mode & stat.S_ISGID
+        f = s.create(shared.id, "f", 0o644, (1001, 1001))
+        d = s.mkdir(shared.id, "d", 0o755, (1001, 1001))
+        assert (f.uid, f.gid) == (1001, 4242)  # the directory's group, as on Linux filesystems
+        assert (d.uid, d.gid) == (1001, 4242) and d.mode & stat.S_ISGID
+
+
+def test_a_hard_link_between_two_new_directories_cannot_cross(lrepo, tmp_path):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        one, two = s.mkdir(ROOT, "one", 0o755, (0, 0)), s.mkdir(ROOT, "two", 0o755, (0, 0))
+        f = s.create(one.id, "f", 0o644, (0, 0))
+        s.link(f.id, two.id, "f")  # upper to upper: the disk's own link
+        with pytest.raises(OSError) as e:
+            s.rename(ROOT, "images", one.id, "images")  # one/ would become rows, its file linked from two/
+        assert e.value.errno == errno.EXDEV
+        assert s.lookup(one.id, "images") is None and s.lookup(ROOT, "images") is not None
+
+
+def test_what_a_crash_left_of_a_root_is_cleaned_at_open(lrepo, tmp_path):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        new = s.mkdir(ROOT, "new", 0o755, (0, 0))
+        upper = os.path.join(s._layout.upper_dir(s.generation))
+    os.mkdir(os.path.join(upper, "999999"))  # a mkdir whose transaction never committed
+    os.rmdir(os.path.join(upper, str(new.id)))  # a root's directory gone
+    with StagingArea.open(lrepo, "animals") as s:
+        assert not os.path.exists(os.path.join(upper, "999999"))
+        assert s.listdir(new.id) == []
+        s.create(new.id, "f", 0o644, (0, 0))
+
+
+def test_a_forgotten_node_is_found_again_by_name_and_nothing_is_kept_of_it(lrepo, tmp_path):
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        new = s.mkdir(ROOT, "new", 0o755, (0, 0))
+        sub = s.mkdir(new.id, "sub", 0o755, (0, 0))
+        made = []
+        for i in range(50):
+            f = s.create(sub.id, f"f{i}", 0o644, (0, 0))
+            s.write(f.id, 0, f"file {i}".encode())
+            made.append(f.id)
+        s.link(made[0], new.id, "twin")
+        for node_id in [*made, sub.id]:  # the kernel forgets them (children before their directory)
+            s.forget(node_id)
+        assert len(s._upper._names) <= 1  # only what the kernel still holds: new/twin's node went too
+        sub2 = s.lookup(new.id, "sub")
+        assert sub2 is not None and sub2.id != sub.id  # a new id: the old one is gone for good
+        f0 = s.lookup(sub2.id, "f0")
+        twin = s.lookup(new.id, "twin")
+        assert f0 is not None and twin is not None and f0.id == twin.id and f0.nlink == 2
+        assert s.read(f0.id, 0, 100) == b"file 0"
+        with pytest.raises(OSError) as e:
+            s.getattr(made[1])
+        assert e.value.errno == errno.ENOENT
