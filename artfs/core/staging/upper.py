@@ -32,6 +32,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from artfs.core.manifest import DIR, FILE, LINK, Entry
 from artfs.core.names import check_symlink_target
@@ -173,7 +174,7 @@ class UpperTrees:
         with nodes.lock:
             nodes.check_not_quick()
             nodes.check_writable()
-            rows: list[tuple] = []
+            rows: list[list[Any]] = []
             moves: list[tuple[int, bytes]] = []
             files: dict[tuple[int, int], list] = {}  # (dev, ino) → its node's row (a list: nlink counted)
             nlinks: dict[tuple[int, int], int] = {}  # (dev, ino) → its names on disk
@@ -563,14 +564,19 @@ class UpperTrees:
                 if fd is None:
                     raise oserror(errno.EISDIR if not is_link else errno.EINVAL, f"node {node_id}")
                 os.ftruncate(fd, size)
-            follow = {} if fd is not None else {"follow_symlinks": False}  # (not both, for a descriptor)
+            follow = fd is None  # a path: never through a symlink (a descriptor takes no such flag)
             if (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
-                os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid, **follow)
+                os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid,
+                         **({"follow_symlinks": False} if follow else {}))
             if mode is not None and not is_link and mode != st.st_mode & 0o7777:  # a symlink's is 0777 on Linux
                 os.chmod(target, mode)
             if mtime_ns is not None or atime_ns is not None:
-                os.utime(target, ns=(st.st_atime_ns if atime_ns is None else atime_ns,
-                                     st.st_mtime_ns if mtime_ns is None else mtime_ns), **follow)
+                ns = (st.st_atime_ns if atime_ns is None else atime_ns,
+                      st.st_mtime_ns if mtime_ns is None else mtime_ns)
+                if follow:
+                    os.utime(target, ns=ns, follow_symlinks=False)
+                else:
+                    os.utime(target, ns=ns)
             return self._attrs(node_id, self._stat(node_id))
 
     def read(self, node_id: int, offset: int, size: int) -> bytes:
@@ -625,14 +631,14 @@ class UpperTrees:
                 target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
                 items.append((raw, node_id, st, target))
         for raw, node_id, st, target in items:
-            path = f"{prefix}/{dec(raw)}"
+            where = f"{prefix}/{dec(raw)}"
             if stat.S_ISDIR(st.st_mode):
-                yield Entry(path, DIR, st.st_mode & 0o7777, st.st_mtime_ns, 0), None
-                yield from self.walk(node_id, path)
+                yield Entry(where, DIR, st.st_mode & 0o7777, st.st_mtime_ns, 0), None
+                yield from self.walk(node_id, where)
             elif target is not None:
-                yield Entry(path, LINK, 0o777, st.st_mtime_ns, len(target), target), None
+                yield Entry(where, LINK, 0o777, st.st_mtime_ns, len(target), target), None
             else:
-                yield Entry(path, FILE, st.st_mode & 0o7777, st.st_mtime_ns, st.st_size, b"", b""), node_id
+                yield Entry(where, FILE, st.st_mode & 0o7777, st.st_mtime_ns, st.st_size, b"", b""), node_id
 
     def root_entry(self, root: int, path: str) -> Entry:
         with self._nodes.lock:
