@@ -217,3 +217,21 @@ def test_a_forgotten_node_is_found_again_by_name_and_nothing_is_kept_of_it(lrepo
         with pytest.raises(OSError) as e:
             s.getattr(made[1])
         assert e.value.errno == errno.ENOENT
+
+
+def test_reading_and_listing_keep_atimes_as_the_table_does(lrepo, tmp_path):
+    """The local filesystem (relatime) would move an atime at or below mtime on a read; staging is noatime."""
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        new = s.mkdir(ROOT, "new", 0o755, (0, 0))
+        f = s.create(new.id, "f", 0o644, (0, 0))
+        s.write(f.id, 0, b"bytes")
+        link = s.symlink(new.id, "l", "f", (0, 0))
+        for node in (f, link, new):
+            s.setattr(node.id, atime_ns=1)
+        s.read(f.id, 0, 10)
+        s.listdir(new.id)
+        s.readlink(link.id)
+        s.lookup(new.id, "l")
+        s.status()
+        assert [s.getattr(n.id).atime_ns for n in (f, link, new)] == [1, 1, 1]

@@ -110,8 +110,13 @@ def file_digest(path: str) -> bytes:
     """A file's content digest as a manifest computes it (over its content-defined chunks).
 
     Streamed with read(), not mmap: the file may be truncated meanwhile (status runs beside writes), and
-    a shrinking mapping would kill the process with SIGBUS; a stream just sees fewer bytes."""
-    with open(path, "rb") as f:
+    a shrinking mapping would kill the process with SIGBUS; a stream just sees fewer bytes. Read with
+    O_NOATIME where allowed: staging behaves as noatime (a file made in staging keeps its atime on disk)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
         return content_digest([digest(c) for c in stream_chunks(f)])
 
 

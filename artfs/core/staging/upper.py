@@ -52,7 +52,39 @@ from artfs.errors import InvalidName
 ID_BLOCK = 4096  # ids reserved from the table per transaction
 OPEN_FDS = 512  # data descriptors kept open (an unlinked file's are kept apart, until forgotten)
 _AT_FDCWD = -100
-_OPEN = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+# Staging behaves as noatime (as the table does): reading a file or listing a directory here must not
+# move its atime, which the local filesystem (relatime) would do when atime <= mtime, e.g. after a utime.
+_NOATIME = getattr(os, "O_NOATIME", 0)
+_OPEN = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | _NOATIME
+
+
+def _open(path: bytes, flags: int) -> int:
+    """open(2) without following a symlink, atime untouched (O_NOATIME: allowed to the owner and to root)."""
+    try:
+        return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | _NOATIME)
+    except PermissionError:
+        if not _NOATIME or flags & os.O_ACCMODE != os.O_RDWR:
+            return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # a read-only file, and this process is not root: reads still work
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def _readlink(path: bytes, st: os.stat_result | None = None) -> bytes:
+    """A symlink's target, its atime put back if reading moved it (no O_NOATIME for readlink)."""
+    before = st if st is not None else os.lstat(path)
+    target = os.readlink(path)
+    after = os.lstat(path)
+    if after.st_atime_ns != before.st_atime_ns:
+        os.utime(path, ns=(before.st_atime_ns, after.st_mtime_ns), follow_symlinks=False)
+    return target
+
+
+def _names_in(path: bytes) -> list[bytes]:
+    fd = _open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return [os.fsencode(n) for n in os.listdir(fd)]
+    finally:
+        os.close(fd)
 
 
 def _renameat2(src: bytes, dst: bytes, flags: int) -> None:
@@ -193,7 +225,7 @@ class UpperTrees:
                         row = files.get(key)
                         if row is None:
                             link = stat.S_ISLNK(st.st_mode)
-                            target = os.readlink(path) if link else None
+                            target = _readlink(path, st) if link else None
                             row = files[key] = [node_id, dir_id, raw, LINK if link else FILE, 0o777 if link else mode,
                                                 *times, len(target) if target is not None else st.st_size,
                                                 int(not link), target, st.st_uid, st.st_gid, st.st_atime_ns, 1, None]
@@ -282,7 +314,7 @@ class UpperTrees:
             kind, nlink, size = DIR, 1, 0  # as the table's (the mount shows its own DIR_SIZE)
         elif fmt == stat.S_IFLNK:
             kind, nlink = LINK, st.st_nlink
-            target = dec(os.readlink(path if path is not None else self._path(node_id)))
+            target = dec(_readlink(path if path is not None else self._path(node_id), st))
         else:
             kind, nlink = FILE, st.st_nlink
         return StagedNode(node_id, kind, st.st_mode & 0o7777, size, st.st_mtime_ns, st.st_ctime_ns, nlink,
@@ -293,9 +325,7 @@ class UpperTrees:
         if fd is None:
             path = self._path(node_id)
             try:
-                fd = os.open(path, _OPEN)
-            except PermissionError:  # a read-only file, and this process is not root: reads still work
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = _open(path, os.O_RDWR)
             except OSError as e:
                 if e.errno == errno.ELOOP:
                     raise oserror(errno.EINVAL, f"node {node_id} is a symlink") from None
@@ -353,16 +383,16 @@ class UpperTrees:
     def _entries(self, node_id: int) -> list[tuple[bytes, int, os.stat_result, bytes]]:
         base = self._path(node_id)
         out = []
-        with os.scandir(base) as it:
-            for e in sorted(it, key=lambda e: e.name):
-                st = e.stat(follow_symlinks=False)
-                out.append((e.name, self._known(node_id, e.name, st), st, e.path))
+        for raw in sorted(_names_in(base)):
+            path = base + b"/" + raw
+            st = os.lstat(path)
+            out.append((raw, self._known(node_id, raw, st), st, path))
         return out
 
     def readlink(self, node_id: int) -> str:
         with self._nodes.lock:
             try:
-                return dec(os.readlink(self._path(node_id)))
+                return dec(_readlink(self._path(node_id)))
             except OSError as e:
                 if e.errno == errno.EINVAL:
                     raise oserror(errno.EINVAL, f"node {node_id} is not a symlink") from None
@@ -370,7 +400,7 @@ class UpperTrees:
 
     def is_empty(self, root: int) -> bool:
         with self._nodes.lock:
-            return not os.listdir(self._root_path(root))
+            return not _names_in(self._root_path(root))
 
     def make_root(self, root: int, mode: int, owner: tuple[int, int] | None) -> None:
         """Directory `root` (a row being inserted) gets its upper directory: call inside its transaction,
@@ -466,10 +496,7 @@ class UpperTrees:
         if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1 and node_id not in self._unlinked:
             fd = self._fds.pop(node_id, None)
             if fd is None:
-                try:
-                    fd = os.open(path, _OPEN)
-                except PermissionError:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = _open(path, os.O_RDWR)
             self._unlinked[node_id] = fd
 
     def unlink(self, parent: int, name: str) -> None:
@@ -628,7 +655,7 @@ class UpperTrees:
         with self._nodes.lock:
             items = []
             for raw, node_id, st, path in self._entries(root):
-                target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+                target = _readlink(path, st) if stat.S_ISLNK(st.st_mode) else None
                 items.append((raw, node_id, st, target))
         for raw, node_id, st, target in items:
             where = f"{prefix}/{dec(raw)}"
