@@ -108,6 +108,7 @@ class UpperTrees:
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()  # oldest first
         self._unlinked: dict[int, int] = {}  # node → descriptor of an unlinked file
         self._digests: dict[int, tuple[tuple[int, int, int], bytes]] = {}  # node → ((ctime, mtime, size), digest)
+        self._targets: dict[int, bytes] = {}  # symlink node → its target (read once: readlink moves atime)
         self._ids: Iterator[int] = iter(())
         self._uid, self._gid = os.geteuid(), os.getegid()
 
@@ -144,6 +145,7 @@ class UpperTrees:
         self._key.clear()
         self._names.clear()
         self._digests.clear()
+        self._targets.clear()
 
     # --- who is who --------------------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class UpperTrees:
                         row = files.get(key)
                         if row is None:
                             link = stat.S_ISLNK(st.st_mode)
-                            target = _readlink(path, st) if link else None
+                            target = self._target(node_id, path, st) if link else None
                             row = files[key] = [node_id, dir_id, raw, LINK if link else FILE, 0o777 if link else mode,
                                                 *times, len(target) if target is not None else st.st_size,
                                                 int(not link), target, st.st_uid, st.st_gid, st.st_atime_ns, 1, None]
@@ -314,11 +316,18 @@ class UpperTrees:
             kind, nlink, size = DIR, 1, 0  # as the table's (the mount shows its own DIR_SIZE)
         elif fmt == stat.S_IFLNK:
             kind, nlink = LINK, st.st_nlink
-            target = dec(_readlink(path if path is not None else self._path(node_id), st))
+            target = dec(self._target(node_id, path if path is not None else self._path(node_id), st))
         else:
             kind, nlink = FILE, st.st_nlink
         return StagedNode(node_id, kind, st.st_mode & 0o7777, size, st.st_mtime_ns, st.st_ctime_ns, nlink,
                           target, st.st_uid, st.st_gid, st.st_atime_ns)
+
+    def _target(self, node_id: int, path: bytes, st: os.stat_result) -> bytes:
+        """A symlink's target, read from disk once per node (a symlink's target never changes)."""
+        target = self._targets.get(node_id)
+        if target is None:
+            target = self._targets[node_id] = _readlink(path, st)
+        return target
 
     def _fd(self, node_id: int) -> int:
         fd = self._fds.get(node_id) or self._unlinked.get(node_id)
@@ -392,7 +401,11 @@ class UpperTrees:
     def readlink(self, node_id: int) -> str:
         with self._nodes.lock:
             try:
-                return dec(_readlink(self._path(node_id)))
+                path = self._path(node_id)
+                st = os.lstat(path)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise oserror(errno.EINVAL, f"node {node_id} is not a symlink")
+                return dec(self._target(node_id, path, st))
             except OSError as e:
                 if e.errno == errno.EINVAL:
                     raise oserror(errno.EINVAL, f"node {node_id} is not a symlink") from None
@@ -477,7 +490,9 @@ class UpperTrees:
                 raise oserror(errno.EPERM, str(e)) from None
             os.symlink(enc(target), path)
             st = self._own(path, None, os.lstat(path), ppath, owner)
-            return self._attrs(self._known(parent, raw, st), st, path)
+            node_id = self._known(parent, raw, st)
+            self._targets[node_id] = enc(target)
+            return self._attrs(node_id, st, path)
 
     def link(self, node_id: int, new_parent: int, new_name: str) -> StagedNode:
         raw = check_entry_name(new_name, new=True)
@@ -571,6 +586,7 @@ class UpperTrees:
             if fd is not None:
                 os.close(fd)
             self._digests.pop(node_id, None)
+            self._targets.pop(node_id, None)
             if names:
                 with contextlib.suppress(OSError):
                     st = os.lstat(self._path_by(names))
@@ -655,7 +671,7 @@ class UpperTrees:
         with self._nodes.lock:
             items = []
             for raw, node_id, st, path in self._entries(root):
-                target = _readlink(path, st) if stat.S_ISLNK(st.st_mode) else None
+                target = self._target(node_id, path, st) if stat.S_ISLNK(st.st_mode) else None
                 items.append((raw, node_id, st, target))
         for raw, node_id, st, target in items:
             where = f"{prefix}/{dec(raw)}"
