@@ -1,7 +1,9 @@
 """The namespace of a staging tree: lookups, listings and every operation that changes names.
 
 Invariants
-- Every visible name has a node row with a stable id (the inode). A directory of the base stays "lazy"
+- Every visible name outside the upper trees has a node row with a stable id (the inode); a directory
+  made here is a row whose content is an upper tree (upper.py: names there are the local disk's, and
+  StagingArea sends what happens inside one there). A directory of the base stays "lazy"
   (base_path set, no child rows) until it is first looked into or listed; then its base children are
   inserted as nodes in one transaction. Materializing on lookup is what gives every name an inode the
   kernel can hold, while an untouched subtree of a million files costs one row; renaming a lazy
