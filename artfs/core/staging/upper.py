@@ -163,7 +163,8 @@ class UpperTrees:
     def _root_path(self, root: int) -> bytes:
         return self._dir + b"/" + str(root).encode()
 
-    def _path(self, node_id: int) -> bytes:
+    def _chain(self, node_id: int) -> tuple[int, list[bytes]]:
+        """(the root holding `node_id`, the names from there down to it): one walk up its first names."""
         parts = []
         while node_id not in self.roots:
             names = self._names.get(node_id)
@@ -171,9 +172,12 @@ class UpperTrees:
                 raise oserror(errno.ENOENT, f"node {node_id} was removed")
             node_id, name = names[0]
             parts.append(name)
-        parts.append(self._root_path(node_id))
         parts.reverse()
-        return b"/".join(parts)
+        return node_id, parts
+
+    def _path(self, node_id: int) -> bytes:
+        root, names = self._chain(node_id)
+        return b"/".join([self._root_path(root), *names])
 
     def _path_by(self, names: list[tuple[int, bytes]]) -> bytes:
         parent, raw = names[0]
@@ -182,24 +186,12 @@ class UpperTrees:
     def tree_path(self, node_id: int) -> str:
         """The node's path in the staged tree."""
         with self._nodes.lock:
-            parts = []
-            while node_id not in self.roots:
-                names = self._names.get(node_id)
-                if not names:
-                    raise oserror(errno.ENOENT, f"node {node_id} was removed")
-                node_id, name = names[0]
-                parts.append(dec(name))
-            parts.append(self._table_path(node_id))
-            return "/".join(reversed(parts))
+            root, names = self._chain(node_id)
+            return "/".join([self._table_path(root), *map(dec, names)])
 
     def root_of(self, node_id: int) -> int:
         """The upper root whose tree holds `node_id` (itself, for a root)."""
-        while node_id not in self.roots:
-            names = self._names.get(node_id)
-            if not names:
-                raise oserror(errno.ENOENT, f"node {node_id} was removed")
-            node_id = names[0][0]
-        return node_id
+        return self._chain(node_id)[0]
 
     def demote(self, root: int) -> None:
         """Make upper tree `root` rows of the table (see the module docstring): after this, `root` is a
