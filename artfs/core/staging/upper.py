@@ -589,30 +589,43 @@ class UpperTrees:
 
     def setattr(self, node_id: int, mode: int | None, size: int | None, mtime_ns: int | None,
                 atime_ns: int | None, uid: int | None, gid: int | None) -> StagedNode:
+        """On the node's descriptor when it has one (a file just made: tar's chown, chmod and utimens
+        need no stat first), else by path, never through a symlink."""
         with self._nodes.lock:
             self._nodes.check_writable()
-            st = self._stat(node_id)
-            is_link = stat.S_ISLNK(st.st_mode)
-            fd = None if is_link or stat.S_ISDIR(st.st_mode) else self._fd(node_id)
-            target: int | bytes = fd if fd is not None else self._path(node_id)
+            fd = self._fds.get(node_id) or self._unlinked.get(node_id)
+            st = None
+            if fd is None:
+                st = self._stat(node_id)
+                if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                    fd = self._fd(node_id)
             if size is not None:
                 if fd is None:
-                    raise oserror(errno.EISDIR if not is_link else errno.EINVAL, f"node {node_id}")
+                    raise oserror(errno.EINVAL if st and stat.S_ISLNK(st.st_mode) else errno.EISDIR,
+                                  f"node {node_id}")
                 os.ftruncate(fd, size)
-            follow = fd is None  # a path: never through a symlink (a descriptor takes no such flag)
-            if (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
-                os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid,
-                         **({"follow_symlinks": False} if follow else {}))
-            if mode is not None and not is_link and mode != st.st_mode & 0o7777:  # a symlink's is 0777 on Linux
-                os.chmod(target, mode)
+            if fd is not None:
+                if uid is not None or gid is not None:  # the kernel has put any set-user-ID clearing in `mode`
+                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                if mode is not None:
+                    os.fchmod(fd, mode)
+                if mtime_ns is not None or atime_ns is not None:
+                    if mtime_ns is None or atime_ns is None:  # os.utime wants both
+                        now = os.fstat(fd)
+                        atime_ns = now.st_atime_ns if atime_ns is None else atime_ns
+                        mtime_ns = now.st_mtime_ns if mtime_ns is None else mtime_ns
+                    os.utime(fd, ns=(atime_ns, mtime_ns))
+                return self._attrs(node_id, os.fstat(fd))
+            assert st is not None
+            path = self._path(node_id)
+            if uid is not None or gid is not None:
+                os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
+            if mode is not None and not stat.S_ISLNK(st.st_mode):  # a symlink's is 0777 on Linux
+                os.chmod(path, mode)
             if mtime_ns is not None or atime_ns is not None:
-                ns = (st.st_atime_ns if atime_ns is None else atime_ns,
-                      st.st_mtime_ns if mtime_ns is None else mtime_ns)
-                if follow:
-                    os.utime(target, ns=ns, follow_symlinks=False)
-                else:
-                    os.utime(target, ns=ns)
-            return self._attrs(node_id, self._stat(node_id))
+                os.utime(path, ns=(st.st_atime_ns if atime_ns is None else atime_ns,
+                                   st.st_mtime_ns if mtime_ns is None else mtime_ns), follow_symlinks=False)
+            return self._attrs(node_id, os.lstat(path), path)
 
     def read(self, node_id: int, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0:
