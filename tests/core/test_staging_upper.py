@@ -235,3 +235,39 @@ def test_reading_and_listing_keep_atimes_as_the_table_does(lrepo, tmp_path):
         s.lookup(new.id, "l")
         s.status()
         assert [s.getattr(n.id).atime_ns for n in (f, link, new)] == [1, 1, 1]
+
+
+def test_setattr_on_each_kind_by_descriptor_and_by_path(lrepo, tmp_path):
+    """A file just made is changed through its descriptor; a directory, a symlink (never followed) and,
+    after a restart, a file are changed by path; a time not given keeps its value."""
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        new = s.mkdir(ROOT, "new", 0o755, (0, 0))
+        f = s.create(new.id, "f", 0o644, (0, 0))
+        s.write(f.id, 0, b"0123456789")
+        link = s.symlink(new.id, "l", "f", (0, 0))
+        sub = s.mkdir(new.id, "sub", 0o755, (0, 0))
+        got = s.setattr(f.id, mode=0o600, size=4, mtime_ns=5_000_000_000)
+        assert (got.mode, got.size, got.mtime_ns) == (0o600, 4, 5_000_000_000)
+        got = s.setattr(f.id, atime_ns=7)
+        assert (got.atime_ns, got.mtime_ns) == (7, 5_000_000_000)
+        for node, code in ((sub, errno.EISDIR), (link, errno.EINVAL)):
+            with pytest.raises(OSError) as e:
+                s.setattr(node.id, size=0)
+            assert e.value.errno == code
+        got = s.setattr(sub.id, mode=0o700, mtime_ns=9)
+        assert (got.mode, got.mtime_ns, got.kind) == (0o700, 9, DIR)
+        got = s.setattr(link.id, mtime_ns=11, mode=0o600)
+        assert (got.mtime_ns, got.mode, got.target) == (11, 0o777, "f")
+        if os.geteuid() == 0:
+            got = s.setattr(link.id, uid=1234, gid=4321)
+            assert (got.uid, got.gid) == (1234, 4321)
+        got = s.getattr(f.id)
+        assert (got.mtime_ns, got.mode, got.uid, got.gid) == (5_000_000_000, 0o600, 0, 0)
+        new_id = new.id
+    with StagingArea.open(lrepo, "animals") as s:  # a new process: no descriptor is open
+        f2 = s.lookup(new_id, "f")
+        assert f2 is not None
+        got = s.setattr(f2.id, mode=0o640, atime_ns=3)
+        assert (got.mode, got.atime_ns, got.mtime_ns, got.size) == (0o640, 3, 5_000_000_000, 4)
+        assert s.read(f2.id, 0, 10) == b"0123"
