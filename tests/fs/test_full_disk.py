@@ -77,3 +77,37 @@ def test_staging_on_a_full_disk_gives_enospc_and_recovers(mount_artfs, small_sto
     (st / "small.txt").write_text("fits now")
     assert (st / "small.txt").read_text() == "fits now"
     assert "small.txt" in run_artfs("status", str(st)).stdout
+
+
+def test_a_new_directory_on_a_full_disk_gives_enospc_and_loses_nothing(mount_artfs, small_store,
+                                                                         small_disk) -> None:
+    """A directory made in staging is a directory on the staging disk: its writes get ENOSPC too, and a
+    rename out of it (the directory becomes rows first, which need room) moves the file or says ENOSPC,
+    never loses it."""
+    store, _ = small_store
+    m = mount_artfs(store, env={"ARTFS_DATA": str(small_disk / "data")})
+    st = m.path / "animals" / "staging"
+    (st / "new" / "sub").mkdir(parents=True)
+    (st / "new" / "sub" / "keep.txt").write_text("kept")
+    with pytest.raises(OSError) as info, open(st / "new" / "huge.bin", "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(MiB))
+            f.flush()
+        os.fsync(f.fileno())
+    assert info.value.errno == errno.ENOSPC, info.value
+    filler = _fill(small_disk)  # to the last block (the tmpfs may have had a few pages left)
+    try:
+        os.rename(st / "new" / "sub" / "keep.txt", st / "keep.txt")
+        kept = st / "keep.txt"
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+        kept = st / "new" / "sub" / "keep.txt"
+    assert kept.read_text() == "kept"
+    filler.unlink()
+    (st / "new" / "huge.bin").unlink()
+    (st / "new" / "sub" / "more.txt").write_text("fits now")
+    run_artfs("seal", str(st))
+    v1 = m.path / "animals" / "v1"
+    assert (v1 / kept.relative_to(st)).read_text() == "kept"
+    assert (v1 / "new" / "sub" / "more.txt").read_text() == "fits now"
+    assert not (v1 / "new" / "huge.bin").exists()
