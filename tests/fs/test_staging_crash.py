@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -148,6 +149,13 @@ def test_kill_9_keeps_hard_links_owners_and_atimes(mount_artfs, small_store, tmp
     os.link(st / "cover.png", st / "cover-too.png")  # a symlink itself
     os.utime(st / "new.txt", ns=(1_000_000_001, 2_000_000_002))
     os.chown(st / "new.txt", 1000, 1001)
+    made = st / "made" / "sub"  # the same in a new directory (an upper tree)
+    made.mkdir(parents=True)
+    (made / "f.txt").write_text("made")
+    os.link(made / "f.txt", made.parent / "f-too.txt")
+    os.utime(made / "f.txt", ns=(3_000_000_003, 4_000_000_004))
+    os.chown(made / "f.txt", 1002, 1003)
+    os.chmod(made.parent, 0o701)
     _kill9(m.pid)
     m.closed = True
     m2 = mount_artfs(store, "--force", cache_dir=cache, path=m.path)
@@ -159,6 +167,11 @@ def test_kill_9_keeps_hard_links_owners_and_atimes(mount_artfs, small_store, tmp
     assert os.lstat(st / "cover-too.png").st_nlink == 2 and os.readlink(st / "cover-too.png") == "images/cat.png"
     (st / "images" / "twin.txt").write_text("both")
     assert (st / "new.txt").read_text() == "both"
+    made = st / "made" / "sub"
+    f, too = os.stat(made / "f.txt"), os.stat(made.parent / "f-too.txt")
+    assert f.st_ino == too.st_ino and f.st_nlink == 2
+    assert (f.st_atime_ns, f.st_mtime_ns, f.st_uid, f.st_gid) == (3_000_000_003, 4_000_000_004, 1002, 1003)
+    assert stat.S_IMODE(os.stat(made.parent).st_mode) == 0o701
     expected = snapshot(st)
     assert seal(st)["ref"] == "animals:v1"
     assert snapshot(m2.path / "animals" / "v1") == expected
@@ -206,6 +219,11 @@ def test_kill_9_of_the_daemon_at_random_moments_of_seals(mount_artfs, small_stor
     for round_ in range(10 if os.environ.get("ARTFS_STRESS") else 3):
         st = m.path / "animals" / "staging"
         (st / f"round{round_}.bin").write_bytes(rng.randbytes(rng.randint(1, 12) * CHUNK))
+        made = st / f"made{round_}" / "sub"  # a new directory: an upper tree, walked by the seal
+        made.mkdir(parents=True)
+        (made / "a.bin").write_bytes(rng.randbytes(rng.randint(1, 4) * CHUNK))
+        os.link(made / "a.bin", made.parent / "twin.bin")
+        os.symlink("sub/a.bin", made.parent / "link")
         expected = snapshot(st)
         before = _versions(store)
         sealing = subprocess.Popen(artfs_cmd("seal", str(st)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
