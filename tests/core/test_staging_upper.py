@@ -271,3 +271,69 @@ def test_setattr_on_each_kind_by_descriptor_and_by_path(lrepo, tmp_path):
         got = s.setattr(f2.id, mode=0o640, atime_ns=3)
         assert (got.mode, got.atime_ns, got.mtime_ns, got.size) == (0o640, 3, 5_000_000_000, 4)
         assert s.read(f2.id, 0, 10) == b"0123"
+
+
+def test_a_walk_goes_on_when_the_kernel_forgets_a_directory_under_it(lrepo, tmp_path):
+    """The kernel may forget any inode it holds no reference to, a directory being walked by a seal
+    included: the walk finds its way by disk paths, not by the ids the kernel was given."""
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        new = s.mkdir(ROOT, "new", 0o755, (0, 0))
+        sub = s.mkdir(new.id, "sub", 0o755, (0, 0))
+        deep = s.mkdir(sub.id, "deep", 0o755, (0, 0))
+        for parent, name in ((sub, "a"), (deep, "b"), (new, "z")):
+            f = s.create(parent.id, name, 0o644, (0, 0))
+            s.write(f.id, 0, name.encode() * 3)
+            s.forget(f.id)
+        def content(data_id: int | None) -> bytes | None:
+            return None if data_id is None else open(s.data_path(data_id), "rb").read()
+
+        expected = [(e.path, content(d)) for e, d in s.walk()]
+        got = []
+        for e, data_id in s.walk():
+            if e.path == "new/sub":
+                s.forget(deep.id)
+                s.forget(sub.id)
+            got.append((e.path, content(data_id)))
+        assert got == expected
+        assert [p for p, _ in got if p.startswith("new")] == ["new", "new/sub", "new/sub/a", "new/sub/deep",
+                                                               "new/sub/deep/b", "new/z"]
+        v = s.seal("after forgets").record.version
+    tree = version_tree(lrepo, "animals", v)
+    assert tree["new/sub/deep/b"] == ("file", 0o644, b"bbb")
+
+
+def test_status_compares_a_remade_directory_by_content_and_hashes_a_file_once_per_change(
+        lrepo, tmp_path, monkeypatch):
+    """A directory of the base removed and made again is an upper tree: status compares its files with
+    the base's by digest, remembers a digest until the file changes, and keeps no node of the walk."""
+    from artfs.core.staging import upper
+
+    base_version(lrepo, tmp_path)
+    with StagingArea.open(lrepo, "animals") as s:
+        images = s.lookup(ROOT, "images")
+        assert images is not None
+        for name in ("dog.png", "cat.png"):
+            s.unlink(images.id, name)
+        s.rmdir(ROOT, "images")
+        again = s.mkdir(ROOT, "images", 0o755, (0, 0))
+        made = {}
+        for name, data in (("dog.png", b"dog" * 1000), ("cat.png", b"kitten")):
+            node = s.create(again.id, name, 0o644, (0, 0))
+            s.write(node.id, 0, data)
+            s.forget(node.id)  # the kernel let go of it
+            made[name] = node.id
+        hashed: list[str] = []
+        real = upper.file_digest
+        monkeypatch.setattr(upper, "file_digest", lambda path: hashed.append(path) or real(path))
+        assert s.status() == [("modified", "images/cat.png")]
+        assert len(hashed) == 2
+        assert s.status() == [("modified", "images/cat.png")]
+        assert len(hashed) == 2  # remembered
+        assert not any(s._upper.below(n) for n in made.values())  # the walk registered nothing
+        cat = s.lookup(again.id, "cat.png")
+        assert cat is not None
+        s.truncate(cat.id, 0)
+        s.write(cat.id, 0, b"cat" * 500)
+        assert s.status() == []
+        assert len(hashed) == 3  # only the changed file again

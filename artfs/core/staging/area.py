@@ -273,7 +273,7 @@ class StagingArea:
 
     def data_path(self, data_id: int) -> str:
         """Where the staged content of a walk entry with this data id is (a file on local disk)."""
-        if self._upper.below(data_id):
+        if self._upper.walked(data_id):
             return self._upper.data_path(data_id)
         return self._files.data_path(data_id)
 
@@ -281,7 +281,7 @@ class StagingArea:
 
     def data_digest(self, data_id: int) -> bytes:
         """That content's digest, as a manifest computes it (cached until the next write)."""
-        if self._upper.below(data_id):
+        if self._upper.walked(data_id):
             return self._upper.data_digest(data_id)
         return self._files.data_digest(data_id)
 

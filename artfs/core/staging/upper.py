@@ -20,6 +20,10 @@ O(1) as before (a lazy directory of the base moves without being read). That cos
 it is what moving something of the version into a new directory asks for, and rare beside the creates
 the upper trees are for. Its renames are recorded in the transaction that adds the rows (upper_moves),
 so a crash between them is finished at the next open.
+
+A seal or status walks the trees by disk path, not by node: it registers nothing (its memory does not
+grow with the tree) and goes on when the kernel forgets a directory it is in. Each file it hands out has
+a *walk id* (negative: never a node's), good until the walk moves on.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import collections
 import contextlib
 import ctypes
 import errno
+import itertools
 import os
 import shutil
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,7 +113,8 @@ class UpperTrees:
         self._names: dict[int, list[tuple[int, bytes]]] = {}  # node → (parent, name) of each name; [] unlinked
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()  # oldest first
         self._unlinked: dict[int, int] = {}  # node → descriptor of an unlinked file
-        self._digests: dict[int, tuple[tuple[int, int, int], bytes]] = {}  # node → ((ctime, mtime, size), digest)
+        self._digests: dict[int, bytes] = {}  # st_ino → _stamp(st) + digest (~170 bytes a file statused)
+        self._walked: dict[int, bytes] = {}  # walk id → its file's disk path, while the walk is at it
         self._targets: dict[int, bytes] = {}  # symlink node → its target (read once: readlink moves atime)
         self._ids: Iterator[int] = iter(())
         self._uid, self._gid = os.geteuid(), os.getegid()
@@ -156,6 +163,11 @@ class UpperTrees:
     def below(self, node_id: int) -> bool:
         """A node below a root (its row is not in the table)."""
         return node_id in self._names
+
+    @staticmethod
+    def walked(data_id: int) -> bool:
+        """A data id `walk` gave (of a file in an upper tree)."""
+        return data_id < 0
 
     def _data_path(self, node_id: int) -> bytes:
         return self._data + b"/" + str(node_id).encode()  # DataFiles.path's layout
@@ -260,7 +272,8 @@ class UpperTrees:
             for node_id in below:
                 if node_id not in self._unlinked:
                     self._names.pop(node_id, None)
-                    self._digests.pop(node_id, None)
+            for key in files:  # the table deletes them when it will: their inode numbers may come back
+                self._digests.pop(key[1], None)
             self._key = {k: v for k, v in self._key.items() if v in self._names}
 
     def parent_of(self, node_id: int) -> int:
@@ -298,7 +311,7 @@ class UpperTrees:
             names.remove((parent, raw))
         if not names:
             self._key.pop((st.st_dev, st.st_ino), None)
-            self._digests.pop(node_id, None)
+            self._digests.pop(st.st_ino, None)  # its inode number may be a new file's next
 
     def _attrs(self, node_id: int, st: os.stat_result, path: bytes | None = None) -> StagedNode:
         fmt = stat.S_IFMT(st.st_mode)
@@ -577,7 +590,6 @@ class UpperTrees:
             fd = self._unlinked.pop(node_id, None) or self._fds.pop(node_id, None)
             if fd is not None:
                 os.close(fd)
-            self._digests.pop(node_id, None)
             self._targets.pop(node_id, None)
             if names:
                 with contextlib.suppress(OSError):
@@ -671,41 +683,73 @@ class UpperTrees:
     # --- the tree as manifest entries (seal, status) -----------------------------------------------
 
     def walk(self, root: int, prefix: str) -> Iterator[tuple[Entry, int | None]]:
-        """Everything below `root` in manifest order, as Namespace.walk: (entry, data id), the data id
-        set for every file (its content is the file at data_path). The lock is held per directory."""
+        """Everything below `root` in manifest order, as Namespace.walk: (entry, data id), the data id a
+        walk id for every file (data_path and data_digest answer for it until the walk goes on). The lock
+        is held per directory."""
+        with self._nodes.lock:
+            path = self._root_path(root)
+        yield from self._walk(path, prefix)
+
+    def _walk(self, dir_path: bytes, prefix: str) -> Iterator[tuple[Entry, int | None]]:
         with self._nodes.lock:
             items = []
-            for raw, node_id, st, path in self._entries(root):
-                target = self._target(node_id, path, st) if stat.S_ISLNK(st.st_mode) else None
-                items.append((raw, node_id, st, target))
-        for raw, node_id, st, target in items:
+            for raw in sorted(_names_in(dir_path)):
+                path = dir_path + b"/" + raw
+                st = os.lstat(path)
+                target = None
+                if stat.S_ISLNK(st.st_mode):
+                    node_id = self._key.get((st.st_dev, st.st_ino))
+                    target = self._targets.get(node_id) if node_id is not None else None
+                    if target is None:
+                        target = _readlink(path, st)
+                items.append((raw, path, st, target))
+        for raw, path, st, target in items:
             where = f"{prefix}/{dec(raw)}"
             if stat.S_ISDIR(st.st_mode):
                 yield Entry(where, DIR, st.st_mode & 0o7777, st.st_mtime_ns, 0), None
-                yield from self.walk(node_id, where)
+                yield from self._walk(path, where)
             elif target is not None:
                 yield Entry(where, LINK, 0o777, st.st_mtime_ns, len(target), target), None
             else:
-                yield Entry(where, FILE, st.st_mode & 0o7777, st.st_mtime_ns, st.st_size, b"", b""), node_id
+                walk_id = next(_WALK_IDS)
+                self._walked[walk_id] = path
+                try:
+                    yield Entry(where, FILE, st.st_mode & 0o7777, st.st_mtime_ns, st.st_size, b"", b""), walk_id
+                finally:
+                    del self._walked[walk_id]
 
     def root_entry(self, root: int, path: str) -> Entry:
         with self._nodes.lock:
             st = os.lstat(self._root_path(root))
         return Entry(path, DIR, st.st_mode & 0o7777, st.st_mtime_ns, 0)
 
-    def data_path(self, node_id: int) -> str:
-        with self._nodes.lock:
-            return os.fsdecode(self._path(node_id))
+    def data_path(self, walk_id: int) -> str:
+        return os.fsdecode(self._walked_path(walk_id))
 
-    def data_digest(self, node_id: int) -> bytes:
-        """A file's content digest, remembered until it changes (its ctime, mtime or size moves)."""
-        with self._nodes.lock:
-            st = self._stat(node_id)
-            path = self._path(node_id)
-        stamp = (st.st_ctime_ns, st.st_mtime_ns, st.st_size)
-        known = self._digests.get(node_id)
-        if known is not None and known[0] == stamp:
-            return known[1]
+    def data_digest(self, walk_id: int) -> bytes:
+        """A file's content digest, remembered by inode until it changes (its ctime, mtime or size moves)."""
+        path = self._walked_path(walk_id)
+        st = os.lstat(path)
+        stamp = _stamp(st)
+        known = self._digests.get(st.st_ino)
+        if known is not None and known[:_STAMP] == stamp:
+            return known[_STAMP:]
         d = file_digest(os.fsdecode(path))
-        self._digests[node_id] = (stamp, d)
+        with self._nodes.lock:
+            self._digests[st.st_ino] = stamp + d
         return d
+
+    def _walked_path(self, walk_id: int) -> bytes:
+        path = self._walked.get(walk_id)
+        if path is None:
+            raise oserror(errno.ENOENT, f"walk id {walk_id} is out of date")
+        return path
+
+
+_WALK_IDS = itertools.count(-1, -1)  # one sequence for every walk: two walks at once never share an id
+_STAMP = 32
+
+
+def _stamp(st: os.stat_result) -> bytes:
+    """What says a file is unchanged since its digest was taken (ctime moves on any change through us)."""
+    return struct.pack("<4q", st.st_dev, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
