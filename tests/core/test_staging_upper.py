@@ -337,3 +337,27 @@ def test_status_compares_a_remade_directory_by_content_and_hashes_a_file_once_pe
         s.write(cat.id, 0, b"cat" * 500)
         assert s.status() == []
         assert len(hashed) == 3  # only the changed file again
+
+
+def test_a_write_forgets_a_remembered_digest_even_when_the_clock_did_not_move(lrepo, tmp_path, monkeypatch):
+    """A disk's coarse clock can leave ctime, mtime and size as they were after a write: the digest
+    remembered for the file goes with the write, not with the stamp alone."""
+    from artfs.core.staging import upper
+
+    base_version(lrepo, tmp_path)
+    monkeypatch.setattr(upper, "_stamp", lambda st: bytes(upper._STAMP))  # a clock that never moves
+    with StagingArea.open(lrepo, "animals") as s:
+        images = s.lookup(ROOT, "images")
+        assert images is not None
+        for name in ("dog.png", "cat.png"):
+            s.unlink(images.id, name)
+        s.rmdir(ROOT, "images")
+        again = s.mkdir(ROOT, "images", 0o755, (0, 0))
+        dog = s.create(again.id, "dog.png", 0o644, (0, 0))
+        s.write(dog.id, 0, b"dog" * 1000)
+        assert s.status() == [("deleted", "images/cat.png")]
+        s.write(dog.id, 0, b"DOG")  # same size
+        assert s.status() == [("deleted", "images/cat.png"), ("modified", "images/dog.png")]
+        s.truncate(dog.id, 0)
+        s.write(dog.id, 0, b"dog" * 1000)
+        assert s.status() == [("deleted", "images/cat.png")]

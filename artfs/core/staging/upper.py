@@ -114,6 +114,7 @@ class UpperTrees:
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()  # oldest first
         self._unlinked: dict[int, int] = {}  # node → descriptor of an unlinked file
         self._digests: dict[int, bytes] = {}  # st_ino → _stamp(st) + digest (~170 bytes a file statused)
+        self._writes = 0  # content changes made, ever (data_digest's check that none came while hashing)
         self._walked: dict[int, bytes] = {}  # walk id → its file's disk path, while the walk is at it
         self._targets: dict[int, bytes] = {}  # symlink node → its target (read once: readlink moves atime)
         self._ids: Iterator[int] = iter(())
@@ -616,6 +617,7 @@ class UpperTrees:
                     raise oserror(errno.EINVAL if st and stat.S_ISLNK(st.st_mode) else errno.EISDIR,
                                   f"node {node_id}")
                 os.ftruncate(fd, size)
+                self._changed(fd)
             if fd is not None:
                 if uid is not None or gid is not None:  # the kernel has put any set-user-ID clearing in `mode`
                     os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
@@ -650,14 +652,18 @@ class UpperTrees:
             raise oserror(errno.EINVAL, "negative offset")
         with self._nodes.lock:
             self._nodes.check_writable()
-            return os.pwrite(self._file_fd(node_id), data, offset)
+            fd = self._file_fd(node_id)
+            self._changed(fd)
+            return os.pwrite(fd, data, offset)
 
     def truncate(self, node_id: int, size: int) -> None:
         if size < 0:
             raise oserror(errno.EINVAL, "negative size")
         with self._nodes.lock:
             self._nodes.check_writable()
-            os.ftruncate(self._file_fd(node_id), size)
+            fd = self._file_fd(node_id)
+            self._changed(fd)
+            os.ftruncate(fd, size)
 
     def fsync(self, node_id: int) -> None:
         """The bytes and the name on disk, for power loss too (a crash of the daemon loses neither)."""
@@ -671,6 +677,13 @@ class UpperTrees:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+    def _changed(self, fd: int) -> None:
+        """Content is about to change: a digest taken of it goes (a write within one tick of the disk's
+        clock may leave ctime, mtime and size as they were), as does one being taken now."""
+        self._writes += 1
+        if self._digests:
+            self._digests.pop(os.fstat(fd).st_ino, None)
 
     def _file_fd(self, node_id: int) -> int:
         st = self._stat(node_id)
@@ -728,15 +741,18 @@ class UpperTrees:
 
     def data_digest(self, walk_id: int) -> bytes:
         """A file's content digest, remembered by inode until it changes (its ctime, mtime or size moves)."""
-        path = self._walked_path(walk_id)
-        st = os.lstat(path)
+        with self._nodes.lock:
+            path = self._walked_path(walk_id)
+            st = os.lstat(path)
+            writes = self._writes
         stamp = _stamp(st)
         known = self._digests.get(st.st_ino)
         if known is not None and known[:_STAMP] == stamp:
             return known[_STAMP:]
         d = file_digest(os.fsdecode(path))
         with self._nodes.lock:
-            self._digests[st.st_ino] = stamp + d
+            if self._writes == writes:  # no write since the stat: the digest is of those bytes
+                self._digests[st.st_ino] = stamp + d
         return d
 
     def _walked_path(self, walk_id: int) -> bytes:
