@@ -169,16 +169,39 @@ def test_owners_and_set_group_id_directories(lrepo, tmp_path):
         assert (d.uid, d.gid) == (1001, 4242) and d.mode & stat.S_ISGID
 
 
-def test_a_hard_link_between_two_new_directories_cannot_cross(lrepo, tmp_path):
+def test_a_crossing_takes_along_the_new_directories_a_file_is_hard_linked_into(lrepo, tmp_path):
+    """one/f is also two/f and three/sub/f; three/sub/g is four/g. Moving a base directory into one/
+    makes one/ rows, and two/, three/ and four/ with it (the table keeps a node's names together);
+    five/, linked to none, stays a directory on disk. Ids, contents and the shared node survive."""
     base_version(lrepo, tmp_path)
     with StagingArea.open(lrepo, "animals") as s:
-        one, two = s.mkdir(ROOT, "one", 0o755, (0, 0)), s.mkdir(ROOT, "two", 0o755, (0, 0))
+        one, two, three, four, five = (s.mkdir(ROOT, n, 0o755, (0, 0)) for n in ("one", "two", "three", "four",
+                                                                                  "five"))
+        sub = s.mkdir(three.id, "sub", 0o700, (0, 0))
         f = s.create(one.id, "f", 0o644, (0, 0))
+        s.write(f.id, 0, b"shared")
         s.link(f.id, two.id, "f")  # upper to upper: the disk's own link
-        with pytest.raises(OSError) as e:
-            s.rename(ROOT, "images", one.id, "images")  # one/ would become rows, its file linked from two/
-        assert e.value.errno == errno.EXDEV
-        assert s.lookup(one.id, "images") is None and s.lookup(ROOT, "images") is not None
+        s.link(f.id, sub.id, "f")
+        g = s.create(sub.id, "g", 0o600, (0, 0))
+        s.write(g.id, 0, b"gee")
+        s.link(g.id, four.id, "g")
+        s.create(five.id, "alone", 0o644, (0, 0))
+        s.rename(ROOT, "images", one.id, "images")
+        roots = s._upper.roots
+        assert {one.id, two.id, three.id, four.id} & roots == set() and five.id in roots
+        assert s.lookup(one.id, "images") is not None and s.lookup(ROOT, "images") is None
+        shared = [s.lookup(d, "f") for d in (one.id, two.id, sub.id)]
+        assert {n.id for n in shared if n is not None} == {f.id} and s.getattr(f.id).nlink == 3
+        s.write(f.id, 0, b"SHARED")  # one node: every name sees it
+        assert s.read(s.lookup(two.id, "f").id, 0, 10) == b"SHARED"
+        assert s.lookup(four.id, "g").id == g.id and s.getattr(sub.id).mode == 0o700
+        v = s.seal("crossed").record.version
+    tree = version_tree(lrepo, "animals", v)
+    for path in ("one/f", "two/f", "three/sub/f"):
+        assert tree[path] == ("file", 0o644, b"SHARED")
+    assert tree["four/g"] == tree["three/sub/g"] == ("file", 0o600, b"gee")
+    assert tree["one/images/dog.png"] == ("file", 0o644, b"dog" * 1000)
+    assert tree["five/alone"] == ("file", 0o644, b"")
 
 
 def test_what_a_crash_left_of_a_root_is_cleaned_at_open(lrepo, tmp_path):

@@ -208,9 +208,13 @@ class UpperTrees:
 
     def demote(self, root: int) -> None:
         """Make upper tree `root` rows of the table (see the module docstring): after this, `root` is a
-        directory of the table and every node below it keeps its id. Too slow for an event loop."""
+        directory of the table and every node below it keeps its id. A file hard-linked into other upper
+        trees takes them along, in the same transaction (the table keeps a node's names together). Too
+        slow for an event loop."""
         nodes = self._nodes
         with nodes.lock:
+            if root not in self.roots:
+                return  # demoted already, with a tree it shared a file with
             nodes.check_not_quick()
             nodes.check_writable()
             rows: list[list[Any]] = []
@@ -246,21 +250,28 @@ class UpperTrees:
                             rows.append([self._new_id(), dir_id, raw, row[3], 0, 0, 0, 0, 0, None, None, None, None,
                                          1, row[0]])
 
+            trees = [root]
             visit(root)
-            if any(files[key][13] < n for key, n in nlinks.items()):
-                raise oserror(errno.EXDEV, "a file hard-linked into another directory made in staging")
-            st = os.lstat(self._root_path(root))
+            while missing := {key for key, n in nlinks.items() if files[key][13] < n}:
+                more = [r for r in sorted(self.roots - set(trees)) if self._holds(r, missing)]
+                if not more:  # (every name of an upper file is in an upper tree: a guard)
+                    raise oserror(errno.EXDEV, "a file hard-linked out of the directories made in staging")
+                for r in more:
+                    trees.append(r)
+                    visit(r)
             with nodes.txn() as db:
                 db.executemany(
                     "INSERT INTO nodes(id, parent, name, kind, mode, mtime_ns, ctime_ns, size, has_data, target, "
                     "uid, gid, atime_ns, nlink, inode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                db.execute("UPDATE nodes SET mode = ?, mtime_ns = ?, ctime_ns = ?, uid = ?, gid = ?, atime_ns = ? "
-                           "WHERE id = ?", (st.st_mode & 0o7777, st.st_mtime_ns, st.st_ctime_ns, st.st_uid,
-                                            st.st_gid, st.st_atime_ns, root))
-                db.execute("DELETE FROM upper_roots WHERE id = ?", (root,))
+                for r in trees:
+                    st = os.lstat(self._root_path(r))
+                    db.execute("UPDATE nodes SET mode = ?, mtime_ns = ?, ctime_ns = ?, uid = ?, gid = ?, "
+                               "atime_ns = ? WHERE id = ?", (st.st_mode & 0o7777, st.st_mtime_ns, st.st_ctime_ns,
+                                                             st.st_uid, st.st_gid, st.st_atime_ns, r))
+                    db.execute("DELETE FROM upper_roots WHERE id = ?", (r,))
                 db.executemany("INSERT INTO upper_moves(id, path) VALUES (?, ?)", moves)
                 nodes.changed(db)
-            self.roots.discard(root)
+            self.roots.difference_update(trees)
             for node_id in below:
                 fd = self._fds.pop(node_id, None)
                 if fd is not None:
@@ -269,13 +280,27 @@ class UpperTrees:
                 os.rename(path, self._data_path(node_id))
             with nodes.txn() as db:
                 db.execute("DELETE FROM upper_moves")
-            shutil.rmtree(self._root_path(root), ignore_errors=True)
+            for r in trees:
+                shutil.rmtree(self._root_path(r), ignore_errors=True)
             for node_id in below:
                 if node_id not in self._unlinked:
                     self._names.pop(node_id, None)
             for key in files:  # the table deletes them when it will: their inode numbers may come back
                 self._digests.pop(key[1], None)
             self._key = {k: v for k, v in self._key.items() if v in self._names}
+
+    def _holds(self, root: int, keys: set[tuple[int, int]]) -> bool:
+        """Whether upper tree `root` has a name of any of these (device, inode)s."""
+        todo = [self._root_path(root)]
+        while todo:
+            top = todo.pop()
+            for raw in _names_in(top):  # (not os.walk: a listing here keeps the directory's atime)
+                st = os.lstat(top + b"/" + raw)
+                if (st.st_dev, st.st_ino) in keys:
+                    return True
+                if stat.S_ISDIR(st.st_mode):
+                    todo.append(top + b"/" + raw)
+        return False
 
     def parent_of(self, node_id: int) -> int:
         names = self._names.get(node_id)
