@@ -231,7 +231,7 @@ class NullS3Mount(Mount):
 
     what = "null fs over S3"
 
-    def __init__(self, path: str, s3, key: str, work_dir: str, keep: bool = False) -> None:
+    def __init__(self, path: str, s3, key: str, work_dir: str, keep: str | None = None) -> None:
         super().__init__(path)
         self.s3, self.key, self.work_dir, self.keep = s3, key, work_dir, keep
 
@@ -241,8 +241,10 @@ class NullS3Mount(Mount):
         self.log_path = os.path.join(self.work_dir, "null_s3fs.log")
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         args = [sys.executable, "-m", "bench.null_s3fs", self.path, f"s3://{BUCKET}/{self.key}"]
-        if self.keep:  # the local copy, in its work dir (removed with it)
+        if self.keep == "file":  # the local copy, in its work dir (removed with it)
             args += ["--keep", os.path.join(self.work_dir, "copy.bin")]
+        elif self.keep == "lmdb":  # the copy as artfs's cache keeps it: digest-checked pieces in LMDB
+            args += ["--keep-lmdb", os.path.join(self.work_dir, "copy.lmdb")]
         with open(self.log_path, "ab") as logf:
             proc = subprocess.Popen(args, env=self.s3.env, cwd=repo, stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=logf)

@@ -1,6 +1,6 @@
 """The floor for a cold stream from S3 through FUSE: one S3 object as a file, with nothing else done.
 
-    python -m bench.null_s3fs MOUNTPOINT s3://BUCKET/KEY [--part-mib 16] [--ahead 4] [--keep FILE]
+    python -m bench.null_s3fs MOUNTPOINT s3://BUCKET/KEY [--part-mib 16] [--ahead 4] [--keep FILE | --keep-lmdb DIR]
 
 What a cold sequential read through pyfuse3 + trio + botocore can reach on this machine at all, to set
 artfs's cold stream against (issue 13): MNT/big.bin is the object, read ahead in ranged GETs of
@@ -16,6 +16,12 @@ the part is served and its GET slot free, as artfs writes its cache off the serv
 copy every caching filesystem keeps of what it streamed (rclone's vfs cache file, artfs's chunk cache),
 in new page cache, which the plain floor never fills.
 
+`--keep-lmdb DIR`: what artfs's design asks of its cache beyond that, and nothing else: each part is cut
+into 1 MiB pieces (artfs's average chunk) whose xxh3-128 digests are computed before the part is served
+(artfs checks every chunk before serving it), and the pieces are put under their digests into an LMDB
+environment in DIR (one write transaction a part, sync off, as artfs's cache), off the serving path.
+No content-defined cuts, no digests to compare with, no index, no eviction.
+
 Runs in the foreground; SIGTERM/SIGINT (or `fusermount3 -u`) unmounts and ends it. Credentials and the
 endpoint come from the environment (AWS_ENDPOINT_URL, as artfs reads them).
 """
@@ -29,14 +35,17 @@ import stat
 import sys
 import time
 
+import lmdb
 import pyfuse3
 import trio
+import xxhash
 
 from artfs.fs.mountpoint import raise_readahead
 from artfs.storage.s3 import S3Store, parse_s3_uri
 from bench.null_fs import init_mount, serve
 
 MiB = 1 << 20
+PIECE = MiB  # --keep-lmdb: artfs's average chunk
 FILE_INODE = pyfuse3.ROOT_INODE + 1
 NAME = b"big.bin"
 
@@ -44,10 +53,13 @@ NAME = b"big.bin"
 class StreamFs(pyfuse3.Operations):
     """Root holds one file; reads are served from parts fetched ahead of the reader, in order."""
 
-    def __init__(self, store: S3Store, key: str, size: int, part: int, ahead: int, keep_fd: int = -1) -> None:
+    def __init__(self, store: S3Store, key: str, size: int, part: int, ahead: int, keep_fd: int = -1,
+                 keep_env: lmdb.Environment | None = None) -> None:
         super().__init__()
         self.store, self.key, self.size, self.part, self.ahead = store, key, size, part, ahead
         self.keep_fd = keep_fd  # --keep: the local copy, or -1
+        self.keep_env = keep_env  # --keep-lmdb: the copy as digest-addressed pieces in LMDB, or None
+        self.digests: dict[int, list[bytes]] = {}  # --keep-lmdb: part offset → its pieces' digests
         self.parts: dict[int, tuple[trio.Event, list[bytes]]] = {}
         self.slots = trio.CapacityLimiter(ahead)
         self.nursery: trio.Nursery | None = None
@@ -109,7 +121,7 @@ class StreamFs(pyfuse3.Operations):
     def _start(self, k: int) -> None:
         if k in self.parts:
             return
-        done, box = trio.Event(), []
+        done, box = trio.Event(), list[bytes]()
         self.parts[k] = (done, box)
         assert self.nursery is not None
         self.nursery.start_soon(self._fetch, k, done, box)
@@ -119,13 +131,30 @@ class StreamFs(pyfuse3.Operations):
         async with self.slots:
             try:
                 n = min(self.part, self.size - off)
-                box.append(await trio.to_thread.run_sync(self.store.get_range, self.key, off, n))
+                box.append(await trio.to_thread.run_sync(self._get, off, n))
             except Exception as e:  # noqa: BLE001 - the waiting read answers EIO
                 print(f"null_s3fs: GET of part {k} failed: {e}", file=sys.stderr, flush=True)
             finally:
                 done.set()
         if self.keep_fd >= 0 and box:  # --keep: off the serving path (readers have the part) and its slot
             await trio.to_thread.run_sync(os.pwrite, self.keep_fd, box[0], off)
+        if self.keep_env is not None and box:
+            await trio.to_thread.run_sync(self._keep_pieces, box[0], self.digests.pop(off))
+
+    def _get(self, off: int, n: int) -> bytes:
+        """A part; with --keep-lmdb its pieces' digests too (in the GET's thread, before it is served)."""
+        data = self.store.get_range(self.key, off, n)
+        if self.keep_env is not None:
+            view = memoryview(data)
+            self.digests[off] = [xxhash.xxh3_128_digest(view[i : i + PIECE]) for i in range(0, len(data), PIECE)]
+        return data
+
+    def _keep_pieces(self, data: bytes, digests: list[bytes]) -> None:
+        assert self.keep_env is not None
+        view = memoryview(data)
+        with self.keep_env.begin(write=True) as txn:
+            for i, d in enumerate(digests):
+                txn.put(d, view[i * PIECE : (i + 1) * PIECE])
 
 
 async def _main(fs: StreamFs, mountpoint: str) -> None:
@@ -150,14 +179,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("object", help="s3://BUCKET/KEY")
     p.add_argument("--part-mib", type=int, default=16)
     p.add_argument("--ahead", type=int, default=4)
-    p.add_argument("--keep", metavar="FILE", help="also write what is streamed into FILE (a local copy)")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--keep", metavar="FILE", help="also write what is streamed into FILE (a local copy)")
+    keep.add_argument("--keep-lmdb", metavar="DIR", help="also put what is streamed, as digest-addressed "
+                      "1 MiB pieces, into an LMDB environment in DIR")
     args = p.parse_args(argv)
     bucket, key = parse_s3_uri(args.object)
     key = key.rstrip("/")
     store = S3Store(f"s3://{bucket}")
     size = store._client.head_object(Bucket=bucket, Key=key)["ContentLength"]
     keep_fd = os.open(args.keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if args.keep else -1
-    fs = StreamFs(store, key, size, args.part_mib * MiB, args.ahead, keep_fd)
+    keep_env = None
+    if args.keep_lmdb:  # as artfs opens its cache (storage/lmdb_env.py): no syncs, room for the object
+        keep_env = lmdb.open(args.keep_lmdb, map_size=2 * size + (1 << 30), sync=False, metasync=False,
+                             readahead=True, max_spare_txns=0)
+    fs = StreamFs(store, key, size, args.part_mib * MiB, args.ahead, keep_fd, keep_env)
     if not init_mount(fs, args.mountpoint, "nulls3fs"):
         return 1
     sys.setswitchinterval(0.0005)

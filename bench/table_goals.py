@@ -135,8 +135,8 @@ def _mount(system: str, metric: str) -> Lookup:
     return median("mount", "results", system, metric)
 
 
-_CACHING = "a null pyfuse3 fs over S3 keeping a local copy"
-_CACHING_FLOOR = _mount("null fs over S3 + local copy", "cold")
+_CACHING = "a null pyfuse3 fs over S3 keeping its copy in LMDB under checked digests (artfs's design, no more)"
+_CACHING_FLOOR = _mount("null fs over S3 + LMDB copy, digests", "cold")
 
 GOALS = [
     Goal("cold sequential read", "MB/s", _mount("artfs", "cold"), _mount("boto3", "cold"), "boto3", 1.3,
@@ -148,7 +148,10 @@ GOALS = [
          _mount("null fs over S3", "cold"), "null pyfuse3 fs over S3", 0.8,
          bound=_CACHING_FLOOR, bound_what=_CACHING),
     Goal("cold sequential read: the FUSE + S3 floor keeping a copy", "MB/s", _mount("artfs", "cold"),
-         _mount("null fs over S3 + local copy", "cold"), "null pyfuse3 fs over S3 keeping a local copy", 0.8),
+         _mount("null fs over S3 + local copy", "cold"), "null pyfuse3 fs over S3 keeping a local copy", 0.8,
+         bound=_CACHING_FLOOR, bound_what=_CACHING),
+    Goal("cold sequential read: the floor of artfs's design", "MB/s", _mount("artfs", "cold"), _CACHING_FLOOR,
+         "null pyfuse3 fs over S3 keeping its copy in LMDB under checked digests", 0.8),
     Goal("random 4 KiB preads, cold", "ops/s", _mount("artfs", "preads"),
          best(_mount("s3fs", "preads"), _mount("rclone", "preads")), "best peer", 1.5,
          bound=_mount("S3 ceiling", "preads"),

@@ -39,11 +39,14 @@ from bench.probe import percentile_ms, pread_offsets
 from bench.s3peer import POOL, S3
 
 NULL_S3, NULL_S3_COPY = "null fs over S3", "null fs over S3 + local copy"
-SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs", NULL_S3, NULL_S3_COPY, "S3 ceiling")
+NULL_S3_LMDB = "null fs over S3 + LMDB copy, digests"
+NULL_S3_KEEP = {NULL_S3: None, NULL_S3_COPY: "file", NULL_S3_LMDB: "lmdb"}
+SYSTEMS = ("local disk", "boto3", "artfs", "rclone", "s3fs", NULL_S3, NULL_S3_COPY, NULL_S3_LMDB, "S3 ceiling")
 LABELS = {"local disk": "local disk", "boto3": "boto3 download / get_object", "artfs": "**artfs mount**",
           "rclone": "rclone mount, vfs-cache full", "s3fs": "s3fs",
           NULL_S3: "null pyfuse3 fs over S3 (the floor)",
           NULL_S3_COPY: "the same, keeping a local copy (the floor of a caching fs)",
+          NULL_S3_LMDB: "the same, the copy in LMDB under checked digests (the floor of artfs's design)",
           "S3 ceiling": "the S3 server's ceiling"}
 CEILING_PART = 8 << 20  # the server's ceiling: ranged GETs of this size, CEILING_THREADS at once, into memory
 CEILING_THREADS = 8
@@ -127,10 +130,10 @@ class MountBench:
                 with self._mounted("s3fs", m):
                     yield m.path
             return contextlib.contextmanager(s3fs_mount)
-        if system in (NULL_S3, NULL_S3_COPY):
+        if system in NULL_S3_KEEP:
             def null_s3_mount() -> Iterator[str]:
                 m = NullS3Mount(fresh_dir(self.work, "mnt-null-s3"), self.s3, f"{RAW}/big/big.bin",
-                                fresh_dir(self.work, "null-s3-work"), keep=system == NULL_S3_COPY)
+                                fresh_dir(self.work, "null-s3-work"), keep=NULL_S3_KEEP[system])
                 with self._mounted(system, m):
                     yield m.path
             return contextlib.contextmanager(null_s3_mount)
@@ -323,7 +326,7 @@ class MountBench:
                     self.run_boto3(rep)
                 elif system == "S3 ceiling":
                     self.run_ceiling(rep)
-                elif system in (NULL_S3, NULL_S3_COPY):
+                elif system in NULL_S3_KEEP:
                     self.run_null_s3(system, rep)
                 else:
                     self.run_fs(system, rep)
@@ -357,6 +360,8 @@ class MountBench:
              None, "MB/s"),
             ("cold sequential vs the null fs over S3 keeping a copy (no target)", a("artfs", "cold"),
              a(NULL_S3_COPY, "cold"), None, "MB/s"),
+            ("cold sequential vs the null fs over S3 keeping a checked copy in LMDB (no target)",
+             a("artfs", "cold"), a(NULL_S3_LMDB, "cold"), None, "MB/s"),
             ("cold sequential vs the server's ceiling (no target)", a("artfs", "cold"), a("S3 ceiling", "cold"),
              None, "MB/s"),
             ("cache-warm ≥ 1 GB/s", a("artfs", "warm"), 1000.0, 1.0, "MB/s"),
@@ -398,7 +403,10 @@ class MountBench:
             "check, no cache); \"keeping a local copy\" also writes each part into a file on the work dir's disk, off "
             "the serving path "
             "(`--keep`: the copy a caching filesystem keeps, as rclone's vfs cache and artfs's chunk cache do, "
-            "in new page cache); "
+            "in new page cache); \"the copy in LMDB under checked digests\" (`--keep-lmdb`) is what artfs's "
+            "design adds to that and nothing more: each 16 MiB part cut into 1 MiB pieces whose xxh3-128 digests "
+            "are taken before the part is served, the pieces put under them into LMDB (a write transaction a "
+            "part, no syncs) off the serving path; "
             "the server's ceiling is the big object in "
             f"{CEILING_THREADS} parallel {CEILING_PART >> 20} MiB ranged GETs into memory, in this process; its "
             "preads figure is the preads' count over that time: random reads over the whole file need nearly "
