@@ -11,6 +11,7 @@ import pytest
 
 from artfs.core.manifest import DIR
 from artfs.core.staging import StagingArea
+from artfs.core.staging.nodes import StagedNode
 from tests.core.test_staging import base_version, version_tree
 
 ROOT = 1
@@ -326,6 +327,16 @@ def test_a_walk_goes_on_when_the_kernel_forgets_a_directory_under_it(lrepo, tmp_
     assert tree["new/sub/deep/b"] == ("file", 0o644, b"bbb")
 
 
+def _remade_images(s: StagingArea) -> StagedNode:
+    """The base's images/ emptied, removed and made again: an upper root where a base directory was."""
+    images = s.lookup(ROOT, "images")
+    assert images is not None
+    for name in ("dog.png", "cat.png"):
+        s.unlink(images.id, name)
+    s.rmdir(ROOT, "images")
+    return s.mkdir(ROOT, "images", 0o755, (0, 0))
+
+
 def test_status_compares_a_remade_directory_by_content_and_hashes_a_file_once_per_change(
         lrepo, tmp_path, monkeypatch):
     """A directory of the base removed and made again is an upper tree: status compares its files with
@@ -334,12 +345,7 @@ def test_status_compares_a_remade_directory_by_content_and_hashes_a_file_once_pe
 
     base_version(lrepo, tmp_path)
     with StagingArea.open(lrepo, "animals") as s:
-        images = s.lookup(ROOT, "images")
-        assert images is not None
-        for name in ("dog.png", "cat.png"):
-            s.unlink(images.id, name)
-        s.rmdir(ROOT, "images")
-        again = s.mkdir(ROOT, "images", 0o755, (0, 0))
+        again = _remade_images(s)
         made = {}
         for name, data in (("dog.png", b"dog" * 1000), ("cat.png", b"kitten")):
             node = s.create(again.id, name, 0o644, (0, 0))
@@ -370,12 +376,7 @@ def test_a_write_forgets_a_remembered_digest_even_when_the_clock_did_not_move(lr
     base_version(lrepo, tmp_path)
     monkeypatch.setattr(upper, "_stamp", lambda st: bytes(upper._STAMP))  # a clock that never moves
     with StagingArea.open(lrepo, "animals") as s:
-        images = s.lookup(ROOT, "images")
-        assert images is not None
-        for name in ("dog.png", "cat.png"):
-            s.unlink(images.id, name)
-        s.rmdir(ROOT, "images")
-        again = s.mkdir(ROOT, "images", 0o755, (0, 0))
+        again = _remade_images(s)
         dog = s.create(again.id, "dog.png", 0o644, (0, 0))
         s.write(dog.id, 0, b"dog" * 1000)
         assert s.status() == [("deleted", "images/cat.png")]
